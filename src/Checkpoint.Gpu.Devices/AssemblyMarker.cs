@@ -1,0 +1,6 @@
+namespace CheckpointGpu.Devices;
+
+/// <summary>Assembly marker for src/Checkpoint.Gpu.Devices.</summary>
+public static class AssemblyMarker
+{
+}

@@ -1,0 +1,6 @@
+namespace CheckpointGpu.Format;
+
+/// <summary>Assembly marker for src/Checkpoint.Gpu.Format.</summary>
+public static class AssemblyMarker
+{
+}
