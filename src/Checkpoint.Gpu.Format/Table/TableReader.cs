@@ -1,0 +1,161 @@
+using System.Buffers.Binary;
+
+namespace CheckpointGpu.Format.Table;
+
+/// <summary>One key/value of a table; <see cref="Value"/> points into the file buffer.</summary>
+internal readonly record struct TableEntry(byte[] Key, ArraySegment<byte> Value);
+
+/// <summary>
+/// Reads a whole TF SSTable held in memory (<c>tsl/lib/io/table.cc</c>, <c>block.cc</c>, <c>format.cc</c>;
+/// spec section 2), validating everything: footer magic, block handles inside the file, every block's
+/// trailer and masked CRC32C, restart arrays, varint bounds, shared-prefix lengths, and strictly
+/// increasing keys across the table.
+/// </summary>
+internal static class TableReader
+{
+    /// <summary>Returns every entry in table order.</summary>
+    /// <exception cref="CheckpointFormatException">Any structural problem.</exception>
+    public static List<TableEntry> ReadAll(byte[] file, string path, int maxEntryCount, int maxKeyLength)
+    {
+        if (file.Length < TableFormat.FooterLength)
+            ThrowHelper.Format(CheckpointFormatError.TooShort, path, "file too short to be an SSTable",
+                length: file.Length, comparison: $"expected at least {TableFormat.FooterLength} bytes, found {file.Length}");
+        var footerStart = file.Length - TableFormat.FooterLength;
+        var footer = file.AsSpan(footerStart);
+        var magic = BinaryPrimitives.ReadUInt64LittleEndian(footer[(2 * TableFormat.MaxHandleLength)..]);
+        if (magic != TableFormat.Magic)
+            ThrowHelper.Format(CheckpointFormatError.BadMagic, path, "not an SSTable (bad magic number)", offset: file.Length - 8,
+                comparison: $"expected 0x{TableFormat.Magic:x16}, found 0x{magic:x16}");
+
+        var pos = 0;
+        var handles = footer[..(2 * TableFormat.MaxHandleLength)];
+        (long Offset, long Size) indexHandle = default;
+        if (!TryDecodeHandle(handles, ref pos, out var metaHandle) || !TryDecodeHandle(handles, ref pos, out indexHandle))
+            ThrowHelper.Format(CheckpointFormatError.BadBlockTrailer, path, "malformed block handles in the table footer", offset: footerStart);
+
+        _ = ReadBlock(file, path, metaHandle, footerStart, "metaindex block");
+        var indexBlock = ReadBlock(file, path, indexHandle, footerStart, "index block");
+        var indexEntries = new List<TableEntry>();
+        ParseBlock(file, path, indexBlock, indexEntries, int.MaxValue, maxKeyLength, "index block");
+
+        var result = new List<TableEntry>();
+        byte[]? previous = null;
+        foreach (var ie in indexEntries)
+        {
+            var hp = 0;
+            var hv = ie.Value.AsSpan();
+            if (!TryDecodeHandle(hv, ref hp, out var handle) || hp != hv.Length)
+                ThrowHelper.Format(CheckpointFormatError.BadBlockTrailer, path, "malformed data block handle in the index block", offset: ie.Value.Offset);
+            var block = ReadBlock(file, path, handle, footerStart, "data block");
+            var first = result.Count;
+            ParseBlock(file, path, block, result, maxEntryCount, maxKeyLength, "data block");
+            for (var i = first; i < result.Count; i++)
+            {
+                var key = result[i].Key;
+                if (previous is not null)
+                {
+                    var cmp = key.AsSpan().SequenceCompareTo(previous);
+                    if (cmp <= 0)
+                        ThrowHelper.Format(cmp == 0 ? CheckpointFormatError.DuplicateKey : CheckpointFormatError.UnsortedKeys, path,
+                            cmp == 0 ? "duplicate key in the table" : "table keys are not in increasing byte order",
+                            key: KeyText.ToDisplay(key), offset: result[i].Value.Offset);
+                }
+                previous = key;
+            }
+            // The index key must be ≥ every key of its block, or TF's lookups would miss entries.
+            if (result.Count > first && ie.Key.AsSpan().SequenceCompareTo(result[^1].Key) < 0)
+                ThrowHelper.Format(CheckpointFormatError.UnsortedKeys, path, "index block key is smaller than the last key of its data block",
+                    key: KeyText.ToDisplay(result[^1].Key), offset: handle.Offset);
+        }
+        return result;
+    }
+
+    private static bool TryDecodeHandle(ReadOnlySpan<byte> src, ref int pos, out (long Offset, long Size) handle)
+    {
+        handle = default;
+        if (!Varint.TryRead64(src, ref pos, out var off) || !Varint.TryRead64(src, ref pos, out var size)) return false;
+        if (off > long.MaxValue || size > long.MaxValue) return false;
+        handle = ((long)off, (long)size);
+        return true;
+    }
+
+    /// <summary>Checks a block handle against the file, verifies the trailer, returns the contents.</summary>
+    private static ArraySegment<byte> ReadBlock(byte[] file, string path, (long Offset, long Size) h, int limit, string what)
+    {
+        // The block and its 5-byte trailer must lie before the footer.
+        if (h.Offset < 0 || h.Size < 0 || h.Offset > limit || h.Size > limit - h.Offset - TableFormat.BlockTrailerLength)
+            ThrowHelper.Format(CheckpointFormatError.InvalidOffset, path, what + " handle points outside the file", offset: h.Offset, length: h.Size,
+                comparison: $"blocks must end before offset {limit}");
+        var off = (int)h.Offset;
+        var size = (int)h.Size;
+        var type = file[off + size];
+        var stored = BinaryPrimitives.ReadUInt32LittleEndian(file.AsSpan(off + size + 1));
+        var crc = MaskedCrc32C.Extend(MaskedCrc32C.Compute(file.AsSpan(off, size)), file.AsSpan(off + size, 1));
+        if (MaskedCrc32C.Mask(crc) != stored)
+            ThrowHelper.ChecksumMismatch(path, what, null, null, off, size, stored, MaskedCrc32C.Mask(crc));
+        if (type == TableFormat.SnappyCompression)
+            ThrowHelper.Format(CheckpointFormatError.UnsupportedCompression, path, what + " is Snappy-compressed, which is not supported",
+                offset: off, length: size, comparison: "expected compression type 0 (none), found 1 (Snappy)");
+        if (type != TableFormat.NoCompression)
+            ThrowHelper.Format(CheckpointFormatError.BadBlockTrailer, path, what + " has an unknown compression type", offset: off, length: size,
+                comparison: $"expected 0, found {type}");
+        return new ArraySegment<byte>(file, off, size);
+    }
+
+    private static void ParseBlock(byte[] file, string path, ArraySegment<byte> block, List<TableEntry> output, int maxEntryCount, int maxKeyLength, string what)
+    {
+        var data = block.AsSpan();
+        var baseOffset = block.Offset;
+        if (data.Length < 4)
+            ThrowHelper.Format(CheckpointFormatError.MalformedBlock, path, what + " is shorter than its restart count", offset: baseOffset, length: data.Length);
+        var numRestarts = BinaryPrimitives.ReadUInt32LittleEndian(data[^4..]);
+        if (numRestarts > (uint)(data.Length - 4) / 4)
+            ThrowHelper.Format(CheckpointFormatError.MalformedBlock, path, what + " restart count exceeds the block", offset: baseOffset, length: data.Length,
+                comparison: $"at most {(data.Length - 4) / 4} restarts fit, found {numRestarts}");
+        var restartsStart = data.Length - 4 - (4 * (int)numRestarts);
+        if (numRestarts == 0 && restartsStart != 0)
+            ThrowHelper.Format(CheckpointFormatError.MalformedBlock, path, what + " has entries but no restart points", offset: baseOffset, length: data.Length);
+
+        var restartIndex = 0;
+        var pos = 0;
+        var prevKey = Array.Empty<byte>();
+        while (pos < restartsStart)
+        {
+            var entryStart = pos;
+            var span = data[..restartsStart];
+            uint shared = 0, nonShared = 0, valueLen = 0;
+            if (!Varint.TryRead32(span, ref pos, out shared) || !Varint.TryRead32(span, ref pos, out nonShared) || !Varint.TryRead32(span, ref pos, out valueLen))
+                ThrowHelper.Format(CheckpointFormatError.MalformedBlock, path, what + " entry header is truncated", offset: baseOffset + entryStart);
+            if (shared > prevKey.Length)
+                ThrowHelper.Format(CheckpointFormatError.MalformedBlock, path, what + " entry shares more key bytes than the previous key has", offset: baseOffset + entryStart,
+                    comparison: $"previous key length {prevKey.Length}, shared {shared}");
+            if ((ulong)nonShared + valueLen > (ulong)(restartsStart - pos))
+                ThrowHelper.Format(CheckpointFormatError.MalformedBlock, path, what + " entry runs past the end of the block", offset: baseOffset + entryStart,
+                    length: (long)nonShared + valueLen);
+            if (shared + (ulong)nonShared > (ulong)maxKeyLength)
+                ThrowHelper.Format(CheckpointFormatError.LimitExceeded, path, what + " key is longer than MaxKeyLength", offset: baseOffset + entryStart,
+                    comparison: $"limit {maxKeyLength}, found {shared + (ulong)nonShared}");
+            // Restart points must be exactly the entries that share nothing, in order.
+            var isRestart = restartIndex < numRestarts && BinaryPrimitives.ReadUInt32LittleEndian(data[(restartsStart + (4 * restartIndex))..]) == (uint)entryStart;
+            if (isRestart) restartIndex++;
+            if (entryStart == 0 && !isRestart)
+                ThrowHelper.Format(CheckpointFormatError.MalformedBlock, path, what + " first restart point is not offset 0", offset: baseOffset);
+            if (isRestart && shared != 0)
+                ThrowHelper.Format(CheckpointFormatError.MalformedBlock, path, what + " entry at a restart point shares key bytes", offset: baseOffset + entryStart);
+
+            var key = new byte[shared + nonShared];
+            prevKey.AsSpan(0, (int)shared).CopyTo(key);
+            data.Slice(pos, (int)nonShared).CopyTo(key.AsSpan((int)shared));
+            pos += (int)nonShared;
+            if (output.Count >= maxEntryCount)
+                ThrowHelper.Format(CheckpointFormatError.LimitExceeded, path, "table has more entries than MaxEntryCount", comparison: $"limit {maxEntryCount}");
+            output.Add(new TableEntry(key, new ArraySegment<byte>(file, baseOffset + pos, (int)valueLen)));
+            pos += (int)valueLen;
+            prevKey = key;
+        }
+        // An empty block (TF's metaindex) keeps its single restart at offset 0 = the restart array itself.
+        if (restartsStart > 0 && restartIndex != numRestarts)
+            ThrowHelper.Format(CheckpointFormatError.MalformedBlock, path, what + " restart array does not match its entries", offset: baseOffset, length: data.Length,
+                comparison: $"{numRestarts} restarts declared, {restartIndex} matched entry offsets");
+    }
+}
