@@ -1,0 +1,93 @@
+using System.Runtime.InteropServices;
+
+namespace CheckpointGpu.Devices;
+
+/// <summary>A block of accelerator memory: <see cref="LengthInBytes"/> bytes owned by (or, for external memory, lent to) one <see cref="Devices.Accelerator"/>.</summary>
+/// <remarks>
+/// <para>Created by <see cref="Accelerator.Allocate(long)"/> or <see cref="Accelerator.WrapExternal(nint, long, bool)"/>.
+/// Freshly allocated memory is not zeroed; use <see cref="AcceleratorStream.EnqueueFill(DeviceView, byte)"/>.</para>
+/// <para>Lifetime: <see cref="Dispose"/> frees the memory once every stream operation already enqueued on it has
+/// completed (each operation holds a reference on the native handle), so disposing a buffer with work in flight
+/// is safe. Buffers still alive when the accelerator is disposed are freed by it.</para>
+/// <para>Thread-safety: all members are thread-safe. Concurrent stream operations on overlapping ranges of the
+/// same buffer are ordered only within one stream.</para>
+/// </remarks>
+public sealed class DeviceBuffer : IDisposable, IAcceleratorChild
+{
+    private readonly SafeHandle _handle;
+    private int _disposed;
+
+    internal DeviceBuffer(Accelerator accelerator, SafeHandle handle, long lengthInBytes, bool isExternal, bool ownsMemory)
+    {
+        Accelerator = accelerator;
+        _handle = handle;
+        LengthInBytes = lengthInBytes;
+        IsExternal = isExternal;
+        OwnsMemory = ownsMemory;
+    }
+
+    /// <summary>The accelerator this buffer belongs to.</summary>
+    public Accelerator Accelerator { get; }
+
+    /// <summary>Length of the buffer, in bytes.</summary>
+    public long LengthInBytes { get; }
+
+    /// <summary>True when the memory was supplied by the caller through <see cref="Accelerator.WrapExternal(nint, long, bool)"/>.</summary>
+    public bool IsExternal { get; }
+
+    /// <summary>True when disposing this buffer releases the memory (always for allocated buffers; for external ones, as requested).</summary>
+    public bool OwnsMemory { get; }
+
+    /// <summary>True after <see cref="Dispose"/> (or after the accelerator was disposed).</summary>
+    public bool IsDisposed => Volatile.Read(ref _disposed) != 0;
+
+    internal SafeHandle Handle => _handle;
+
+    /// <summary>A view of <paramref name="lengthInBytes"/> bytes starting at <paramref name="offsetInBytes"/>.</summary>
+    /// <param name="offsetInBytes">Start of the view in bytes, 0 ≤ offset ≤ <see cref="LengthInBytes"/>.</param>
+    /// <param name="lengthInBytes">Length of the view in bytes.</param>
+    /// <returns>The view.</returns>
+    /// <exception cref="ObjectDisposedException">The buffer is disposed.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">The range is negative or extends past <see cref="LengthInBytes"/>; the message gives all three sizes.</exception>
+    public DeviceView View(long offsetInBytes, long lengthInBytes)
+    {
+        ObjectDisposedException.ThrowIf(IsDisposed, this);
+        ThrowHelper.ThrowIfRangeInvalid(offsetInBytes, lengthInBytes, LengthInBytes, nameof(offsetInBytes), "buffer");
+        return new DeviceView(this, offsetInBytes, lengthInBytes);
+    }
+
+    /// <summary>A view of the whole buffer.</summary>
+    /// <returns>The view.</returns>
+    /// <exception cref="ObjectDisposedException">The buffer is disposed.</exception>
+    public DeviceView AsView()
+    {
+        ObjectDisposedException.ThrowIf(IsDisposed, this);
+        return new DeviceView(this, 0, LengthInBytes);
+    }
+
+    /// <summary>The backend's raw handle, for interop with other native code: the memory address (CPU) or the <c>cl_mem</c> (OpenCL).</summary>
+    /// <returns>The handle; valid only while the buffer is not disposed, and not retained for the caller.</returns>
+    /// <exception cref="ObjectDisposedException">The buffer is disposed.</exception>
+    public nint DangerousGetNativeHandle()
+    {
+        ObjectDisposedException.ThrowIf(IsDisposed, this);
+        return _handle.DangerousGetHandle();
+    }
+
+    /// <summary>Releases the buffer; the memory is freed once operations already enqueued on it have completed.</summary>
+    public void Dispose()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
+        _handle.Dispose();
+        Accelerator.Unregister(this);
+    }
+
+    void IAcceleratorChild.DisposeFromParent()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
+        _handle.Dispose();
+    }
+
+    /// <inheritdoc/>
+    public override string ToString() => $"DeviceBuffer({LengthInBytes} bytes on {Accelerator.Kind})";
+}

@@ -1,0 +1,58 @@
+using System.Runtime.InteropServices;
+
+namespace CheckpointGpu.Devices.Interop;
+
+/// <summary>Owns a block from <see cref="NativeMemory.AlignedAlloc(nuint, nuint)"/> (or wraps a caller's block without owning it).</summary>
+/// <remarks>Used for CPU device buffers and host pinned buffers. If the block was page-locked it is unlocked before it is freed.</remarks>
+internal sealed unsafe class SafeAlignedMemoryHandle : SafeHandle
+{
+    private readonly nuint _lengthInBytes;
+    private readonly bool _ownsMemory;
+    private readonly bool _locked;
+
+    private SafeAlignedMemoryHandle(void* pointer, nuint lengthInBytes, bool ownsMemory, bool locked)
+        : base(IntPtr.Zero, ownsHandle: true)
+    {
+        SetHandle((nint)pointer);
+        _lengthInBytes = lengthInBytes;
+        _ownsMemory = ownsMemory;
+        _locked = locked;
+        Interlocked.Increment(ref NativeObjectCounters.AlignedMemory);
+    }
+
+    public override bool IsInvalid => handle == IntPtr.Zero;
+
+    /// <summary>True when <c>mlock</c> succeeded for this block.</summary>
+    internal bool IsPageLocked => _locked;
+
+    /// <summary>Allocates <paramref name="lengthInBytes"/> bytes (at least one byte) aligned to <paramref name="alignment"/>.</summary>
+    /// <returns>The handle, or <see langword="null"/> when the allocator reports out-of-memory.</returns>
+    internal static SafeAlignedMemoryHandle? TryAllocate(long lengthInBytes, int alignment, bool pageLockAndPrefault)
+    {
+        var size = (nuint)Math.Max(1, lengthInBytes);
+        if (pageLockAndPrefault) size = (size + (nuint)alignment - 1) & ~((nuint)alignment - 1);
+        void* p;
+        try { p = NativeMemory.AlignedAlloc(size, (nuint)alignment); }
+        catch (OutOfMemoryException) { return null; }
+        var locked = false;
+        if (pageLockAndPrefault)
+        {
+            // Touch every page now: fresh memory is 2-10x slower on first use (MACHINE-LIMITS.md).
+            NativeMemory.Clear(p, size);
+            locked = LibC.TryLock(p, size);
+        }
+        return new SafeAlignedMemoryHandle(p, size, ownsMemory: true, locked);
+    }
+
+    /// <summary>Wraps memory the caller allocated. When <paramref name="ownsMemory"/> is true it is released with <see cref="NativeMemory.AlignedFree(void*)"/>.</summary>
+    internal static SafeAlignedMemoryHandle Wrap(nint pointer, long lengthInBytes, bool ownsMemory) =>
+        new((void*)pointer, (nuint)lengthInBytes, ownsMemory, locked: false);
+
+    protected override bool ReleaseHandle()
+    {
+        if (_locked) LibC.MUnlock((void*)handle, _lengthInBytes);
+        if (_ownsMemory) NativeMemory.AlignedFree((void*)handle);
+        Interlocked.Decrement(ref NativeObjectCounters.AlignedMemory);
+        return true;
+    }
+}

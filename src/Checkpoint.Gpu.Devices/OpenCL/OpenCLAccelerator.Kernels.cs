@@ -1,0 +1,8 @@
+namespace CheckpointGpu.Devices.OpenCL;
+
+public sealed partial class OpenCLAccelerator
+{
+    private static void DisposeKernels()
+    {
+    }
+}
