@@ -216,6 +216,21 @@ public sealed class TensorSlice : IEquatable<TensorSlice>
     private static readonly byte[] s_signedHeader0 = [0, 0, 0xC0, 0xE0, 0xF0, 0xF8, 0xFC, 0xFE, 0xFF, 0xFF, 0xFF];
     private static readonly byte[] s_signedHeader1 = [0, 0, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x80, 0xC0];
 
+    /// <summary>OrderedCode's <c>WriteSignedNumIncreasing</c> of one value (exposed for tests).</summary>
+    internal static byte[] EncodeSignedNumIncreasing(long v)
+    {
+        var buf = new List<byte>(10);
+        WriteSignedNumIncreasing(buf, v);
+        return buf.ToArray();
+    }
+
+    /// <summary>OrderedCode's <c>ReadSignedNumIncreasing</c> of one value (exposed for tests).</summary>
+    internal static bool TryDecodeSignedNumIncreasing(ReadOnlySpan<byte> src, out long v)
+    {
+        var pos = 0;
+        return TryReadSignedNumIncreasing(src, ref pos, out v) && pos == src.Length;
+    }
+
     private static void WriteSignedNumIncreasing(List<byte> buf, long v)
     {
         var x = v < 0 ? ~v : v;
