@@ -1,0 +1,71 @@
+using CheckpointGpu.Format;
+
+namespace CheckpointGpu.IO;
+
+/// <summary>
+/// The synchronous <see cref="ITensorReader"/> over <see cref="TensorBundleReader"/>: values travel file → host
+/// chunk → device through the accelerator's default stream. The Pipeline's IO device replaces this seam.
+/// </summary>
+internal sealed class BundleTensorReader : ITensorReader
+{
+    // Chunk size for file → device copies (bounded host memory per read).
+    private const int ChunkBytes = 4 << 20;
+    private readonly TensorBundleReader _reader;
+
+    private BundleTensorReader(TensorBundleReader reader) { _reader = reader; }
+
+    public static BundleTensorReader Open(string prefix) => new(TensorBundleReader.Open(prefix));
+
+    public string Prefix => _reader.Prefix;
+
+    public IEnumerable<string> Keys => _reader.Entries.Where(e => !e.IsSliceEntry && e.Key.Length > 0).Select(e => e.Key);
+
+    public bool TryGetInfo(string key, out StoredTensorInfo info)
+    {
+        if (_reader.TryGetEntry(key, out var entry) && !entry.IsSliceEntry)
+        {
+            info = new StoredTensorInfo(entry.DType, entry.Shape, entry.Size, entry.ShardId, entry.Offset);
+            return true;
+        }
+        info = default;
+        return false;
+    }
+
+    public byte[]? ReadObjectGraphBytes()
+    {
+        if (!_reader.TryGetEntry(CheckpointKeys.ObjectGraph, out var entry)) return null;
+        if (entry.DType != DType.String || entry.Shape.Rank != 0)
+            throw new CheckpointFormatException(CheckpointFormatError.MalformedProto, _reader.IndexPath,
+                "the object graph entry is not a DT_STRING scalar", entry.Key, comparison: $"found {DTypes.GetName(entry.DType)} {entry.Shape}");
+        return _reader.ReadStrings(entry)[0];
+    }
+
+    public void ReadIntoVariable(string key, Variable variable)
+    {
+        var entry = _reader.GetEntry(key);
+        if (entry.IsPartitioned)
+            throw new NotSupportedException($"{_reader.Prefix}: key '{key}' is stored as a partitioned (sliced) tensor; restoring partitioned tensors into variables is not supported yet.");
+        if (entry.Size != variable.LengthInBytes)
+            throw new CheckpointFormatException(CheckpointFormatError.SizeMismatch, _reader.IndexPath,
+                "entry size does not match its dtype and shape", key, entry.ShardId, entry.Offset, entry.Size,
+                comparison: $"expected {variable.LengthInBytes} bytes");
+        if (entry.Size == 0) return;
+        _reader.ReadTensor(entry, (chunk, offset) => variable.CopyFromHost(chunk, offset), ChunkBytes);
+    }
+
+    public HostTensor ReadHost(string key)
+    {
+        var entry = _reader.GetEntry(key);
+        if (entry.DType == DType.String)
+            return HostTensor.FromOwnedStrings(entry.Shape, _reader.ReadStrings(entry));
+        if (!DTypes.IsFixedSize(entry.DType))
+            throw new NotSupportedException($"{_reader.Prefix}: key '{key}' has dtype {DTypes.GetName(entry.DType)}, which cannot be restored into host state.");
+        if (entry.Size > Array.MaxLength)
+            throw new NotSupportedException($"{_reader.Prefix}: key '{key}' is {entry.Size} bytes, too large for host state.");
+        var bytes = new byte[entry.Size];
+        _reader.ReadTensor(entry, bytes);
+        return HostTensor.FromOwnedBytes(entry.DType, entry.Shape, bytes);
+    }
+
+    public void Dispose() => _reader.Dispose();
+}

@@ -1,0 +1,193 @@
+using System.Text;
+using CheckpointGpu.Devices;
+using CheckpointGpu.Format;
+
+namespace CheckpointGpu;
+
+/// <summary>
+/// Groups trackable objects under named root dependencies and saves/restores them in TensorFlow's object-based
+/// checkpoint format (TF's <c>tf.train.Checkpoint</c>, <c>tensorflow/python/checkpoint/checkpoint.py</c>; spec §6–§7).
+/// </summary>
+/// <remarks>
+/// <para><b>Node numbering.</b> The constructor's dependencies are tracked in sorted name order (as TF sorts
+/// <c>**kwargs</c>), so node ids and bytes match TF's for the same objects. <see cref="SaveCounter"/> (int64 scalar,
+/// edge and <c>full_name</c> <c>save_counter</c>) is created lazily by the first <see cref="Save"/>,
+/// <see cref="Restore"/> or access, and therefore follows the constructor's dependencies.</para>
+/// <para><b>Save vs. Write.</b> <see cref="Save"/> increments the counter first, writes <c>prefix-N</c> and rewrites the
+/// <c>checkpoint</c> state file (only the new path). <see cref="Write"/> writes exactly the prefix, with the counter
+/// only if it already exists, and no state file. <b>Restore vs. Read</b> (spec §7.6): <see cref="Restore"/> also
+/// accepts a SavedModel directory and creates the counter after matching (so it continues from the checkpoint);
+/// <see cref="Read"/> does only the matching.</para>
+/// <para><b>Lifetime.</b> The checkpoint references, but does not own, its dependencies. It owns the save counter.
+/// <see cref="Dispose"/> reports checkpoint values that were never matched by its restores (unless
+/// <see cref="LoadStatus.ExpectPartial"/> was called) to <see cref="Log"/>.</para>
+/// <para>Thread-safety: not thread-safe.</para>
+/// </remarks>
+public sealed class Checkpoint : AutoTrackable, IDisposable
+{
+    private readonly TrackableSaver _saver;
+    private Variable? _saveCounter;
+    private Accelerator? _counterAccelerator;
+    private bool _disposed;
+
+    /// <summary>Creates a checkpoint with no dependencies yet (add them with <see cref="AutoTrackable.Track{T}(string, T)"/>).</summary>
+    public Checkpoint() { _saver = new TrackableSaver(this); }
+
+    /// <summary>
+    /// Creates a checkpoint over named root dependencies (TF's <c>Checkpoint(**kwargs)</c>), tracked in sorted name order.
+    /// </summary>
+    /// <param name="dependencies">Name/object pairs, e.g. <c>("model", model), ("optimizer", optimizer)</c>.</param>
+    /// <exception cref="ArgumentException">A value is not a <see cref="Trackable"/> (TF: <c>ValueError</c>), a name is empty, duplicated or <c>save_counter</c>.</exception>
+    public Checkpoint(params (string Name, object Value)[] dependencies) : this()
+    {
+        ArgumentNullException.ThrowIfNull(dependencies);
+        var seen = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var (name, value) in dependencies)
+        {
+            ArgumentException.ThrowIfNullOrEmpty(name, nameof(dependencies));
+            if (!seen.Add(name)) throw new ArgumentException($"Dependency '{name}' is given twice.", nameof(dependencies));
+            if (name == CheckpointNames.SaveCounter) throw new ArgumentException("'save_counter' is reserved for the checkpoint's own counter.", nameof(dependencies));
+            if (value is not Trackable)
+                throw new ArgumentException(
+                    $"Checkpoint was expecting a trackable object (an object derived from {nameof(Trackable)}) for '{name}', got {(value is null ? "null" : value.GetType().FullName)}. "
+                    + "If you believe this object should be trackable (i.e. it is part of the model state), derive it from Trackable or AutoTrackable.",
+                    nameof(dependencies));
+        }
+        // TF sorts kwargs by key (Python code-point order = UTF-8 byte order); numbering depends on it.
+        foreach (var (name, value) in dependencies.OrderBy(d => Encoding.UTF8.GetBytes(d.Name), ByteOrder.Instance))
+            TrackDependency(name, (Trackable)value);
+    }
+
+    /// <summary>Creates a checkpoint over named root dependencies, tracked in sorted name order.</summary>
+    /// <param name="dependencies">Name/object pairs.</param>
+    /// <exception cref="ArgumentException">A name is empty, duplicated or <c>save_counter</c>, or a value is null.</exception>
+    public Checkpoint(IEnumerable<KeyValuePair<string, Trackable>> dependencies)
+        : this((dependencies ?? throw new ArgumentNullException(nameof(dependencies))).Select(kv => (kv.Key, (object)kv.Value)).ToArray())
+    {
+    }
+
+    /// <summary>Where warnings go (unmatched values, inconsistent references). Default standard error; <see langword="null"/> silences.</summary>
+    public TextWriter? Log { get => _saver.Log; set => _saver.Log = value; }
+
+    /// <summary>The lower-level saver rooted at this checkpoint.</summary>
+    public TrackableSaver Saver => _saver;
+
+    /// <summary>True once the save counter exists (after a save, restore or access to <see cref="SaveCounter"/>).</summary>
+    public bool HasSaveCounter => _saveCounter is not null;
+
+    /// <summary>
+    /// The number of <see cref="Save"/> calls (int64 scalar variable, edge and <c>full_name</c> <c>save_counter</c>);
+    /// created at 0 on first access, or restored from a pending checkpoint value.
+    /// </summary>
+    /// <exception cref="ObjectDisposedException">The checkpoint is disposed.</exception>
+    public Variable SaveCounter
+    {
+        get
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            if (_saveCounter is null)
+            {
+                // TF places the counter on /cpu:0; ours lives on a CPU accelerator owned by this checkpoint.
+                _counterAccelerator ??= Accelerator.Create(AcceleratorKind.Cpu);
+                _saveCounter = AddVariable(CheckpointNames.SaveCounter, _counterAccelerator, DType.Int64, TensorShape.Scalar,
+                    VariableInitializer.Zeros, CheckpointNames.SaveCounter);
+            }
+            return _saveCounter;
+        }
+    }
+
+    /// <summary>
+    /// Increments <see cref="SaveCounter"/>, writes the checkpoint at <c>&lt;filePrefix&gt;-&lt;counter&gt;</c>, then
+    /// rewrites <c>&lt;dir of filePrefix&gt;/checkpoint</c> to name only that prefix (relative path).
+    /// </summary>
+    /// <param name="filePrefix">Prefix without the number, e.g. <c>/train/ckpt</c>.</param>
+    /// <param name="options">Options; frozen by this call.</param>
+    /// <returns>The prefix written, e.g. <c>/train/ckpt-1</c>.</returns>
+    /// <exception cref="IOException">Writing failed (the counter stays incremented, as in TF).</exception>
+    public string Save(string filePrefix, CheckpointOptions? options = null)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(filePrefix);
+        var number = IncrementSaveCounter();
+        var path = _saver.Save(filePrefix, number, options);
+        TrackableSaver.UpdateStateFile(path);
+        return path;
+    }
+
+    /// <summary>Writes the checkpoint at exactly <paramref name="filePrefix"/>: no counter change, no state file.</summary>
+    /// <param name="filePrefix">Prefix path.</param>
+    /// <param name="options">Options; frozen by this call.</param>
+    /// <returns>The prefix written.</returns>
+    /// <exception cref="IOException">Writing failed.</exception>
+    public string Write(string filePrefix, CheckpointOptions? options = null)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        return _saver.Write(filePrefix, options);
+    }
+
+    /// <summary>
+    /// Restores (TF's <c>Checkpoint.restore</c>): <see cref="Read"/>, accepting a SavedModel directory (reads
+    /// <c>variables/variables</c>), then creates <see cref="SaveCounter"/> if missing (restored from the checkpoint when
+    /// it has one). <see langword="null"/> returns an <see cref="InitializationOnlyStatus"/>.
+    /// </summary>
+    /// <param name="savePath">Checkpoint prefix (e.g. <c>ckpt-3</c>), SavedModel directory, or <see langword="null"/>.</param>
+    /// <param name="options">Options; frozen by this call.</param>
+    /// <returns>The status.</returns>
+    /// <exception cref="FileNotFoundException">The checkpoint does not exist (the message hints at a missing <c>-N</c> suffix).</exception>
+    /// <exception cref="CheckpointFormatException">The checkpoint is corrupt.</exception>
+    /// <exception cref="CheckpointMismatchException">A value's dtype or shape differs from its live object's.</exception>
+    public LoadStatus Restore(string? savePath, CheckpointOptions? options = null)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (savePath is not null && Directory.Exists(savePath)
+            && (File.Exists(Path.Combine(savePath, "saved_model.pb")) || File.Exists(Path.Combine(savePath, "saved_model.pbtxt"))))
+            savePath = Path.Combine(savePath, "variables", "variables");
+        var status = _saver.Restore(savePath, options);
+        _ = SaveCounter;   // created after matching: consumes a deferred "save_counter" value (spec §7.6)
+        if (status is NameBasedLoadStatus nameBased) nameBased.AddToOptionallyRestored(SaveCounter);
+        return status;
+    }
+
+    /// <summary>
+    /// Restores by matching only (TF's <c>Checkpoint.read</c>), for checkpoints written by <see cref="Write"/>: does not
+    /// create the save counter.
+    /// </summary>
+    /// <param name="savePath">Checkpoint prefix.</param>
+    /// <param name="options">Options; frozen by this call.</param>
+    /// <returns>The status.</returns>
+    /// <exception cref="ArgumentNullException"><paramref name="savePath"/> is null.</exception>
+    /// <exception cref="FileNotFoundException">The checkpoint does not exist.</exception>
+    /// <exception cref="CheckpointMismatchException">A value's dtype or shape differs from its live object's.</exception>
+    public LoadStatus Read(string savePath, CheckpointOptions? options = null)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        ArgumentNullException.ThrowIfNull(savePath);
+        return _saver.Restore(savePath, options);
+    }
+
+    /// <summary>Adds one to the counter and returns the new value.</summary>
+    internal long IncrementSaveCounter()
+    {
+        var counter = SaveCounter;
+        var next = counter.Read<long>()[0] + 1;
+        counter.Assign<long>([next]);
+        return next;
+    }
+
+    internal void WriteUnnumbered(string prefix, CheckpointOptions? options) => _saver.Save(prefix, 0, options);
+
+    /// <summary>Reports unmatched checkpoint values of this checkpoint's restores, then frees the save counter.</summary>
+    public void Dispose()
+    {
+        if (_disposed) return;
+        _disposed = true;
+        _saver.ReleaseStatuses();
+        _saveCounter?.Dispose();
+        _counterAccelerator?.Dispose();
+    }
+
+    private sealed class ByteOrder : IComparer<byte[]>
+    {
+        public static ByteOrder Instance { get; } = new();
+        public int Compare(byte[]? x, byte[]? y) => x.AsSpan().SequenceCompareTo(y);
+    }
+}

@@ -1,0 +1,83 @@
+namespace CheckpointGpu;
+
+/// <summary>
+/// Options for saving and restoring (TF's <c>tf.train.CheckpointOptions</c>,
+/// <c>tensorflow/python/checkpoint/checkpoint_options.py</c>; spec §9).
+/// </summary>
+/// <remarks>
+/// Freezes on first use: once passed to a save or restore, setters throw <see cref="InvalidOperationException"/>
+/// (copy it with the copy constructor to change it). Thread-safety: safe to share once frozen.
+/// </remarks>
+public sealed class CheckpointOptions
+{
+    private string? _ioDevice;
+    private bool _skipSlotVariables;
+    private IShardingPolicy _shardingPolicy = ShardByTaskPolicy.Instance;
+    private IReadOnlyList<Action<string>> _writeCallbacks = [];
+    private volatile bool _frozen;
+
+    /// <summary>Creates options with the defaults.</summary>
+    public CheckpointOptions() { }
+
+    /// <summary>Creates an unfrozen copy of <paramref name="other"/>.</summary>
+    /// <param name="other">Options to copy.</param>
+    public CheckpointOptions(CheckpointOptions other)
+    {
+        ArgumentNullException.ThrowIfNull(other);
+        _ioDevice = other._ioDevice;
+        _skipSlotVariables = other._skipSlotVariables;
+        _shardingPolicy = other._shardingPolicy;
+        _writeCallbacks = other._writeCallbacks;
+    }
+
+    /// <summary>Shared frozen defaults.</summary>
+    public static CheckpointOptions Default { get; } = new CheckpointOptions().Freeze();
+
+    /// <summary>
+    /// TF's <c>experimental_io_device</c>: which device performs checkpoint I/O. Reserved for the Pipeline's IO device
+    /// (staging ring, asynchronous writers); <see langword="null"/> (default) uses the synchronous host path. No effect
+    /// on the file format.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">The options are frozen.</exception>
+    public string? IODevice { get => _ioDevice; set { VerifyMutable(); _ioDevice = value; } }
+
+    /// <summary>TF's <c>experimental_skip_slot_variables</c>: restores ignore optimizer slot variables. Default false.</summary>
+    /// <exception cref="InvalidOperationException">The options are frozen.</exception>
+    public bool SkipSlotVariables { get => _skipSlotVariables; set { VerifyMutable(); _skipSlotVariables = value; } }
+
+    /// <summary>How tensors are grouped into data files (TF's <c>experimental_sharding_callback</c>). Default <see cref="ShardByTaskPolicy"/> (one file).</summary>
+    /// <exception cref="ArgumentNullException">Set to null.</exception>
+    /// <exception cref="InvalidOperationException">The options are frozen.</exception>
+    public IShardingPolicy ShardingPolicy
+    {
+        get => _shardingPolicy;
+        set { VerifyMutable(); ArgumentNullException.ThrowIfNull(value); _shardingPolicy = value; }
+    }
+
+    /// <summary>
+    /// TF's <c>experimental_write_callbacks</c>: called in order with the written prefix after each save/write is
+    /// complete (files committed). Default none.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">The options are frozen.</exception>
+    public IReadOnlyList<Action<string>> WriteCallbacks
+    {
+        get => _writeCallbacks;
+        set { VerifyMutable(); ArgumentNullException.ThrowIfNull(value); _writeCallbacks = value.ToArray(); }
+    }
+
+    /// <summary>True once the options were used (or <see cref="Freeze"/> was called).</summary>
+    public bool IsFrozen => _frozen;
+
+    /// <summary>Makes the options read-only.</summary>
+    /// <returns>This instance.</returns>
+    public CheckpointOptions Freeze()
+    {
+        _frozen = true;
+        return this;
+    }
+
+    private void VerifyMutable()
+    {
+        if (_frozen) throw new InvalidOperationException("These CheckpointOptions are read-only: they have already been used. Copy them to change a setting.");
+    }
+}

@@ -1,0 +1,231 @@
+using System.Globalization;
+using CheckpointGpu.Format;
+using CheckpointGpu.Format.Protos;
+using CheckpointGpu.IO;
+using Google.Protobuf;
+
+namespace CheckpointGpu;
+
+/// <summary>
+/// Saves and restores the object graph below any root <see cref="Trackable"/> (TF's <c>TrackableSaver</c>, TF1's
+/// <c>CheckpointableSaver</c>; <c>tensorflow/python/checkpoint/checkpoint.py</c>). <see cref="Checkpoint"/> wraps one
+/// rooted at itself; Keras-2 <c>save_weights</c> uses one rooted at the model (<see cref="SaveWeights"/>).
+/// </summary>
+/// <remarks>
+/// <para><b>What a save writes</b> (spec §6.5, §4.1): every tensor of every reachable object under
+/// <c>&lt;path&gt;/.ATTRIBUTES/&lt;name&gt;</c> in node-id order, then the serialized object graph under
+/// <c>_CHECKPOINTABLE_OBJECT_GRAPH</c>, last. The data files are committed before the index (temporary names, flush,
+/// rename; the index rename is the commit point). The saver never touches the <c>checkpoint</c> state file.</para>
+/// <para><b>Root difference.</b> Node 0 is the root given here. <c>new Checkpoint(("model", m))</c> makes keys
+/// <c>model/dense/kernel/...</c>; <c>SaveWeights(m, path)</c> makes <c>dense/kernel/...</c>. The two layouts restore
+/// only into a tree with the same root.</para>
+/// <para>Thread-safety: not thread-safe.</para>
+/// </remarks>
+public sealed class TrackableSaver
+{
+    private readonly List<LoadStatus> _statuses = [];
+
+    /// <summary>Creates a saver rooted at <paramref name="root"/> (node 0).</summary>
+    /// <param name="root">The root object; referenced, not owned.</param>
+    public TrackableSaver(Trackable root)
+    {
+        ArgumentNullException.ThrowIfNull(root);
+        Root = root;
+        View = new ObjectGraphView(root);
+    }
+
+    /// <summary>Node 0 of saved graphs.</summary>
+    public Trackable Root { get; }
+
+    /// <summary>The object-graph view over <see cref="Root"/>.</summary>
+    public ObjectGraphView View { get; }
+
+    /// <summary>Where warnings go (unmatched values when a status is disposed, inconsistent references). Default: standard error; <see langword="null"/> silences them.</summary>
+    public TextWriter? Log { get; set; } = Console.Error;
+
+    /// <summary>
+    /// Writes a checkpoint (TF's <c>TrackableSaver.save</c>): the prefix is <paramref name="filePrefix"/>, with
+    /// <c>-N</c> appended only when <paramref name="checkpointNumber"/> is non-zero.
+    /// </summary>
+    /// <param name="filePrefix">Prefix path (directory created if missing).</param>
+    /// <param name="checkpointNumber">Suffix number; 0 adds none.</param>
+    /// <param name="options">Options; frozen by this call. Default <see cref="CheckpointOptions.Default"/>.</param>
+    /// <returns>The prefix written.</returns>
+    /// <exception cref="ArgumentException"><paramref name="filePrefix"/> is empty.</exception>
+    /// <exception cref="IOException">Writing failed; no partial checkpoint is left under the final names.</exception>
+    /// <exception cref="InvalidOperationException">The object graph is invalid (duplicate names, slot reused as dependency).</exception>
+    public string Save(string filePrefix, long checkpointNumber = 0, CheckpointOptions? options = null)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(filePrefix);
+        var path = checkpointNumber != 0 ? $"{filePrefix}-{checkpointNumber.ToString(CultureInfo.InvariantCulture)}" : filePrefix;
+        WriteCore(path, options ?? CheckpointOptions.Default);
+        return path;
+    }
+
+    /// <summary>Writes a checkpoint at exactly <paramref name="filePrefix"/> (same as <see cref="Save"/> with no number).</summary>
+    /// <param name="filePrefix">Prefix path.</param>
+    /// <param name="options">Options; frozen by this call.</param>
+    /// <returns>The prefix written.</returns>
+    /// <exception cref="IOException">Writing failed.</exception>
+    public string Write(string filePrefix, CheckpointOptions? options = null) => Save(filePrefix, 0, options);
+
+    /// <summary>
+    /// Restores from a checkpoint (TF's <c>TrackableSaver.restore</c>): object-based when the bundle has an object
+    /// graph, otherwise name-based (TF1). Values for existing objects are applied before this returns; the rest wait
+    /// for their objects to be created. <see langword="null"/> gives an <see cref="InitializationOnlyStatus"/>.
+    /// </summary>
+    /// <param name="savePath">Checkpoint prefix, or <see langword="null"/>.</param>
+    /// <param name="options">Options; frozen by this call.</param>
+    /// <returns>The status.</returns>
+    /// <exception cref="FileNotFoundException">The checkpoint's index or data file is missing.</exception>
+    /// <exception cref="CheckpointFormatException">The checkpoint is corrupt.</exception>
+    /// <exception cref="CheckpointMismatchException">A value's dtype or shape differs from its live object's.</exception>
+    public LoadStatus Restore(string? savePath, CheckpointOptions? options = null)
+    {
+        if (savePath is null) return new InitializationOnlyStatus(RestoreCoordinator.NewUid());
+        var status = RestoreCore(savePath, options ?? CheckpointOptions.Default);
+        _statuses.Add(status);
+        return status;
+    }
+
+    /// <summary>
+    /// Keras-2 <c>model.save_weights(path)</c> in TF format: writes a checkpoint rooted at <paramref name="root"/>
+    /// (keys without a <c>model/</c> prefix) at exactly <paramref name="filePath"/>, then points the
+    /// <c>checkpoint</c> state file in its directory at it.
+    /// </summary>
+    /// <param name="root">The model (node 0).</param>
+    /// <param name="filePath">Prefix path.</param>
+    /// <param name="options">Options; frozen by this call.</param>
+    /// <returns>The prefix written.</returns>
+    /// <exception cref="IOException">Writing failed.</exception>
+    public static string SaveWeights(Trackable root, string filePath, CheckpointOptions? options = null)
+    {
+        var path = new TrackableSaver(root).Save(filePath, 0, options);
+        UpdateStateFile(path);
+        return path;
+    }
+
+    /// <summary>
+    /// Keras-2 <c>model.load_weights(path)</c> for TF-format weights: restores into <paramref name="root"/> (existing
+    /// and future variables) and asserts a non-trivial match.
+    /// </summary>
+    /// <param name="root">The model (node 0).</param>
+    /// <param name="filePath">Prefix path.</param>
+    /// <param name="options">Options; frozen by this call.</param>
+    /// <returns>The status.</returns>
+    /// <exception cref="CheckpointMismatchException">Nothing besides the root matched.</exception>
+    public static LoadStatus LoadWeights(Trackable root, string filePath, CheckpointOptions? options = null) =>
+        new TrackableSaver(root).Restore(filePath, options).AssertNontrivialMatch();
+
+    /// <summary>TF's <c>Checkpoint.save</c> state update: only fields 1–2, one relative path.</summary>
+    internal static void UpdateStateFile(string prefix)
+    {
+        var full = Path.GetFullPath(prefix);
+        var dir = Path.GetDirectoryName(full)!;
+        var relative = Path.GetRelativePath(dir, full);
+        CheckpointStateFile.Write(dir, new Format.CheckpointState(relative));
+    }
+
+    internal void WriteCore(string prefix, CheckpointOptions options)
+    {
+        options.Freeze();
+        var snapshot = ObjectGraphSnapshot.Build(Root, includeSlotVariables: true);
+        var graphBytes = snapshot.Proto.ToByteArray();
+        var offered = new List<ShardableTensor>(snapshot.Tensors.Count + 1);
+        foreach (var t in snapshot.Tensors)
+            offered.Add(new ShardableTensor(t.Key, DType.Invalid, TensorShape.Scalar, t.Attribute.EstimatedSizeInBytes));
+        offered.Add(new ShardableTensor(CheckpointNames.ObjectGraph, DType.String, TensorShape.Scalar, graphBytes.Length));
+        var assignment = options.ShardingPolicy.AssignShards(offered);
+        ValidateAssignment(assignment, offered.Count);
+
+        using (var bundle = new TensorBundleWriter(prefix, new TensorBundleWriterOptions { ShardCount = assignment.ShardCount }))
+        {
+            var writer = new BundleTensorWriter(bundle);
+            for (var i = 0; i < snapshot.Tensors.Count; i++)
+                snapshot.Tensors[i].Attribute.Save(writer, snapshot.Tensors[i].Key, assignment.ShardIds[i]);
+            // The object graph goes last (TF's data-file order, spec §4.1).
+            bundle.AddStrings(CheckpointNames.ObjectGraph, TensorShape.Scalar, [graphBytes], assignment.ShardIds[^1]);
+            bundle.Finish();
+        }
+        foreach (var callback in options.WriteCallbacks) callback(prefix);
+    }
+
+    private static void ValidateAssignment(ShardAssignment assignment, int count)
+    {
+        if (assignment is null || assignment.ShardCount < 1 || assignment.ShardIds.Count != count)
+            throw new InvalidOperationException("The sharding policy returned an invalid assignment (wrong count or no shards).");
+        var used = new bool[assignment.ShardCount];
+        foreach (var id in assignment.ShardIds)
+        {
+            if (id < 0 || id >= assignment.ShardCount) throw new InvalidOperationException($"The sharding policy assigned shard {id} of {assignment.ShardCount}.");
+            used[id] = true;
+        }
+        // An empty shard would leave num_shards inconsistent with the files TF expects (spec §1.3).
+        if (used.Any(u => !u)) throw new InvalidOperationException("The sharding policy left a data file empty.");
+    }
+
+    internal LoadStatus RestoreCore(string savePath, CheckpointOptions options)
+    {
+        options.Freeze();
+        BundleTensorReader reader;
+        try
+        {
+            reader = BundleTensorReader.Open(savePath);
+        }
+        catch (FileNotFoundException ex)
+        {
+            throw new FileNotFoundException(
+                $"Error when restoring from checkpoint or SavedModel at {savePath}: {ex.Message} Please double-check that the path is correct. You may be missing the checkpoint suffix (e.g. the '-1' in 'path/to/ckpt-1').",
+                ex.FileName, ex);
+        }
+        RestoreCoordinator? coordinator = null;
+        try
+        {
+            var graphBytes = reader.ReadObjectGraphBytes();
+            ITensorReader Reopen() => BundleTensorReader.Open(savePath);
+            if (graphBytes is null)
+            {
+                var nameBased = new NameBasedRestoreCoordinator(savePath, reader, Reopen);
+                foreach (var obj in View.ListObjects()) obj.NameBasedAttributeRestore(nameBased);
+                return new NameBasedLoadStatus(nameBased, View);
+            }
+            TrackableObjectGraph graph;
+            try
+            {
+                graph = TrackableObjectGraph.Parser.ParseFrom(graphBytes);
+            }
+            catch (InvalidProtocolBufferException ex)
+            {
+                throw new CheckpointFormatException(CheckpointFormatError.MalformedProto, BundleNaming.IndexFile(savePath),
+                    "the object graph cannot be parsed as a TrackableObjectGraph", CheckpointNames.ObjectGraph, innerException: ex);
+            }
+            if (graph.Nodes.Count == 0)
+                throw new CheckpointFormatException(CheckpointFormatError.MalformedProto, BundleNaming.IndexFile(savePath),
+                    "the object graph has no nodes", CheckpointNames.ObjectGraph);
+            coordinator = new RestoreCoordinator(savePath, reader, Reopen, graph, options, Log);
+            new CheckpointPosition(coordinator, 0).Restore(Root);
+            return new CheckpointLoadStatus(coordinator, View);
+        }
+        catch
+        {
+            if (coordinator is not null)
+            {
+                // Deferred positions may outlive the failure; the coordinator reopens the bundle if they fire.
+                coordinator.ExpectPartial = true;
+                coordinator.Dispose();
+            }
+            else
+            {
+                reader.Dispose();
+            }
+            throw;
+        }
+    }
+
+    /// <summary>Writes pending unmatched-value warnings of every status issued so far and releases their files.</summary>
+    internal void ReleaseStatuses()
+    {
+        foreach (var status in _statuses) status.Dispose();
+        _statuses.Clear();
+    }
+}
