@@ -83,7 +83,7 @@ internal sealed class ObjectGraphSnapshot
     /// <summary>Tensors in node-id order, each object's attributes in order (TF's data-file order, spec §4.1).</summary>
     public IReadOnlyList<GraphTensor> Tensors { get; }
 
-    public static ObjectGraphSnapshot Build(Trackable root, bool includeSlotVariables)
+    public static ObjectGraphSnapshot Build(Trackable root, bool includeSlotVariables, bool writeHasCheckpointValues = true)
     {
         var nodes = new List<GraphNode>();
         var ids = new Dictionary<Trackable, int>(ReferenceEqualityComparer.Instance);
@@ -173,7 +173,7 @@ internal sealed class ObjectGraphSnapshot
             if (slotRefs.TryGetValue(id, out var refs)) obj.SlotVariables.AddRange(refs);
             proto.Nodes.Add(obj);
         }
-        FillHasCheckpointValues(proto);
+        if (writeHasCheckpointValues) FillHasCheckpointValues(proto);
         return new ObjectGraphSnapshot(nodes, ids, proto, tensors);
     }
 

@@ -14,6 +14,7 @@ public sealed class CheckpointOptions
     private bool _skipSlotVariables;
     private IShardingPolicy _shardingPolicy = ShardByTaskPolicy.Instance;
     private IReadOnlyList<Action<string>> _writeCallbacks = [];
+    private bool _writeHasCheckpointValues = true;
     private volatile bool _frozen;
 
     /// <summary>Creates options with the defaults.</summary>
@@ -28,6 +29,7 @@ public sealed class CheckpointOptions
         _skipSlotVariables = other._skipSlotVariables;
         _shardingPolicy = other._shardingPolicy;
         _writeCallbacks = other._writeCallbacks;
+        _writeHasCheckpointValues = other._writeHasCheckpointValues;
     }
 
     /// <summary>Shared frozen defaults.</summary>
@@ -64,6 +66,14 @@ public sealed class CheckpointOptions
         get => _writeCallbacks;
         set { VerifyMutable(); ArgumentNullException.ThrowIfNull(value); _writeCallbacks = value.ToArray(); }
     }
+
+    /// <summary>
+    /// Write the <c>has_checkpoint_values</c> field (5) of every object-graph node, as current TensorFlow does
+    /// (default true). Set false to reproduce, byte for byte, graphs written by older TF 2.x releases (for example
+    /// 2.3), which did not have the field; restores treat its absence the same way TF does.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">The options are frozen.</exception>
+    public bool WriteHasCheckpointValues { get => _writeHasCheckpointValues; set { VerifyMutable(); _writeHasCheckpointValues = value; } }
 
     /// <summary>True once the options were used (or <see cref="Freeze"/> was called).</summary>
     public bool IsFrozen => _frozen;

@@ -129,7 +129,7 @@ public sealed class TrackableSaver
     internal void WriteCore(string prefix, CheckpointOptions options)
     {
         options.Freeze();
-        var snapshot = ObjectGraphSnapshot.Build(Root, includeSlotVariables: true);
+        var snapshot = ObjectGraphSnapshot.Build(Root, includeSlotVariables: true, options.WriteHasCheckpointValues);
         var graphBytes = snapshot.Proto.ToByteArray();
         var offered = new List<ShardableTensor>(snapshot.Tensors.Count + 1);
         foreach (var t in snapshot.Tensors)
