@@ -289,6 +289,21 @@ public abstract class AcceleratorStream : IDisposable
 
     // ---------------------------------------------------------------- plumbing
 
+    /// <summary>Backend-specific operations (kernel launches): same bookkeeping as the public enqueues. Takes ownership of <paramref name="resources"/>.</summary>
+    internal DeviceEvent EnqueueBackendOperation(OperationResources resources, Action<DeviceEvent> enqueue)
+    {
+        try
+        {
+            ThrowIfDisposed();
+        }
+        catch
+        {
+            resources.Release();
+            throw;
+        }
+        return Submit(Begin(resources), enqueue);
+    }
+
     internal DeviceEvent RecordUnchecked()
     {
         var ev = Begin(null);

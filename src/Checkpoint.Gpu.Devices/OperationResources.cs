@@ -12,6 +12,7 @@ internal sealed class OperationResources
 {
     private SafeHandle? _first;
     private SafeHandle? _second;
+    private List<SafeHandle>? _more;
     private MemoryHandle _pin;
     private bool _hasPin;
 
@@ -31,6 +32,14 @@ internal sealed class OperationResources
         }
     }
 
+    /// <summary>AddRefs one more handle (kernel launches touch any number of buffers).</summary>
+    internal void AddHandle(SafeHandle handle)
+    {
+        var added = false;
+        handle.DangerousAddRef(ref added);
+        (_more ??= []).Add(handle);
+    }
+
     /// <summary>Adds a pin of caller memory (a <see cref="Memory{T}"/> the stream pinned), released with the handles.</summary>
     internal void AddPin(MemoryHandle pin)
     {
@@ -44,6 +53,11 @@ internal sealed class OperationResources
         _first = null;
         _second?.DangerousRelease();
         _second = null;
+        if (_more is not null)
+        {
+            foreach (var handle in _more) handle.DangerousRelease();
+            _more = null;
+        }
         if (_hasPin) { _pin.Dispose(); _hasPin = false; }
     }
 }

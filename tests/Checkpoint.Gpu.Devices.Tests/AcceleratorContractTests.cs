@@ -188,6 +188,32 @@ public abstract class AcceleratorContractTests : IDisposable
     }
 
     [ContractFact]
+    public async Task Stream_ManySmallOperations_CompletedEventsAlwaysFormAPrefix()
+    {
+        // Scanning from the newest event to the oldest is race-free: once event k is seen completed, every
+        // earlier event must already be completed, because completion within a stream is in order.
+        using var buffer = Accelerator.Allocate(4096);
+        var stream = Accelerator.CreateStream();
+        var events = new DeviceEvent[600];
+        for (var i = 0; i < events.Length; i++)
+            events[i] = i % 3 == 2 ? stream.Record() : stream.EnqueueFill(buffer.AsView(), (byte)i);
+        var last = events[^1];
+        var scans = 0;
+        while (!last.IsCompleted || scans == 0)
+        {
+            var seenCompleted = false;
+            for (var i = events.Length - 1; i >= 0; i--)
+            {
+                if (events[i].IsCompleted) seenCompleted = true;
+                else if (seenCompleted) Assert.Fail($"event {i} is pending although a later event completed (scan {scans})");
+            }
+            scans++;
+        }
+        await stream.SynchronizeAsync();
+        stream.Dispose();
+    }
+
+    [ContractFact]
     public async Task ConcurrentStreams_FromManyThreads_EachRoundTripsItsData()
     {
         const int streams = 4;

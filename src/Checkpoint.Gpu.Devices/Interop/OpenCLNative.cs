@@ -167,9 +167,9 @@ internal static unsafe partial class OpenCLNative
     internal static bool IsLibraryAvailable => s_libraryAvailable.Value;
 
     /// <summary>Throws <see cref="OpenCLException"/> for a non-zero status.</summary>
-    internal static void Check(int status, string call)
+    internal static void Check(int status, string call, string? detail = null)
     {
-        if (status != OpenCLErrors.Success) throw new OpenCLException(status, call);
+        if (status != OpenCLErrors.Success) throw new OpenCLException(status, call, detail);
     }
 
     internal static string GetDeviceString(nint device, uint param)
