@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Runtime.ExceptionServices;
 
 namespace CheckpointGpu.Devices;
@@ -93,7 +94,9 @@ public abstract class AcceleratorStream : IDisposable
         ThrowHelper.ThrowIfRangeInvalid(0, source.LengthInBytes, destination.Length, nameof(destination), "destination memory");
         if (source.IsEmpty) return Record();
         var resources = new OperationResources(source.Buffer!.Handle, null);
-        var pin = destination.Pin();
+        MemoryHandle pin;
+        try { pin = destination.Pin(); }
+        catch { resources.Release(); throw; }
         resources.AddPin(pin);
         var ev = Begin(resources);
         unsafe { return Submit(ev, e => EnqueueCopyToHostInternal(source, (nint)pin.Pointer, e)); }
@@ -155,7 +158,9 @@ public abstract class AcceleratorStream : IDisposable
         ThrowHelper.ThrowIfRangeInvalid(0, destination.LengthInBytes, source.Length, nameof(source), "source memory");
         if (destination.IsEmpty) return Record();
         var resources = new OperationResources(destination.Buffer!.Handle, null);
-        var pin = source.Pin();
+        MemoryHandle pin;
+        try { pin = source.Pin(); }
+        catch { resources.Release(); throw; }
         resources.AddPin(pin);
         var ev = Begin(resources);
         unsafe { return Submit(ev, e => EnqueueCopyFromHostInternal((nint)pin.Pointer, destination, e)); }
