@@ -29,7 +29,7 @@ public sealed class MaskedCrc32CTests
     {
         // Covers the 3-lane paths (768 B and 24 KiB thresholds) and their tails.
         var rng = new Random(1234);
-        foreach (var length in new[] { 0, 1, 7, 8, 9, 767, 768, 769, 2000, 24575, 24576, 24577, 100_003, 1 << 20 })
+        foreach (var length in new[] { 0, 1, 7, 8, 9, 383, 384, 767, 768, 769, 2000, 3071, 3072, 4096, 24575, 24576, 24577, 100_003, 1 << 20 })
         {
             var data = new byte[length];
             rng.NextBytes(data);

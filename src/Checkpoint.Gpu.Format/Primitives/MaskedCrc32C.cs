@@ -22,11 +22,14 @@ public static class MaskedCrc32C
     private const uint MaskDelta = 0xA282EAD8u;
     private const uint ReflectedPolynomial = 0x82F63B78u;
 
-    // Lane sizes for the three-way interleaved loop and the matching "shift by one lane" multipliers.
+    // Lane sizes for the three-way interleaved loop. "Shift a register by one lane of zero bytes" is linear over
+    // GF(2), so it is tabulated per lane size as 4 × 256 entries (one per byte of the register).
     private const int LargeLane = 8192;
-    private const int SmallLane = 256;
-    private static readonly uint s_shiftLarge = XPow8N(LargeLane);
-    private static readonly uint s_shiftSmall = XPow8N(SmallLane);
+    private const int MediumLane = 1024;
+    private const int SmallLane = 128;
+    private static readonly uint[] s_shiftLarge = ShiftTable(LargeLane);
+    private static readonly uint[] s_shiftMedium = ShiftTable(MediumLane);
+    private static readonly uint[] s_shiftSmall = ShiftTable(SmallLane);
 
     /// <summary>Computes the (unmasked) CRC-32C of <paramref name="data"/>.</summary>
     /// <param name="data">The bytes.</param>
@@ -61,13 +64,15 @@ public static class MaskedCrc32C
         nint len = data.Length;
         nint i = 0;
 
-        if (len >= 3 * LargeLane)
+        while (len - i >= 3 * LargeLane)
         {
-            while (len - i >= 3 * LargeLane)
-            {
-                state = ThreeLanes(state, ref Unsafe.Add(ref p, i), LargeLane, s_shiftLarge);
-                i += 3 * LargeLane;
-            }
+            state = ThreeLanes(state, ref Unsafe.Add(ref p, i), LargeLane, s_shiftLarge);
+            i += 3 * LargeLane;
+        }
+        while (len - i >= 3 * MediumLane)
+        {
+            state = ThreeLanes(state, ref Unsafe.Add(ref p, i), MediumLane, s_shiftMedium);
+            i += 3 * MediumLane;
         }
         while (len - i >= 3 * SmallLane)
         {
@@ -87,7 +92,7 @@ public static class MaskedCrc32C
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static uint ThreeLanes(uint state, ref byte start, int lane, uint shift)
+    private static uint ThreeLanes(uint state, ref byte start, int lane, uint[] shift)
     {
         // Three independent dependency chains keep the CRC unit busy. Lane k>0 starts from a zero register;
         // by linearity, raw(s, A‖B) = shift(raw(s, A), |B|) ⊕ raw(0, B).
@@ -104,7 +109,25 @@ public static class MaskedCrc32C
             c1 = BitOperations.Crc32C(c1, Unsafe.ReadUnaligned<ulong>(ref Unsafe.Add(ref b, j + 8)));
             c2 = BitOperations.Crc32C(c2, Unsafe.ReadUnaligned<ulong>(ref Unsafe.Add(ref c, j + 8)));
         }
-        return MultiplyModP(shift, MultiplyModP(shift, c0) ^ c1) ^ c2;
+        return Shift(shift, Shift(shift, c0) ^ c1) ^ c2;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static uint Shift(uint[] table, uint crc)
+    {
+        ref var t = ref MemoryMarshal.GetArrayDataReference(table);
+        return Unsafe.Add(ref t, (int)(crc & 0xFF)) ^ Unsafe.Add(ref t, 256 + (int)((crc >> 8) & 0xFF))
+             ^ Unsafe.Add(ref t, 512 + (int)((crc >> 16) & 0xFF)) ^ Unsafe.Add(ref t, 768 + (int)(crc >> 24));
+    }
+
+    private static uint[] ShiftTable(int laneBytes)
+    {
+        var k = XPow8N(laneBytes);
+        var table = new uint[1024];
+        for (var b = 0; b < 4; b++)
+            for (var v = 0; v < 256; v++)
+                table[(b * 256) + v] = MultiplyModP(k, (uint)v << (8 * b));
+        return table;
     }
 
     /// <summary>GF(2)[x] product of two reflected 32-bit polynomials modulo the CRC-32C polynomial.</summary>
