@@ -59,10 +59,12 @@ public sealed class CheckpointFormatException : Exception
 
     /// <summary>
     /// True when the file is well-formed but uses a feature this engine does not support (legacy V1,
-    /// unsupported version, compression, dtype or endianness). The CLI maps these to exit code 2 and
-    /// every other format error to exit code 1.
+    /// unsupported version, compression, dtype — including a DataType number newer than this engine — or
+    /// endianness). The CLI maps these to exit code 2 and every other format error to exit code 1.
     /// </summary>
+    /// <remarks>An unknown dtype can only come from a CRC-valid index block, so it is treated as a newer format, not corruption.</remarks>
     public bool IsUnsupportedInput => Error is CheckpointFormatError.LegacyV1Checkpoint
+        or CheckpointFormatError.UnknownDType
         or CheckpointFormatError.UnsupportedVersion
         or CheckpointFormatError.UnsupportedCompression
         or CheckpointFormatError.UnsupportedDType
