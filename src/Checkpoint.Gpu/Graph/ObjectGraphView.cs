@@ -167,7 +167,7 @@ internal sealed class ObjectGraphSnapshot
                 if (!seenAttributes.Add(attribute.Name))
                     throw new InvalidOperationException($"Object {node.ReadablePath} has two attributes named '{attribute.Name}'.");
                 var key = CheckpointNames.AttributeKey(node.Path, attribute.Name);
-                obj.Attributes.Add(new SerializedTensor { Name = attribute.Name, FullName = attribute.FullName, CheckpointKey = key });
+                obj.Attributes.Add(new SerializedTensor { Name = attribute.Name, FullName = attribute.FullName, CheckpointKey = key, OptionalRestore = attribute.OptionalRestore });
                 tensors.Add(new GraphTensor(key, attribute, id));
             }
             if (slotRefs.TryGetValue(id, out var refs)) obj.SlotVariables.AddRange(refs);

@@ -96,7 +96,7 @@ public abstract class OptimizerBase : AutoTrackable, IDisposable
         CheckpointPosition? initialFrom = null;
         if (deferred is { Count: > 0 } && deferred.All(p => p.IsSimpleVariable))
             initialFrom = deferred.MaxBy(p => p.RestoreUid);
-        var slot = Variable.CreateCore(variable.Accelerator, fullName ?? $"{Name}/{variable.Name}/{slotName}", variable.DType,
+        var slot = Variable.CreateCore(variable.Accelerator, fullName ?? GetSlotFullName(variable, slotName, StoredFullName(initialFrom)), variable.DType,
             shape ?? variable.Shape, initializer, initialFrom, initialFrom?.ObjectPath);
         RegisterSlot(variable, slotName, slot);
         if (deferred is not null)
@@ -107,6 +107,24 @@ public abstract class OptimizerBase : AutoTrackable, IDisposable
         }
         return slot;
     }
+
+    /// <summary>
+    /// The <c>full_name</c> of a new slot variable. The default is Keras 2's <c>&lt;Name&gt;/&lt;variable.Name&gt;/&lt;slot&gt;</c>
+    /// (e.g. <c>Adam/dense/kernel/m</c>); generic trees that mirror a checkpoint can return
+    /// <paramref name="checkpointFullName"/> to reproduce the file exactly.
+    /// </summary>
+    /// <param name="variable">The optimized variable.</param>
+    /// <param name="slotName">Slot name.</param>
+    /// <param name="checkpointFullName">The stored slot's <c>full_name</c> (possibly empty: some TF releases wrote none) when the slot takes its value from a checkpoint; otherwise <see langword="null"/>.</param>
+    /// <returns>The name.</returns>
+    protected virtual string GetSlotFullName(Variable variable, string slotName, string? checkpointFullName)
+    {
+        ArgumentNullException.ThrowIfNull(variable);
+        return $"{Name}/{variable.Name}/{slotName}";
+    }
+
+    private static string? StoredFullName(CheckpointPosition? position) =>
+        position is { } p && p.ObjectProto.Attributes.Count > 0 ? p.ObjectProto.Attributes[0].FullName : null;
 
     private void RegisterSlot(Variable variable, string slotName, Variable slot)
     {
@@ -125,8 +143,8 @@ public abstract class OptimizerBase : AutoTrackable, IDisposable
         if (slot is null && CreateSlotsOnRestore && slotPosition.IsSimpleVariable && !_disposed)
         {
             var info = slotPosition.GetSimpleValueInfo();
-            slot = Variable.CreateCore(variable.Accelerator, $"{Name}/{variable.Name}/{slotName}", info.DType, info.Shape,
-                null, slotPosition, slotPosition.ObjectPath);
+            slot = Variable.CreateCore(variable.Accelerator, GetSlotFullName(variable, slotName, StoredFullName(slotPosition)),
+                info.DType, info.Shape, null, slotPosition, slotPosition.ObjectPath);
             RegisterSlot(variable, slotName, slot);
         }
         if (slot is not null)

@@ -117,6 +117,8 @@ internal sealed class RestoreCoordinator : IDisposable
                     if (string.Equals(a.Name, serialized.Name, StringComparison.Ordinal)) { match = a; break; }
                 if (match is null)
                 {
+                    // TF: a missing attribute is only "unused" when the checkpoint does not mark it optional.
+                    if (serialized.OptionalRestore) continue;
                     if (!UnusedAttributes.TryGetValue(position.ProtoId, out var unused)) UnusedAttributes[position.ProtoId] = unused = [];
                     unused.Add(serialized.Name);
                     continue;
@@ -188,7 +190,18 @@ internal sealed class RestoreCoordinator : IDisposable
         var reader = Reader;
         var resolved = new List<(SaveableValue Attribute, string Key, CheckpointPosition Position, StoredTensorInfo Info)>(reads.Count);
         foreach (var (attribute, key, position) in reads)
+        {
+            if (attribute is HostTensorGroupValue group)
+            {
+                // Multi-spec saveables: the graph names the prefix; the tensors are prefix + suffix.
+                var keys = reader.Keys.Where(k => k.Length > key.Length && k.StartsWith(key, StringComparison.Ordinal)
+                    && !k.AsSpan(key.Length).Contains('/')).Order(StringComparer.Ordinal).ToList();
+                if (keys.Count == 0) GetInfo(key, position.ObjectPath);   // throws KeyNotFoundException
+                group.RestoreGroup(reader, keys, key);
+                continue;
+            }
             resolved.Add((attribute, key, position, GetInfo(key, position.ObjectPath)));
+        }
         // Read in file order: sequential I/O within each data file.
         resolved.Sort((a, b) => a.Info.ShardId != b.Info.ShardId ? a.Info.ShardId.CompareTo(b.Info.ShardId) : a.Info.Offset.CompareTo(b.Info.Offset));
         foreach (var (attribute, key, position, info) in resolved)
