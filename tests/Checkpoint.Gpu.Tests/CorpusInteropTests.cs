@@ -158,6 +158,25 @@ public sealed class CorpusInteropTests : IClassFixture<CpuFixture>
     }
 
     [CorpusFact]
+    public void KerasLegacy_SkipSlotVariables_NoSlotsCreated_ConsumedIgnoresSlotNodes()
+    {
+        var (ckpt, net, adam, step) = BuildGolf(_cpu, createSlotsOnRestore: true);
+        using var _ = ckpt;
+        using var __ = adam;
+        using var ___ = step;
+        var tf = TestUtil.Prefix(TestUtil.GolfCase, "ckpt-2");
+        ckpt.Restore(tf, new CheckpointOptions { SkipSlotVariables = true }).AssertConsumed();
+        Assert.Empty(adam.SlotNames);
+        Assert.Null(adam.GetSlot(((DenseLayer)net.Layers[1]).Kernel!, "m"));
+        // Without the option the same restore creates them (and a fresh tree fails AssertConsumed if it cannot).
+        var (ckpt2, _, adam2, step2) = BuildGolf(_cpu, createSlotsOnRestore: false);
+        using var c2 = ckpt2;
+        using var a2 = adam2;
+        using var s2 = step2;
+        Assert.Throws<CheckpointMismatchException>(() => ckpt2.Restore(tf).AssertConsumed());
+    }
+
+    [CorpusFact]
     public void KerasSavedModelVariables_SequentialWithAdam_ExistingObjectsMatched_SlotsLazy()
     {
         using var acc = Accelerator.Create(AcceleratorKind.Cpu);
