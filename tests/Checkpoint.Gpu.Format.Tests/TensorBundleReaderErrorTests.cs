@@ -159,7 +159,12 @@ public sealed class TensorBundleReaderErrorTests : IDisposable
     public void Open_AbsurdShape_ThrowsOverflow() => OpenFails(RawIndex.Table(H(), E("a", 1, [1L << 40, 1L << 40], 0, 0, 4)), CheckpointFormatError.Overflow);
 
     [Fact]
-    public void Open_UnknownDType_ThrowsUnknownDType() => OpenFails(RawIndex.Table(H(), E("a", 99, [1], 0, 0, 4)), CheckpointFormatError.UnknownDType);
+    public void Open_UnknownDType_ThrowsUnknownDTypeAsUnsupportedInput() =>
+        Assert.True(OpenFails(RawIndex.Table(H(), E("a", 99, [1], 0, 0, 4)), CheckpointFormatError.UnknownDType).IsUnsupportedInput);
+
+    [Fact]
+    public void VerifyEntry_ResourceDType_ThrowsUnsupportedDType() =>
+        Assert.True(OpenFails(RawIndex.Table(H(), E("r", 20, [], 0, 0, 4)), CheckpointFormatError.UnsupportedDType).IsUnsupportedInput);
 
     [Fact]
     public void Open_FixedSizeMismatch_ThrowsSizeMismatch() => OpenFails(RawIndex.Table(H(), E("a", 1, [3], 0, 0, 4)), CheckpointFormatError.SizeMismatch);
