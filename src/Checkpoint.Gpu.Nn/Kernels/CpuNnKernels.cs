@@ -1,0 +1,124 @@
+using CheckpointGpu.Devices;
+
+namespace CheckpointGpu.Nn;
+
+/// <summary>
+/// CPU backend of <see cref="NnKernels"/>: plain loops over the CPU buffers' native memory (the CPU backend's
+/// <see cref="DeviceBuffer.DangerousGetNativeHandle"/> is the address). Each call first drains the default stream, so
+/// copies queued before it have landed, then runs on the calling thread. RyuJIT does not contract <c>a*b+c</c> into
+/// fused multiply-adds, and every sum runs in ascending order, so results are bit-identical run to run.
+/// </summary>
+internal sealed unsafe class CpuNnKernels(Accelerator accelerator) : NnKernels(accelerator)
+{
+    private float* Ptr(DeviceBuffer buffer)
+    {
+        // Drain first: a copy into this buffer may still be queued (the CPU stream runs on the thread pool).
+        Accelerator.DefaultStream.Synchronize();
+        return (float*)buffer.DangerousGetNativeHandle();
+    }
+
+    private protected override void MatMulCore(bool transposeA, bool transposeB, int m, int n, int k, DeviceBuffer a, DeviceBuffer b, DeviceBuffer c)
+    {
+        float* pa = Ptr(a), pb = Ptr(b), pc = Ptr(c);
+        for (var row = 0; row < m; row++)
+        {
+            for (var column = 0; column < n; column++)
+            {
+                var sum = 0f;
+                for (var p = 0; p < k; p++)
+                {
+                    var av = transposeA ? pa[(long)p * m + row] : pa[(long)row * k + p];
+                    var bv = transposeB ? pb[(long)column * k + p] : pb[(long)p * n + column];
+                    sum += av * bv;
+                }
+                pc[(long)row * n + column] = sum;
+            }
+        }
+    }
+
+    private protected override void BiasAddCore(int rows, int cols, DeviceBuffer x, DeviceBuffer bias)
+    {
+        float* px = Ptr(x), pb = Ptr(bias);
+        for (var r = 0; r < rows; r++)
+        {
+            var row = px + (long)r * cols;
+            for (var c = 0; c < cols; c++) row[c] += pb[c];
+        }
+    }
+
+    private protected override void BiasGradCore(int rows, int cols, DeviceBuffer dy, DeviceBuffer db)
+    {
+        float* pdy = Ptr(dy), pdb = Ptr(db);
+        for (var c = 0; c < cols; c++)
+        {
+            var sum = 0f;
+            for (var r = 0; r < rows; r++) sum += pdy[(long)r * cols + c];
+            pdb[c] = sum;
+        }
+    }
+
+    private protected override void ActivateCore(Activation activation, int count, DeviceBuffer x)
+    {
+        var p = Ptr(x);
+        if (activation == Activation.Relu)
+            for (var i = 0; i < count; i++) p[i] = p[i] > 0f ? p[i] : 0f;
+        else
+            for (var i = 0; i < count; i++) p[i] = MathF.Tanh(p[i]);
+    }
+
+    private protected override void ActivationGradCore(Activation activation, int count, DeviceBuffer y, DeviceBuffer dy)
+    {
+        float* py = Ptr(y), pdy = Ptr(dy);
+        if (activation == Activation.Relu)
+            for (var i = 0; i < count; i++) pdy[i] = py[i] > 0f ? pdy[i] : 0f;
+        else
+            for (var i = 0; i < count; i++) pdy[i] *= 1f - py[i] * py[i];
+    }
+
+    private protected override void MeanSquaredErrorCore(int count, DeviceBuffer prediction, DeviceBuffer target, DeviceBuffer grad, DeviceBuffer loss)
+    {
+        float* pp = Ptr(prediction), pt = Ptr(target), pg = Ptr(grad), pl = Ptr(loss);
+        var sum = 0f;
+        for (var i = 0; i < count; i++)
+        {
+            var d = pp[i] - pt[i];
+            sum += d * d;
+            pg[i] = 2f * d / count;
+        }
+        pl[0] = sum / count;
+    }
+
+    private protected override void SgdUpdateCore(int count, DeviceBuffer variable, DeviceBuffer grad, DeviceBuffer? accumulator, float learningRate, float momentum)
+    {
+        float* pv = Ptr(variable), pg = Ptr(grad);
+        if (accumulator is null)
+        {
+            for (var i = 0; i < count; i++) pv[i] -= pg[i] * learningRate;
+            return;
+        }
+        var pa = Ptr(accumulator);
+        for (var i = 0; i < count; i++)
+        {
+            var a = pa[i] * momentum - pg[i] * learningRate;
+            pa[i] = a;
+            pv[i] += a;
+        }
+    }
+
+    private protected override void AdamUpdateCore(int count, DeviceBuffer variable, DeviceBuffer m, DeviceBuffer v, DeviceBuffer grad,
+        float alpha, float beta1, float beta2, float epsilon)
+    {
+        float* pvar = Ptr(variable), pm = Ptr(m), pv = Ptr(v), pg = Ptr(grad);
+        var oneMinusBeta1 = 1f - beta1;
+        var oneMinusBeta2 = 1f - beta2;
+        for (var i = 0; i < count; i++)
+        {
+            var g = pg[i];
+            var mi = pm[i] + (g - pm[i]) * oneMinusBeta1;
+            var vi = pv[i] + (g * g - pv[i]) * oneMinusBeta2;
+            pm[i] = mi;
+            pv[i] = vi;
+            pvar[i] -= mi * alpha / (MathF.Sqrt(vi) + epsilon);
+        }
+    }
+}

@@ -1,0 +1,258 @@
+using System.Runtime.CompilerServices;
+using CheckpointGpu.Devices;
+using CheckpointGpu.Devices.OpenCL;
+
+namespace CheckpointGpu.Nn;
+
+/// <summary>
+/// Device kernels of one training step (float32, row-major): matrix products, bias add and its gradient,
+/// activations and their gradients, mean squared error, and the SGD/Adam updates. One instance per
+/// <see cref="Accelerator"/> (<see cref="For"/>); every operation runs in order on the accelerator's
+/// <see cref="Accelerator.DefaultStream"/>, the stream <see cref="Variable"/> uses for its host transfers, so
+/// kernels, variable assignments and reads stay ordered.
+/// </summary>
+/// <remarks>
+/// <para><b>Determinism.</b> Every output element is computed by one work item; every sum (matrix products, bias
+/// gradient, loss) runs sequentially in ascending index order; there are no atomics. Results are therefore
+/// bit-identical from run to run on a given backend and device. CPU and OpenCL results may differ in the last
+/// bits (OpenCL <c>sqrt</c>/<c>tanh</c>/division precision).</para>
+/// <para><b>Backends.</b> OpenCL: kernels of <c>native/opencl/nn.cl</c>, enqueued asynchronously. CPU: C# loops
+/// over the buffers' native memory, run on the calling thread after the default stream drained (so they are
+/// synchronous; the stream is idle again when the method returns).</para>
+/// <para>Buffers must belong to this accelerator and hold at least the elements the arguments describe
+/// (<see cref="ArgumentException"/> otherwise). Thread-safety: calls may come from several threads, but ordering
+/// between threads is the caller's business; training loops use one thread.</para>
+/// </remarks>
+public abstract class NnKernels
+{
+    private static readonly ConditionalWeakTable<Accelerator, NnKernels> s_cache = [];
+
+    private protected NnKernels(Accelerator accelerator)
+    {
+        Accelerator = accelerator;
+    }
+
+    /// <summary>The accelerator whose buffers these kernels work on.</summary>
+    public Accelerator Accelerator { get; }
+
+    /// <summary>Returns the (cached) kernels for <paramref name="accelerator"/>.</summary>
+    /// <param name="accelerator">A CPU or OpenCL accelerator.</param>
+    /// <returns>The kernels.</returns>
+    /// <exception cref="ArgumentNullException"><paramref name="accelerator"/> is null.</exception>
+    /// <exception cref="NotSupportedException">The backend has no Nn kernels (CUDA).</exception>
+    /// <exception cref="ObjectDisposedException">The accelerator is disposed.</exception>
+    public static NnKernels For(Accelerator accelerator)
+    {
+        ArgumentNullException.ThrowIfNull(accelerator);
+        ObjectDisposedException.ThrowIf(accelerator.IsDisposed, accelerator);
+        return s_cache.GetValue(accelerator, static a => a switch
+        {
+            OpenCLAccelerator cl => new OpenCLNnKernels(cl),
+            _ when a.Kind == AcceleratorKind.Cpu => new CpuNnKernels(a),
+            _ => throw new NotSupportedException($"No Nn kernels for {a.Kind} accelerators."),
+        });
+    }
+
+    /// <summary>
+    /// Matrix product <c>C[m, n] = op(A)[m, k] · op(B)[k, n]</c>, each element summed over <c>p = 0 … k-1</c> in order.
+    /// </summary>
+    /// <param name="transposeA">False: <paramref name="a"/> is row-major [m, k]; true: it is [k, m] and used transposed.</param>
+    /// <param name="transposeB">False: <paramref name="b"/> is row-major [k, n]; true: it is [n, k] and used transposed.</param>
+    /// <param name="m">Rows of the result.</param>
+    /// <param name="n">Columns of the result.</param>
+    /// <param name="k">Inner dimension.</param>
+    /// <param name="a">float32 buffer of at least m·k elements.</param>
+    /// <param name="b">float32 buffer of at least k·n elements.</param>
+    /// <param name="c">float32 buffer of at least m·n elements, overwritten; must not alias <paramref name="a"/> or <paramref name="b"/>.</param>
+    /// <exception cref="ArgumentException">A buffer is too small, aliases, or belongs to another accelerator.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">A dimension is negative.</exception>
+    public void MatMul(bool transposeA, bool transposeB, int m, int n, int k, DeviceBuffer a, DeviceBuffer b, DeviceBuffer c)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(m);
+        ArgumentOutOfRangeException.ThrowIfNegative(n);
+        ArgumentOutOfRangeException.ThrowIfNegative(k);
+        Check(a, (long)m * k, nameof(a));
+        Check(b, (long)k * n, nameof(b));
+        Check(c, (long)m * n, nameof(c));
+        if (ReferenceEquals(c, a) || ReferenceEquals(c, b)) throw new ArgumentException("The result buffer must not alias an operand.", nameof(c));
+        if (m == 0 || n == 0) return;
+        MatMulCore(transposeA, transposeB, m, n, k, a, b, c);
+    }
+
+    /// <summary>Adds <paramref name="bias"/>[c] to every row of the row-major [rows, cols] matrix <paramref name="x"/>, in place.</summary>
+    /// <param name="rows">Rows (batch size).</param>
+    /// <param name="cols">Columns (units).</param>
+    /// <param name="x">float32 [rows, cols], updated in place.</param>
+    /// <param name="bias">float32 [cols].</param>
+    /// <exception cref="ArgumentException">A buffer is too small or belongs to another accelerator.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">A dimension is negative.</exception>
+    public void BiasAdd(int rows, int cols, DeviceBuffer x, DeviceBuffer bias)
+    {
+        CheckDims(rows, cols);
+        Check(x, (long)rows * cols, nameof(x));
+        Check(bias, cols, nameof(bias));
+        if (rows == 0 || cols == 0) return;
+        BiasAddCore(rows, cols, x, bias);
+    }
+
+    /// <summary>Bias gradient: <c>db[c] = Σ_r dy[r, c]</c>, summed over rows in ascending order.</summary>
+    /// <param name="rows">Rows (batch size).</param>
+    /// <param name="cols">Columns (units).</param>
+    /// <param name="dy">float32 [rows, cols].</param>
+    /// <param name="db">float32 [cols], overwritten.</param>
+    /// <exception cref="ArgumentException">A buffer is too small or belongs to another accelerator.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">A dimension is negative.</exception>
+    public void BiasGrad(int rows, int cols, DeviceBuffer dy, DeviceBuffer db)
+    {
+        CheckDims(rows, cols);
+        Check(dy, (long)rows * cols, nameof(dy));
+        Check(db, cols, nameof(db));
+        if (cols == 0) return;
+        BiasGradCore(rows, cols, dy, db);
+    }
+
+    /// <summary>Applies <paramref name="activation"/> in place (<see cref="Activation.Linear"/> does nothing).</summary>
+    /// <param name="activation">The activation.</param>
+    /// <param name="count">Element count.</param>
+    /// <param name="x">float32 buffer of at least <paramref name="count"/> elements.</param>
+    /// <exception cref="ArgumentException">The buffer is too small or belongs to another accelerator.</exception>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="count"/> is negative or the activation unknown.</exception>
+    public void Activate(Activation activation, int count, DeviceBuffer x)
+    {
+        CheckActivation(activation);
+        ArgumentOutOfRangeException.ThrowIfNegative(count);
+        Check(x, count, nameof(x));
+        if (activation == Activation.Linear || count == 0) return;
+        ActivateCore(activation, count, x);
+    }
+
+    /// <summary>
+    /// Back-propagates through the activation in place: <c>dy[i] *= f'(z[i])</c>, with the derivative expressed
+    /// through the activation's output <c>y</c> (relu: <c>y &gt; 0</c>; tanh: <c>1 − y²</c>; linear: 1).
+    /// </summary>
+    /// <param name="activation">The activation.</param>
+    /// <param name="count">Element count.</param>
+    /// <param name="y">float32 activation outputs.</param>
+    /// <param name="dy">float32 gradients with respect to the outputs; become gradients with respect to the pre-activations.</param>
+    /// <exception cref="ArgumentException">A buffer is too small or belongs to another accelerator.</exception>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="count"/> is negative or the activation unknown.</exception>
+    public void ActivationGrad(Activation activation, int count, DeviceBuffer y, DeviceBuffer dy)
+    {
+        CheckActivation(activation);
+        ArgumentOutOfRangeException.ThrowIfNegative(count);
+        Check(y, count, nameof(y));
+        Check(dy, count, nameof(dy));
+        if (activation == Activation.Linear || count == 0) return;
+        ActivationGradCore(activation, count, y, dy);
+    }
+
+    /// <summary>
+    /// Mean squared error over all <paramref name="count"/> elements and its gradient:
+    /// <c>loss[0] = Σ (p − t)² / count</c> (ascending order), <c>grad[i] = 2 (p[i] − t[i]) / count</c>.
+    /// </summary>
+    /// <param name="count">Element count (batch × outputs), at least 1.</param>
+    /// <param name="prediction">float32 predictions.</param>
+    /// <param name="target">float32 targets.</param>
+    /// <param name="grad">float32, overwritten with the gradient with respect to the predictions.</param>
+    /// <param name="loss">float32 buffer of at least one element; element 0 receives the loss.</param>
+    /// <exception cref="ArgumentException">A buffer is too small or belongs to another accelerator.</exception>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="count"/> is less than 1.</exception>
+    public void MeanSquaredError(int count, DeviceBuffer prediction, DeviceBuffer target, DeviceBuffer grad, DeviceBuffer loss)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(count, 1);
+        Check(prediction, count, nameof(prediction));
+        Check(target, count, nameof(target));
+        Check(grad, count, nameof(grad));
+        Check(loss, 1, nameof(loss));
+        MeanSquaredErrorCore(count, prediction, target, grad, loss);
+    }
+
+    /// <summary>
+    /// SGD step. Without <paramref name="accumulator"/>: <c>var −= grad · lr</c> (TF <c>ResourceApplyGradientDescent</c>).
+    /// With it: <c>accum = accum · momentum − grad · lr; var += accum</c> (TF <c>ResourceApplyKerasMomentum</c>, Keras 3 SGD).
+    /// </summary>
+    /// <param name="count">Element count.</param>
+    /// <param name="variable">float32 values, updated in place.</param>
+    /// <param name="grad">float32 gradient.</param>
+    /// <param name="accumulator">float32 momentum slot, updated in place; <see langword="null"/> for plain SGD.</param>
+    /// <param name="learningRate">Learning rate.</param>
+    /// <param name="momentum">Momentum (ignored without an accumulator).</param>
+    /// <exception cref="ArgumentException">A buffer is too small or belongs to another accelerator.</exception>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="count"/> is negative.</exception>
+    public void SgdUpdate(int count, DeviceBuffer variable, DeviceBuffer grad, DeviceBuffer? accumulator, float learningRate, float momentum)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(count);
+        Check(variable, count, nameof(variable));
+        Check(grad, count, nameof(grad));
+        if (accumulator is not null) Check(accumulator, count, nameof(accumulator));
+        if (count == 0) return;
+        SgdUpdateCore(count, variable, grad, accumulator, learningRate, momentum);
+    }
+
+    /// <summary>
+    /// Adam step (TF <c>ResourceApplyAdam</c>, Keras 3 <c>Adam.update_step</c>):
+    /// <c>m += (g − m)(1 − β1); v += (g² − v)(1 − β2); var −= (m · alpha) / (√v + ε)</c>, where the caller computes
+    /// <c>alpha = lr · √(1 − β2^t) / (1 − β1^t)</c>.
+    /// </summary>
+    /// <param name="count">Element count.</param>
+    /// <param name="variable">float32 values, updated in place.</param>
+    /// <param name="m">float32 first moment, updated in place.</param>
+    /// <param name="v">float32 second moment, updated in place.</param>
+    /// <param name="grad">float32 gradient.</param>
+    /// <param name="alpha">Bias-corrected step size.</param>
+    /// <param name="beta1">β1.</param>
+    /// <param name="beta2">β2.</param>
+    /// <param name="epsilon">ε.</param>
+    /// <exception cref="ArgumentException">A buffer is too small or belongs to another accelerator.</exception>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="count"/> is negative.</exception>
+    public void AdamUpdate(int count, DeviceBuffer variable, DeviceBuffer m, DeviceBuffer v, DeviceBuffer grad,
+        float alpha, float beta1, float beta2, float epsilon)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(count);
+        Check(variable, count, nameof(variable));
+        Check(m, count, nameof(m));
+        Check(v, count, nameof(v));
+        Check(grad, count, nameof(grad));
+        if (count == 0) return;
+        AdamUpdateCore(count, variable, m, v, grad, alpha, beta1, beta2, epsilon);
+    }
+
+    private protected abstract void MatMulCore(bool transposeA, bool transposeB, int m, int n, int k, DeviceBuffer a, DeviceBuffer b, DeviceBuffer c);
+
+    private protected abstract void BiasAddCore(int rows, int cols, DeviceBuffer x, DeviceBuffer bias);
+
+    private protected abstract void BiasGradCore(int rows, int cols, DeviceBuffer dy, DeviceBuffer db);
+
+    private protected abstract void ActivateCore(Activation activation, int count, DeviceBuffer x);
+
+    private protected abstract void ActivationGradCore(Activation activation, int count, DeviceBuffer y, DeviceBuffer dy);
+
+    private protected abstract void MeanSquaredErrorCore(int count, DeviceBuffer prediction, DeviceBuffer target, DeviceBuffer grad, DeviceBuffer loss);
+
+    private protected abstract void SgdUpdateCore(int count, DeviceBuffer variable, DeviceBuffer grad, DeviceBuffer? accumulator, float learningRate, float momentum);
+
+    private protected abstract void AdamUpdateCore(int count, DeviceBuffer variable, DeviceBuffer m, DeviceBuffer v, DeviceBuffer grad,
+        float alpha, float beta1, float beta2, float epsilon);
+
+    private void Check(DeviceBuffer buffer, long elementCount, string paramName)
+    {
+        ArgumentNullException.ThrowIfNull(buffer, paramName);
+        ObjectDisposedException.ThrowIf(buffer.IsDisposed, buffer);
+        if (!ReferenceEquals(buffer.Accelerator, Accelerator))
+            throw new ArgumentException($"The buffer belongs to another accelerator ({buffer.Accelerator}), not {Accelerator}.", paramName);
+        if (buffer.LengthInBytes < elementCount * sizeof(float))
+            throw new ArgumentException($"The buffer holds {buffer.LengthInBytes} bytes; {elementCount} float32 elements need {elementCount * sizeof(float)}.", paramName);
+    }
+
+    private static void CheckDims(int rows, int cols)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(rows);
+        ArgumentOutOfRangeException.ThrowIfNegative(cols);
+    }
+
+    private static void CheckActivation(Activation activation)
+    {
+        if (activation is not (Activation.Linear or Activation.Relu or Activation.Tanh))
+            throw new ArgumentOutOfRangeException(nameof(activation), activation, "Unknown activation.");
+    }
+}
