@@ -1,0 +1,273 @@
+using CheckpointGpu.Devices;
+using CheckpointGpu.Format;
+using CheckpointGpu.Format.Protos;
+
+namespace CheckpointGpu;
+
+/// <summary>
+/// Loads any TensorFlow checkpoint into a generic trackable tree that mirrors it, built <b>after</b>
+/// <see cref="TrackableSaver.Restore"/> so that every value arrives by restore-on-create into device buffers;
+/// the tree can then be written again. This is what <c>ckpt restore</c> does, and a way to load a checkpoint
+/// for which no C# model exists.
+/// </summary>
+/// <remarks>
+/// <para>Object-based checkpoints: the object graph is walked breadth-first from node 0; a node with exactly one
+/// <c>VARIABLE_VALUE</c> attribute of a fixed-size dtype and no children becomes a <see cref="Variable"/>
+/// (created with <see cref="Variable.Create(Trackable, string, Accelerator, DType, TensorShape, VariableInitializer?, string?)"/>,
+/// which consumes the pending restore); a node with slot variables becomes an optimizer that creates its slots when
+/// their values arrive (spec §7.4); every other node keeps its attributes (strings, lookup tables, <c>py_state</c>)
+/// in host memory. Name-based (TF1) checkpoints: one variable per fixed-size key and one host value per string key,
+/// as children of the root named after the key (TF's name-based restore matches by <c>full_name</c>, spec §7.9).</para>
+/// <para><see cref="Write"/> keeps each key's shard and the presence of <c>has_checkpoint_values</c>, so re-writing
+/// a TensorFlow-written object-based checkpoint reproduces TensorFlow's files byte for byte (tested over the
+/// corpus). Partitioned (sliced) entries are not supported yet: <see cref="NotSupportedException"/>.</para>
+/// <para>Not thread-safe. Dispose to free the device buffers.</para>
+/// </remarks>
+public sealed class CheckpointMirror : IDisposable
+{
+    private readonly List<MirroredVariable> _variables;
+    private readonly Dictionary<string, int> _shardOfKey;
+    private readonly int _shardCount;
+    private readonly bool _writeHasCheckpointValues;
+    private bool _disposed;
+
+    private CheckpointMirror(string prefix, bool isObjectBased, MirrorNode root, TrackableSaver saver, LoadStatus status,
+        List<MirroredVariable> variables, int hostValueCount, Dictionary<string, int> shardOfKey, int shardCount, bool writeHasCheckpointValues)
+    {
+        Prefix = prefix;
+        IsObjectBased = isObjectBased;
+        Root = root;
+        Saver = saver;
+        Status = status;
+        _variables = variables;
+        HostValueCount = hostValueCount;
+        _shardOfKey = shardOfKey;
+        _shardCount = shardCount;
+        _writeHasCheckpointValues = writeHasCheckpointValues;
+    }
+
+    /// <summary>The restored checkpoint's prefix.</summary>
+    public string Prefix { get; }
+
+    /// <summary>True for object-based (TF2) checkpoints, false for name-based (TF1 <c>Saver</c>) ones.</summary>
+    public bool IsObjectBased { get; }
+
+    /// <summary>The root of the mirrored tree (node 0).</summary>
+    public Trackable Root { get; }
+
+    /// <summary>The saver over <see cref="Root"/> that restored the checkpoint; use it to write the tree again.</summary>
+    public TrackableSaver Saver { get; }
+
+    /// <summary>The status of the restore; <see cref="LoadStatus.AssertConsumed"/> passes when every value found a home.</summary>
+    public LoadStatus Status { get; }
+
+    /// <summary>Every variable created, with the key its value came from (slot variables included).</summary>
+    public IReadOnlyList<MirroredVariable> Variables => _variables;
+
+    /// <summary>Number of values kept in host memory instead of device buffers (strings, lookup tables, non-variable state).</summary>
+    public int HostValueCount { get; }
+
+    /// <summary>
+    /// Restores the checkpoint at <paramref name="prefix"/> into a new mirrored tree whose variables live on
+    /// <paramref name="accelerator"/>.
+    /// </summary>
+    /// <param name="prefix">Checkpoint prefix (<c>&lt;prefix&gt;.index</c> must exist).</param>
+    /// <param name="accelerator">Where variable buffers are allocated; not disposed here.</param>
+    /// <param name="log">Where the restore reports unused values on dispose; <see langword="null"/> for silence.</param>
+    /// <exception cref="FileNotFoundException">The index or a data file is missing.</exception>
+    /// <exception cref="CheckpointFormatException">The checkpoint is corrupt or unsupported.</exception>
+    /// <exception cref="NotSupportedException">The checkpoint holds partitioned (sliced) variables.</exception>
+    public static CheckpointMirror Restore(string prefix, Accelerator accelerator, TextWriter? log = null)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(prefix);
+        ArgumentNullException.ThrowIfNull(accelerator);
+        using var reader = TensorBundleReader.Open(prefix);
+        var partitioned = reader.Entries.FirstOrDefault(e => e.IsPartitioned);
+        if (partitioned is not null)
+            throw new NotSupportedException($"{reader.IndexPath}: '{partitioned.Key}' is a partitioned (sliced) tensor; restoring sliced variables is not supported yet.");
+        var graph = reader.ReadObjectGraph();
+        var root = new MirrorNode();
+        if (graph is not null)
+            foreach (var a in graph.Nodes[0].Attributes) root.AddHostValue(a.Name, a.FullName, a.OptionalRestore);
+
+        var saver = new TrackableSaver(root) { Log = log };
+        var status = saver.Restore(prefix);          // before the tree exists: everything below is restore-on-create
+        var variables = new List<MirroredVariable>();
+        int hostValues;
+        try
+        {
+            hostValues = graph is not null
+                ? MirrorGraph(graph, reader, root, accelerator, variables)
+                : MirrorNames(reader, root, accelerator, variables);
+        }
+        catch
+        {
+            foreach (var v in variables) v.Variable.Dispose();
+            throw;
+        }
+        var shards = reader.Entries.Where(e => e.Key.Length > 0 && !e.IsSliceEntry).ToDictionary(e => e.Key, e => e.ShardId, StringComparer.Ordinal);
+        return new CheckpointMirror(reader.Prefix, graph is not null, root, saver, status, variables, hostValues, shards,
+            reader.Header.ShardCount, graph is null || graph.Nodes.Any(n => n.HasCheckpointValues is not null));
+    }
+
+    /// <summary>
+    /// Writes the tree (current values, read from the device buffers) as a new checkpoint at <paramref name="prefix"/>,
+    /// keeping the source's shard of every key; no counter, no state file (TF's <c>write</c>).
+    /// </summary>
+    /// <param name="prefix">Destination prefix.</param>
+    /// <returns>The written prefix.</returns>
+    /// <exception cref="ObjectDisposedException">The mirror was disposed.</exception>
+    /// <exception cref="IOException">Writing failed; files already at <paramref name="prefix"/> are left untouched.</exception>
+    public string Write(string prefix)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        var options = new CheckpointOptions
+        {
+            WriteHasCheckpointValues = _writeHasCheckpointValues,
+            ShardingPolicy = new KeepShardsPolicy(_shardOfKey, _shardCount),
+        };
+        return Saver.Write(prefix, options);
+    }
+
+    /// <summary>Disposes the status and every variable's device buffer.</summary>
+    public void Dispose()
+    {
+        if (_disposed) return;
+        _disposed = true;
+        (Status as IDisposable)?.Dispose();
+        foreach (var v in _variables) v.Variable.Dispose();
+    }
+
+    private static int MirrorGraph(TrackableObjectGraph graph, TensorBundleReader reader, MirrorNode root, Accelerator accelerator, List<MirroredVariable> variables)
+    {
+        var objects = new Trackable?[graph.Nodes.Count];
+        objects[0] = root;
+        var hostValues = graph.Nodes[0].Attributes.Count;
+        var queue = new Queue<int>([0]);
+        while (queue.Count > 0)
+        {
+            var id = queue.Dequeue();
+            var parent = (AutoTrackable)objects[id]!;
+            foreach (var edge in graph.Nodes[id].Children)
+            {
+                if (edge.NodeId < 0 || edge.NodeId >= objects.Length)
+                    throw new CheckpointFormatException(CheckpointFormatError.MalformedProto, reader.IndexPath,
+                        $"object graph node {id} has an edge '{edge.LocalName}' to node {edge.NodeId}, beyond the {objects.Length} nodes");
+                if (objects[edge.NodeId] is { } existing)
+                {
+                    parent.Track(edge.LocalName, existing);
+                    continue;
+                }
+                var node = graph.Nodes[edge.NodeId];
+                if (IsSimpleVariable(node, reader, out var entry))
+                {
+                    var v = Variable.Create(parent, edge.LocalName, accelerator, entry.DType, entry.Shape, fullName: node.Attributes[0].FullName);
+                    variables.Add(new MirroredVariable(entry.Key, v));
+                    objects[edge.NodeId] = v;
+                    continue;
+                }
+                AutoTrackable child;
+                if (node.SlotVariables.Count > 0) child = new MirrorOptimizer();
+                else
+                {
+                    var generic = new MirrorNode();
+                    foreach (var a in node.Attributes)
+                    {
+                        // A key absent from the index is a multi-tensor value (lookup tables: table-keys / table-values).
+                        if (reader.TryGetEntry(a.CheckpointKey, out _)) generic.AddHostValue(a.Name, a.FullName, a.OptionalRestore);
+                        else generic.AddHostGroup(a.Name, a.FullName, a.OptionalRestore);
+                        hostValues++;
+                    }
+                    child = generic;
+                }
+                objects[edge.NodeId] = child;
+                parent.Track(edge.LocalName, child);
+                queue.Enqueue(edge.NodeId);
+            }
+        }
+
+        // Slot variables were created by their optimizers as the values arrived; name them by the graph's slot references.
+        for (var id = 0; id < graph.Nodes.Count; id++)
+        {
+            if (objects[id] is not OptimizerBase optimizer) continue;
+            foreach (var slot in graph.Nodes[id].SlotVariables)
+            {
+                if (slot.OriginalVariableNodeId < 0 || slot.OriginalVariableNodeId >= objects.Length) continue;
+                if (objects[slot.OriginalVariableNodeId] is not Variable original) continue;
+                if (optimizer.GetSlot(original, slot.SlotName) is not { } slotVariable) continue;
+                var key = slot.SlotVariableNodeId >= 0 && slot.SlotVariableNodeId < graph.Nodes.Count && graph.Nodes[slot.SlotVariableNodeId].Attributes.Count > 0
+                    ? graph.Nodes[slot.SlotVariableNodeId].Attributes[0].CheckpointKey
+                    : $"{original.Name}/{slot.SlotName}";
+                variables.Add(new MirroredVariable(key, slotVariable));
+            }
+        }
+        return hostValues;
+    }
+
+    private static int MirrorNames(TensorBundleReader reader, MirrorNode root, Accelerator accelerator, List<MirroredVariable> variables)
+    {
+        var hostValues = 0;
+        foreach (var entry in reader.Entries)
+        {
+            if (entry.Key.Length == 0 || entry.IsSliceEntry) continue;
+            if (DTypes.IsFixedSize(entry.DType))
+            {
+                var v = Variable.Create(root, entry.Key, accelerator, entry.DType, entry.Shape, fullName: entry.Key);
+                variables.Add(new MirroredVariable(entry.Key, v));
+            }
+            else
+            {
+                var holder = new MirrorNode();
+                holder.AddHostValue(CheckpointKeys.VariableValue, entry.Key, optionalRestore: false);
+                root.Track(entry.Key, holder);
+                hostValues++;
+            }
+        }
+        return hostValues;
+    }
+
+    private static bool IsSimpleVariable(TrackableObjectGraph.Types.TrackableObject node, TensorBundleReader reader, out BundleEntry entry)
+    {
+        entry = null!;
+        return node.Attributes.Count == 1 && node.Attributes[0].Name == CheckpointKeys.VariableValue && node.Children.Count == 0
+            && reader.TryGetEntry(node.Attributes[0].CheckpointKey, out entry!) && DTypes.IsFixedSize(entry.DType) && !entry.IsPartitioned;
+    }
+
+    /// <summary>A mirrored non-variable node: its attributes are kept in host memory exactly as stored.</summary>
+    private sealed class MirrorNode : AutoTrackable
+    {
+        private readonly List<SaveableValue> _values = [];
+
+        public void AddHostValue(string name, string fullName, bool optionalRestore)
+        {
+            HostTensor? value = null;
+            _values.Add(new HostTensorValue(name, () => value ?? throw new InvalidOperationException($"'{name}' was never restored."),
+                v => value = v, fullName: fullName, optionalRestore: optionalRestore));
+        }
+
+        public void AddHostGroup(string name, string fullName, bool optionalRestore)
+        {
+            IReadOnlyDictionary<string, HostTensor>? values = null;
+            _values.Add(new HostTensorGroupValue(name,
+                () => (values ?? throw new InvalidOperationException($"'{name}' was never restored.")).ToList(),
+                v => values = v, fullName, optionalRestore));
+        }
+
+        protected internal override IReadOnlyList<SaveableValue> GetSaveableValues() => _values;
+    }
+
+    /// <summary>A mirrored optimizer: creates each slot when its checkpoint value arrives, named as stored.</summary>
+    private sealed class MirrorOptimizer() : OptimizerBase("optimizer")
+    {
+        protected override string GetSlotFullName(Variable variable, string slotName, string? checkpointFullName) =>
+            checkpointFullName ?? base.GetSlotFullName(variable, slotName, checkpointFullName);
+    }
+
+    /// <summary>Puts every key back in the shard it came from (group values match by key prefix).</summary>
+    private sealed class KeepShardsPolicy(IReadOnlyDictionary<string, int> shardOfKey, int shardCount) : IShardingPolicy
+    {
+        public ShardAssignment AssignShards(IReadOnlyList<ShardableTensor> tensors) =>
+            new(shardCount, tensors.Select(t => shardOfKey.TryGetValue(t.Key, out var s) ? s
+                : shardOfKey.FirstOrDefault(kv => kv.Key.StartsWith(t.Key, StringComparison.Ordinal)).Value).ToArray());
+    }
+}
