@@ -19,6 +19,8 @@ internal static class CliErrors
     public static (int ExitCode, string Message)? Classify(Exception ex) => ex switch
     {
         CliException c => (c.ExitCode, c.Message),
+        CheckpointMismatchException m => (ExitCodes.DataProblem, m.Message),
+        Devices.AcceleratorException a => (ExitCodes.UsageOrUnsupported, a.Message),   // the device cannot do it (memory, driver)
         CheckpointFormatException f => (f.IsUnsupportedInput ? ExitCodes.UsageOrUnsupported : ExitCodes.DataProblem, f.Message),
         FileNotFoundException fnf => (ExitCodes.UsageOrUnsupported, fnf.FileName is { } n ? $"{n}: file not found. {fnf.Message}" : fnf.Message),
         DirectoryNotFoundException dnf => (ExitCodes.UsageOrUnsupported, dnf.Message),

@@ -3,7 +3,7 @@ using CheckpointGpu.Cli;
 using CheckpointGpu.Cli.Commands;
 
 var root = new RootCommand("""
-    ckpt — inspect, verify, convert and diff TensorFlow checkpoints with Checkpoint.Gpu.
+    ckpt — inspect, verify, convert, diff and restore TensorFlow checkpoints with Checkpoint.Gpu.
 
     Exit codes: 0 fine; 1 data problem (corrupt file, checksum mismatch); 2 usage error, missing file or unsupported input.
     """)
@@ -12,6 +12,7 @@ var root = new RootCommand("""
     VerifyCommand.Create(),
     ConvertCommand.Create(),
     DiffCommand.Create(),
+    RestoreCommand.Create(),
 };
 
 var parse = root.Parse(args);
