@@ -65,7 +65,7 @@ public sealed class CorpusTests
                }))
         {
             // Original data order: per shard by offset (zero-size tensors first at a shared offset).
-            foreach (var entry in reader.Entries.Where(e => !e.IsPartitioned).OrderBy(e => e.ShardId).ThenBy(e => e.Offset).ThenBy(e => e.Size))
+            foreach (var entry in reader.EntriesInDataOrder)
             {
                 if (DTypes.IsFixedSize(entry.DType))
                 {

@@ -60,7 +60,7 @@ internal static class ConvertCommand
             foreach (var e in entries.Where(e => e.IsPartitioned))
                 writer.AddEncoded(e, source: null);
             // Per shard, in file-offset order: the data files come out in TensorFlow's original layout.
-            foreach (var e in entries.Where(e => !e.IsPartitioned).OrderBy(e => e.ShardId).ThenBy(e => e.Offset).ThenBy(e => e.Size))
+            foreach (var e in reader.EntriesInDataOrder)
             {
                 CopyEntry(reader, writer, e);
                 add(e.Size);

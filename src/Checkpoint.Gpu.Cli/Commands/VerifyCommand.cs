@@ -33,8 +33,7 @@ internal static class VerifyCommand
         var prefix = CheckpointLocator.Resolve(path);
         using var reader = TensorBundleReader.Open(prefix);
         // Sequential order within each shard: the cheapest way through the data files.
-        var entries = reader.Entries.Where(e => !e.IsPartitioned)
-            .OrderBy(e => e.ShardId).ThenBy(e => e.Offset).ThenBy(e => e.Size).ToArray();
+        var entries = reader.EntriesInDataOrder;
         var totalBytes = entries.Sum(e => e.Size);
         var failures = new List<Failure>();
         var clock = Stopwatch.StartNew();
@@ -64,7 +63,7 @@ internal static class VerifyCommand
                 w.WriteStartObject();
                 w.WriteString("prefix", reader.Prefix);
                 w.WriteBoolean("ok", failures.Count == 0);
-                w.WriteNumber("entries_checked", entries.Length);
+                w.WriteNumber("entries_checked", entries.Count);
                 w.WriteNumber("bytes_checked", totalBytes);
                 w.WriteNumber("seconds", Math.Round(clock.Elapsed.TotalSeconds, 6));
                 w.WriteStartArray("failures");
@@ -90,7 +89,7 @@ internal static class VerifyCommand
             foreach (var f in failures) output.WriteLine($"FAILED  {f.Message}");
             var gbps = totalBytes / 1e9 / Math.Max(clock.Elapsed.TotalSeconds, 1e-9);
             output.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"{(failures.Count == 0 ? "OK" : "CORRUPT")}  {reader.Prefix}: {entries.Length - failures.Count} of {entries.Length} entries match their checksums ({totalBytes:N0} bytes in {reader.Header.ShardCount} shard(s), {clock.Elapsed.TotalSeconds:F3} s, {gbps:F2} GB/s)"));
+                $"{(failures.Count == 0 ? "OK" : "CORRUPT")}  {reader.Prefix}: {entries.Count - failures.Count} of {entries.Count} entries match their checksums ({totalBytes:N0} bytes in {reader.Header.ShardCount} shard(s), {clock.Elapsed.TotalSeconds:F3} s, {gbps:F2} GB/s)"));
         }
         return failures.Count == 0 ? ExitCodes.Ok : ExitCodes.DataProblem;
     }

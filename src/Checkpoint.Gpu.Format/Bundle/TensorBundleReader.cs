@@ -46,8 +46,19 @@ public sealed partial class TensorBundleReader : IDisposable
     /// <summary>The parsed header (value of the empty key).</summary>
     public BundleHeader Header { get; }
 
+    private BundleEntry[]? _entriesInDataOrder;
+
     /// <summary>Every entry except the header, in table (unsigned key byte) order; slice entries and partitioned full entries included.</summary>
     public IReadOnlyList<BundleEntry> Entries { get; }
+
+    /// <summary>
+    /// Entries that have a payload (partitioned full-tensor entries excluded), in the order their bytes sit in the
+    /// data files: by shard, then offset; among entries at the same offset the zero-size ones first (an empty tensor
+    /// written just before a non-empty one shares its offset). Adding them to a <see cref="TensorBundleWriter"/> in
+    /// this order reproduces TensorFlow's data files byte for byte; reading in this order is sequential IO.
+    /// </summary>
+    public IReadOnlyList<BundleEntry> EntriesInDataOrder =>
+        _entriesInDataOrder ??= Entries.Where(e => !e.IsPartitioned).OrderBy(e => e.ShardId).ThenBy(e => e.Offset).ThenBy(e => e.Size).ToArray();
 
     /// <summary>The options in effect.</summary>
     public TensorBundleReaderOptions Options => _options;
