@@ -1,0 +1,224 @@
+using System.Threading.Channels;
+using CheckpointGpu.Devices;
+using CheckpointGpu.Format;
+using CheckpointGpu.Pipeline.Saving;
+using CheckpointGpu.Pipeline.Staging;
+
+namespace CheckpointGpu.Pipeline;
+
+/// <summary>
+/// The IO device: streams tensors from accelerator memory through a pinned staging ring to asynchronous
+/// positional writers (save), and from the data files back through the ring into device memory (restore),
+/// keeping host memory bounded by the ring.
+/// </summary>
+/// <remarks>
+/// <para><b>Save pipeline.</b> A <see cref="SavePlan"/> fixes every tensor's shard and offset before any byte moves.
+/// The copy engine walks each shard in file-aligned chunks of <see cref="CheckpointPipelineOptions.SlotSizeInBytes"/>,
+/// rents a ring slot (waiting while all are busy), and enqueues device→slot copies on the pipeline's stream
+/// (tensors are packed at their planned offsets and may span slots). The checksum stage awaits each slot's copies
+/// in file order and extends each tensor's CRC32C over the bytes in the slot (no second read). Writers (several in
+/// flight) write the slot at its file offset with <see cref="RandomAccess"/> (O_DIRECT when available; the last,
+/// unaligned block of a shard is zero-padded to 4096 and the file truncated to its exact length at commit). A slot
+/// returns to the pool only when both its device copies and its write are done.</para>
+/// <para><b>Commit protocol</b> (the order every save follows; a crash at any instant leaves the previous checkpoint
+/// and the state file valid):</para>
+/// <list type="number">
+/// <item>Data shards are written under temporary names <c>&lt;prefix&gt;.data-i-of-N.tempstate&lt;random&gt;</c>.</item>
+/// <item>Each data file is truncated to its exact length and flushed to disk (<c>fsync</c>).</item>
+/// <item>The <c>.index</c> (from plan + checksums) is written under <c>&lt;prefix&gt;.index.tempstate&lt;random&gt;</c> and flushed.</item>
+/// <item>An existing <c>&lt;prefix&gt;.index</c> (an older bundle at the same prefix) is deleted, so it can never pair with new data.</item>
+/// <item>The data files are renamed to their final names, then the index: <b>the index rename is the commit point</b>.</item>
+/// <item>The directory is flushed (<c>fsync</c>), making the renames durable.</item>
+/// <item>The <c>onCommitted</c> callback runs: the caller replaces the <c>checkpoint</c> state file atomically
+/// (<see cref="CheckpointCommit.PublishState"/>) and only then deletes old checkpoints
+/// (<see cref="CheckpointCommit.DeleteCheckpoint"/>). The state file therefore never names an incomplete checkpoint.</item>
+/// </list>
+/// <para>On failure before the commit point every temporary (and already renamed data) file is deleted.</para>
+/// <para><b>Queued saves.</b> Saves run one at a time in call order; a queued save reads nothing until it starts.
+/// A save never mixes values of two steps provided the caller does not mutate a buffer between
+/// <see cref="SaveAsync"/> and that buffer's barrier (<see cref="WaitUntilStagedAsync(DeviceBuffer, CancellationToken)"/>,
+/// which covers every queued save) or the save's <see cref="SaveHandle.Snapshotted"/>; device work that produced the
+/// values must have completed before <see cref="SaveAsync"/> is called (the pipeline reads on its own stream).</para>
+/// <para><b>Thread-safety.</b> All public members are thread-safe. Dispose with <see cref="DisposeAsync"/>, which
+/// waits for queued saves.</para>
+/// </remarks>
+public sealed class CheckpointPipeline : IAsyncDisposable
+{
+    private readonly Channel<SaveOperation> _queue = Channel.CreateUnbounded<SaveOperation>(new UnboundedChannelOptions { SingleReader = true });
+    private readonly List<SaveOperation> _pending = [];
+    private readonly Lock _sync = new();
+    private readonly SemaphoreSlim _ringLock = new(1, 1);
+    private readonly Task _executor;
+    private long _copyOnWriteInUse;
+    private int _disposed;
+
+    /// <summary>Creates a pipeline: allocates and pre-faults the ring, creates the copy streams.</summary>
+    /// <param name="accelerator">The accelerator whose buffers are saved and restored; not disposed here.</param>
+    /// <param name="options">Settings; <see cref="CheckpointPipelineOptions.Default"/> when null.</param>
+    /// <exception cref="ArgumentNullException"><paramref name="accelerator"/> is null.</exception>
+    /// <exception cref="AcceleratorOutOfMemoryException">The ring cannot be allocated.</exception>
+    public CheckpointPipeline(Accelerator accelerator, CheckpointPipelineOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(accelerator);
+        Accelerator = accelerator;
+        Options = options ?? CheckpointPipelineOptions.Default;
+        Ring = new StagingRing(accelerator, Options.SlotSizeInBytes, Options.SlotCount);
+        Arena = new HostArena(accelerator);
+        CopyStream = accelerator.CreateStream();
+        RestoreStream = accelerator.CreateStream();
+        _executor = Task.Run(RunQueueAsync);
+    }
+
+    /// <summary>The accelerator.</summary>
+    public Accelerator Accelerator { get; }
+
+    /// <summary>The options in effect.</summary>
+    public CheckpointPipelineOptions Options { get; }
+
+    /// <summary>Host memory held by the ring, in bytes (slot count × slot size).</summary>
+    public long RingSizeInBytes => Ring.LengthInBytes;
+
+    /// <summary>Host memory held by the full-snapshot arena, in bytes (0 until a <see cref="SnapshotPolicy.FullHostSnapshot"/> save ran).</summary>
+    public long ArenaSizeInBytes => Arena.LengthInBytes;
+
+    internal StagingRing Ring { get; }
+
+    internal HostArena Arena { get; }
+
+    internal AcceleratorStream CopyStream { get; }
+
+    internal AcceleratorStream RestoreStream { get; }
+
+    internal SemaphoreSlim RingLock => _ringLock;
+
+    /// <summary>
+    /// Queues a save of <paramref name="plan"/> to <paramref name="prefix"/> and returns at once with its handle.
+    /// </summary>
+    /// <param name="prefix">Checkpoint prefix, e.g. <c>/train/ckpt-3</c>; its directory is created if missing.</param>
+    /// <param name="plan">What to write where. Device sources must belong to <see cref="Accelerator"/>.</param>
+    /// <param name="onCommitted">
+    /// Runs after the commit point and the directory flush, before <see cref="SaveHandle.Completion"/> completes and
+    /// before the next queued save starts (so state-file updates and pruning happen in save order). Typically
+    /// <see cref="CheckpointCommit.PublishState"/> then <see cref="CheckpointCommit.DeleteCheckpoint"/>. May be null.
+    /// </param>
+    /// <param name="cancellationToken">Cancels the save (temporary files are removed; in-flight copies and writes are drained first).</param>
+    /// <returns>The handle.</returns>
+    /// <exception cref="ArgumentException"><paramref name="prefix"/> is empty, or a device source belongs to another accelerator.</exception>
+    /// <exception cref="ArgumentNullException"><paramref name="plan"/> is null.</exception>
+    /// <exception cref="ObjectDisposedException">The pipeline is disposed.</exception>
+    public SaveHandle SaveAsync(string prefix, SavePlan plan, Func<string, CancellationToken, ValueTask>? onCommitted = null,
+        CancellationToken cancellationToken = default)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(prefix);
+        ArgumentNullException.ThrowIfNull(plan);
+        ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
+        var op = new SaveOperation(this, prefix, plan, onCommitted, cancellationToken);
+        lock (_sync) _pending.Add(op);
+        if (!_queue.Writer.TryWrite(op))
+        {
+            lock (_sync) _pending.Remove(op);
+            throw new ObjectDisposedException(nameof(CheckpointPipeline));
+        }
+        return op.Handle;
+    }
+
+    /// <summary>
+    /// Write barrier for the training loop (the optimizer calls it before updating a variable): completes when no
+    /// running or queued save still needs to read <paramref name="buffer"/>. Fast path: nothing pending for the
+    /// buffer → completes synchronously.
+    /// </summary>
+    /// <param name="buffer">The variable's device buffer.</param>
+    /// <param name="cancellationToken">Cancels the wait (not the saves).</param>
+    /// <returns>Completes when the buffer may be mutated. Never faults because a save failed.</returns>
+    /// <exception cref="ArgumentNullException"><paramref name="buffer"/> is null.</exception>
+    /// <exception cref="OperationCanceledException">The wait was cancelled.</exception>
+    public ValueTask WaitUntilStagedAsync(DeviceBuffer buffer, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(buffer);
+        SaveOperation[] pending;
+        lock (_sync)
+        {
+            if (_pending.Count == 0) return ValueTask.CompletedTask;
+            pending = [.. _pending];
+        }
+        List<Task>? waits = null;
+        foreach (var op in pending)
+        {
+            if (!op.References(buffer)) continue;
+            var vt = op.WaitUntilStagedAsync(buffer, cancellationToken);
+            if (!vt.IsCompletedSuccessfully) (waits ??= []).Add(vt.AsTask());
+        }
+        return waits is null ? ValueTask.CompletedTask : new ValueTask(Task.WhenAll(waits));
+    }
+
+    /// <summary>Opens a checkpoint for pipelined restore (reads and validates its index; data files open lazily).</summary>
+    /// <param name="prefix">Checkpoint prefix.</param>
+    /// <returns>The session; dispose it to close files and free the prefetch cache.</returns>
+    /// <exception cref="FileNotFoundException">The index does not exist.</exception>
+    /// <exception cref="CheckpointFormatException">The index is corrupt.</exception>
+    /// <exception cref="NotSupportedException">The bundle is big-endian (use <see cref="TensorBundleReader"/>).</exception>
+    /// <exception cref="ObjectDisposedException">The pipeline is disposed.</exception>
+    public RestoreSession OpenRestore(string prefix)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(prefix);
+        ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
+        var (header, entries) = TensorBundleIndex.Read(prefix);
+        if (header.Endianness != BundleEndianness.Little)
+            throw new NotSupportedException($"{BundleNaming.IndexFile(prefix)}: big-endian bundles are not restored by the pipeline; use TensorBundleReader.");
+        return new RestoreSession(this, prefix, header, entries);
+    }
+
+    /// <summary>Waits for queued saves, then frees the ring, the arena and the streams.</summary>
+    /// <returns>Completes when everything is released.</returns>
+    public async ValueTask DisposeAsync()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
+        _queue.Writer.TryComplete();
+        await _executor.ConfigureAwait(false);
+        await _ringLock.WaitAsync().ConfigureAwait(false);
+        try
+        {
+            await CopyStream.SynchronizeAsync().ConfigureAwait(false);
+            await RestoreStream.SynchronizeAsync().ConfigureAwait(false);
+        }
+        catch (AcceleratorException)
+        {
+            // Reported by the operation that failed.
+        }
+        CopyStream.Dispose();
+        RestoreStream.Dispose();
+        Ring.Dispose();
+        Arena.Dispose();
+        _ringLock.Release();
+    }
+
+    internal bool TryReserveCopyOnWrite(long bytes)
+    {
+        var budget = Options.CopyOnWriteBudgetInBytes;
+        while (true)
+        {
+            var cur = Interlocked.Read(ref _copyOnWriteInUse);
+            if (cur + bytes > budget) return false;
+            if (Interlocked.CompareExchange(ref _copyOnWriteInUse, cur + bytes, cur) == cur) return true;
+        }
+    }
+
+    internal void ReleaseCopyOnWrite(long bytes) => Interlocked.Add(ref _copyOnWriteInUse, -bytes);
+
+    private async Task RunQueueAsync()
+    {
+        await foreach (var op in _queue.Reader.ReadAllAsync().ConfigureAwait(false))
+        {
+            await _ringLock.WaitAsync().ConfigureAwait(false);
+            try
+            {
+                await op.RunAsync().ConfigureAwait(false);
+            }
+            finally
+            {
+                _ringLock.Release();
+                lock (_sync) _pending.Remove(op);
+            }
+        }
+    }
+}

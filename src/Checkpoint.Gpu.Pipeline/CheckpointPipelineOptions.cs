@@ -1,0 +1,127 @@
+namespace CheckpointGpu.Pipeline;
+
+/// <summary>Settings of a <see cref="CheckpointPipeline"/>.</summary>
+/// <remarks>
+/// <para>Init-only; read once by the pipeline's constructor. Defaults were measured on the reference VM (2 cores,
+/// virtio disk, ext4; see <c>perf/Checkpoint.Gpu.Benchmarks/EndToEnd/RESULTS.md</c>, "Defaults").</para>
+/// <para>Thread-safe (immutable).</para>
+/// </remarks>
+public sealed class CheckpointPipelineOptions
+{
+    private readonly int _slotSizeInBytes = DefaultSlotSizeInBytes;
+    private readonly int _slotCount = DefaultSlotCount;
+    private readonly int _writerCount = DefaultWriterCount;
+    private readonly int _readerCount = DefaultReaderCount;
+    private readonly long _restoreCacheBudgetInBytes = 1L << 30;
+    private readonly long _copyOnWriteBudgetInBytes = 1L << 30;
+
+    /// <summary>Default <see cref="SlotSizeInBytes"/>: 8 MiB.</summary>
+    public const int DefaultSlotSizeInBytes = 8 << 20;
+
+    /// <summary>Default <see cref="SlotCount"/>: 8 (a 64 MiB ring).</summary>
+    public const int DefaultSlotCount = 8;
+
+    /// <summary>Default <see cref="WriterCount"/>: 2.</summary>
+    public const int DefaultWriterCount = 2;
+
+    /// <summary>Default <see cref="ReaderCount"/>: 2.</summary>
+    public const int DefaultReaderCount = 2;
+
+    /// <summary>The defaults.</summary>
+    public static CheckpointPipelineOptions Default { get; } = new();
+
+    /// <summary>
+    /// Size of one staging slot, in bytes: each slot is a file-aligned chunk of a data file and one write (or read)
+    /// request. A multiple of 4096 (for <c>O_DIRECT</c>), at least 4096. Default 8 MiB: on the reference VM the
+    /// fio limit is reached from 1 MiB requests with two in flight and reads want ≥ 4 MiB (MACHINE-LIMITS.md);
+    /// 8 MiB measured equal to 16–32 MiB and better than 1–2 MiB in the end-to-end sweep.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">Not a positive multiple of 4096.</exception>
+    public int SlotSizeInBytes
+    {
+        get => _slotSizeInBytes;
+        init
+        {
+            ArgumentOutOfRangeException.ThrowIfLessThan(value, IShardFile.DirectIOAlignmentInBytes);
+            if (value % IShardFile.DirectIOAlignmentInBytes != 0)
+                throw new ArgumentOutOfRangeException(nameof(value), value, "The slot size must be a multiple of 4096 bytes.");
+            _slotSizeInBytes = value;
+        }
+    }
+
+    /// <summary>
+    /// Number of slots in the ring, ≥ 2 (one filling while another is written). Ring memory is
+    /// <see cref="SlotCount"/> × <see cref="SlotSizeInBytes"/>, allocated once per pipeline, pre-faulted and reused.
+    /// Default 8: enough for the copy engine to run ahead of two writers without stalling.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">Less than 2.</exception>
+    public int SlotCount
+    {
+        get => _slotCount;
+        init { ArgumentOutOfRangeException.ThrowIfLessThan(value, 2); _slotCount = value; }
+    }
+
+    /// <summary>
+    /// Concurrent positional writes in flight, ≥ 1. Default 2: one writer already nearly saturates the virtio
+    /// disk with O_DIRECT; a second hides the per-request latency, more added nothing (MACHINE-LIMITS.md: "more
+    /// jobs add nothing").
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">Less than 1.</exception>
+    public int WriterCount
+    {
+        get => _writerCount;
+        init { ArgumentOutOfRangeException.ThrowIfLessThan(value, 1); _writerCount = value; }
+    }
+
+    /// <summary>
+    /// Concurrent positional reads in flight during a restore, ≥ 1. Default 2: cold O_DIRECT reads reach the
+    /// disk limit with ≥ 4 MiB requests or two in flight (MACHINE-LIMITS.md), we do both.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">Less than 1.</exception>
+    public int ReaderCount
+    {
+        get => _readerCount;
+        init { ArgumentOutOfRangeException.ThrowIfLessThan(value, 1); _readerCount = value; }
+    }
+
+    /// <summary>
+    /// Use <c>O_DIRECT</c> for data files when the file system allows it (falls back to buffered IO on EINVAL).
+    /// Default <see langword="true"/>: O_DIRECT beat buffered write + fsync by 1.6–3.3× on the reference VM
+    /// (MACHINE-LIMITS.md) and keeps the page cache (and the balloon) out of the way.
+    /// </summary>
+    public bool UseDirectIO { get; init; } = true;
+
+    /// <summary>How saves snapshot device memory. Default <see cref="SnapshotPolicy.BoundedRing"/>.</summary>
+    public SnapshotPolicy SnapshotPolicy { get; init; } = SnapshotPolicy.BoundedRing;
+
+    /// <summary>
+    /// Host memory, in bytes, that <see cref="RestoreSession.PrefetchAsync"/> may use for entries whose destination
+    /// does not exist yet (restore-on-create). Default 1 GiB. 0 disables prefetching (claims then read on demand).
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">Negative.</exception>
+    public long RestoreCacheBudgetInBytes
+    {
+        get => _restoreCacheBudgetInBytes;
+        init { ArgumentOutOfRangeException.ThrowIfNegative(value); _restoreCacheBudgetInBytes = value; }
+    }
+
+    /// <summary>
+    /// Device memory, in bytes, that write barriers may use for copy-on-write clones under
+    /// <see cref="SnapshotPolicy.WriteBarriers"/>. Default 1 GiB. 0 makes barriers wait for staging.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">Negative.</exception>
+    public long CopyOnWriteBudgetInBytes
+    {
+        get => _copyOnWriteBudgetInBytes;
+        init { ArgumentOutOfRangeException.ThrowIfNegative(value); _copyOnWriteBudgetInBytes = value; }
+    }
+
+    /// <summary>The storage seam. Default <see cref="LocalShardStorage.Instance"/>.</summary>
+    public IShardStorage Storage { get; init; } = LocalShardStorage.Instance;
+
+    /// <summary>
+    /// Benchmark-only switch: when false the pipeline skips CRC32C and records 0 as every checksum, so the files
+    /// fail verification. Used to measure the cost of checksumming; never disable it otherwise.
+    /// </summary>
+    internal bool ComputeChecksums { get; init; } = true;
+}

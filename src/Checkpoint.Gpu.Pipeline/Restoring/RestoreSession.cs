@@ -1,0 +1,499 @@
+using System.Threading.Channels;
+using CheckpointGpu.Devices;
+using CheckpointGpu.Format;
+using CheckpointGpu.Pipeline.Staging;
+
+namespace CheckpointGpu.Pipeline;
+
+/// <summary>
+/// A checkpoint opened for pipelined restore: readers (positional, in file order, 2 in flight) → ring →
+/// host-to-device copies, with every tensor's CRC32C verified as its bytes pass; plus a bounded host cache that
+/// prefetches entries whose destination does not exist yet (restore-on-create), so creating a variable costs only
+/// its host-to-device copy (<see cref="TryClaim"/>).
+/// </summary>
+/// <remarks>
+/// <para>Restores share the pipeline's ring with saves; they run between saves. A checksum mismatch surfaces as a
+/// <see cref="CheckpointFormatException"/> (<see cref="CheckpointFormatError.ChecksumMismatch"/>) naming the data
+/// file, key, shard, offset and length; the destination may by then hold the corrupt bytes.</para>
+/// <para>Thread-safe. Dispose with <see cref="DisposeAsync"/>, which waits for outstanding reads and claims.</para>
+/// </remarks>
+public sealed class RestoreSession : IAsyncDisposable
+{
+    private readonly CheckpointPipeline _pipeline;
+    private readonly Dictionary<string, BundleEntry> _byKey;
+    private readonly Dictionary<string, CacheEntry> _cache = new(StringComparer.Ordinal);
+    private readonly HashSet<string> _claimed = new(StringComparer.Ordinal);
+    private readonly List<Task> _outstanding = [];
+    private readonly Lock _sync = new();
+    private long _cacheReserved;
+    private bool _disposed;
+
+    internal RestoreSession(CheckpointPipeline pipeline, string prefix, BundleHeader header, IReadOnlyList<BundleEntry> entries)
+    {
+        _pipeline = pipeline;
+        Prefix = prefix;
+        Header = header;
+        Entries = entries;
+        _byKey = new Dictionary<string, BundleEntry>(entries.Count, StringComparer.Ordinal);
+        foreach (var e in entries) _byKey.TryAdd(e.Key, e);
+    }
+
+    /// <summary>The checkpoint prefix.</summary>
+    public string Prefix { get; }
+
+    /// <summary>The bundle header.</summary>
+    public BundleHeader Header { get; }
+
+    /// <summary>All entries, in key order.</summary>
+    public IReadOnlyList<BundleEntry> Entries { get; }
+
+    /// <summary>Bytes currently reserved by the prefetch cache.</summary>
+    public long CachedBytes => Interlocked.Read(ref _cacheReserved);
+
+    /// <summary>Looks up an entry.</summary>
+    /// <param name="key">The key.</param>
+    /// <param name="entry">The entry when found.</param>
+    /// <returns>False when absent.</returns>
+    public bool TryGetEntry(string key, [System.Diagnostics.CodeAnalysis.MaybeNullWhen(false)] out BundleEntry entry) =>
+        _byKey.TryGetValue(key, out entry);
+
+    /// <summary>Reads the given entries into their device destinations, in file order, verifying checksums.</summary>
+    /// <param name="targets">Keys and destinations (fixed-size dtypes; each key at most once).</param>
+    /// <param name="cancellationToken">Cancels the restore (in-flight reads and copies are drained first).</param>
+    /// <returns>Completes when every value has landed in device memory.</returns>
+    /// <exception cref="KeyNotFoundException">A key is not in the checkpoint.</exception>
+    /// <exception cref="ArgumentException">A destination's length differs from the entry's size, a key repeats, a destination belongs to another accelerator, or the dtype is not fixed-size.</exception>
+    /// <exception cref="NotSupportedException">An entry is partitioned (sliced).</exception>
+    /// <exception cref="CheckpointFormatException">A checksum mismatch or a truncated data file.</exception>
+    /// <exception cref="FileNotFoundException">A data file is missing.</exception>
+    /// <exception cref="OperationCanceledException">Cancelled.</exception>
+    public Task RestoreAsync(IReadOnlyList<RestoreTarget> targets, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(targets);
+        if (cancellationToken.IsCancellationRequested) return Task.FromCanceled(cancellationToken);
+        var requests = new List<ReadRequest>(targets.Count);
+        var seen = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var t in targets)
+        {
+            var entry = Lookup(t.Key);
+            CheckFixed(entry);
+            if (!seen.Add(t.Key)) throw new ArgumentException($"Key '{t.Key}' is requested twice.", nameof(targets));
+            if (!t.Destination.IsValid || t.Destination.LengthInBytes != entry.Size)
+                throw new ArgumentException($"'{t.Key}': the destination is {t.Destination.LengthInBytes} bytes, the entry holds {entry.Size}.", nameof(targets));
+            if (!ReferenceEquals(t.Destination.Buffer!.Accelerator, _pipeline.Accelerator))
+                throw new ArgumentException($"'{t.Key}': the destination belongs to another accelerator.", nameof(targets));
+            requests.Add(new ReadRequest(entry, t.Destination, null));
+        }
+        return Track(ReadAsync(requests, cancellationToken));
+    }
+
+    /// <summary>
+    /// Prefetches entries into host memory (within <see cref="CheckpointPipelineOptions.RestoreCacheBudgetInBytes"/>,
+    /// in file order; entries that do not fit are left for on-demand reads at claim time).
+    /// </summary>
+    /// <param name="keys">Keys whose destinations do not exist yet; unknown, non-fixed-size or already cached keys are skipped.</param>
+    /// <param name="cancellationToken">Cancels the prefetch.</param>
+    /// <returns>Completes when the selected entries are cached and verified.</returns>
+    /// <exception cref="CheckpointFormatException">A checksum mismatch or truncated data file (claims of the failed entries fail with it too).</exception>
+    /// <exception cref="OperationCanceledException">Cancelled.</exception>
+    public Task PrefetchAsync(IEnumerable<string> keys, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(keys);
+        if (cancellationToken.IsCancellationRequested) return Task.FromCanceled(cancellationToken);
+        var requests = new List<ReadRequest>();
+        var budget = _pipeline.Options.RestoreCacheBudgetInBytes;
+        lock (_sync)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            var selected = keys.Distinct(StringComparer.Ordinal)
+                .Select(k => _byKey.TryGetValue(k, out var e) ? e : null)
+                .Where(e => e is not null && !e.IsPartitioned && DTypes.IsFixedSize(e.DType) && !_cache.ContainsKey(e.Key) && !_claimed.Contains(e.Key))
+                .OrderBy(e => e!.ShardId).ThenBy(e => e!.Offset);
+            foreach (var e in selected)
+            {
+                if (e!.Size > Array.MaxLength || _cacheReserved + e.Size > budget) continue;
+                _cacheReserved += e.Size;
+                var data = GC.AllocateUninitializedArray<byte>((int)e.Size, pinned: true);
+                var cached = new CacheEntry(e, data);
+                _cache[e.Key] = cached;
+                requests.Add(new ReadRequest(e, default, cached));
+            }
+        }
+        return Track(PrefetchCoreAsync(requests, cancellationToken));
+    }
+
+    private async Task PrefetchCoreAsync(List<ReadRequest> requests, CancellationToken ct)
+    {
+        try
+        {
+            await ReadAsync(requests, ct).ConfigureAwait(false);
+        }
+        catch (Exception ex)
+        {
+            foreach (var r in requests) r.Cache!.Ready.TrySetException(ex);
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// Restore-on-create: hands the value of <paramref name="key"/> to a newly created destination, at most once
+    /// per key. From the prefetch cache this costs one host-to-device copy; otherwise the entry is read through the
+    /// ring on demand.
+    /// </summary>
+    /// <param name="key">The key.</param>
+    /// <param name="destination">The new variable's device memory; length must equal the entry's size.</param>
+    /// <param name="completion">Completes when the value has landed (faults with the read or checksum error).</param>
+    /// <returns>False when the key is not in the checkpoint or was already claimed (then <paramref name="completion"/> is completed).</returns>
+    /// <exception cref="ArgumentException">Wrong destination length, foreign accelerator, or non-fixed-size dtype.</exception>
+    /// <exception cref="ObjectDisposedException">The session is disposed.</exception>
+    public bool TryClaim(string key, DeviceView destination, out Task completion)
+    {
+        ArgumentNullException.ThrowIfNull(key);
+        completion = Task.CompletedTask;
+        if (!_byKey.TryGetValue(key, out var entry)) return false;
+        CheckFixed(entry);
+        if (!destination.IsValid || destination.LengthInBytes != entry.Size)
+            throw new ArgumentException($"'{key}': the destination is {destination.LengthInBytes} bytes, the entry holds {entry.Size}.", nameof(destination));
+        if (!ReferenceEquals(destination.Buffer!.Accelerator, _pipeline.Accelerator))
+            throw new ArgumentException($"'{key}': the destination belongs to another accelerator.", nameof(destination));
+        CacheEntry? cached;
+        lock (_sync)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            if (!_claimed.Add(key)) return false;
+            _cache.TryGetValue(key, out cached);
+        }
+        completion = cached is not null
+            ? Track(ClaimFromCacheAsync(cached, destination))
+            : Track(ReadAsync([new ReadRequest(entry, destination, null)], CancellationToken.None));
+        return true;
+    }
+
+    private async Task ClaimFromCacheAsync(CacheEntry cached, DeviceView destination)
+    {
+        try
+        {
+            await cached.Ready.Task.ConfigureAwait(false);
+            var ev = _pipeline.RestoreStream.EnqueueCopyFromHost((ReadOnlyMemory<byte>)cached.Data, destination);
+            await ev.Completion.ConfigureAwait(false);
+        }
+        finally
+        {
+            lock (_sync)
+            {
+                if (_cache.Remove(cached.Entry.Key)) _cacheReserved -= cached.Entry.Size;
+            }
+        }
+    }
+
+    /// <summary>Waits for outstanding reads and claims, then drops the cache.</summary>
+    /// <returns>Completes when released.</returns>
+    public async ValueTask DisposeAsync()
+    {
+        Task[] outstanding;
+        lock (_sync)
+        {
+            if (_disposed) return;
+            _disposed = true;
+            outstanding = [.. _outstanding];
+        }
+        try
+        {
+            await Task.WhenAll(outstanding).ConfigureAwait(false);
+        }
+        catch (Exception)
+        {
+            // Each failure was reported to the caller that started the operation.
+        }
+        lock (_sync)
+        {
+            _cache.Clear();
+            _cacheReserved = 0;
+        }
+    }
+
+    private Task Track(Task task)
+    {
+        lock (_sync)
+        {
+            _outstanding.RemoveAll(t => t.IsCompleted);
+            _outstanding.Add(task);
+        }
+        return task;
+    }
+
+    private BundleEntry Lookup(string key) =>
+        _byKey.TryGetValue(key, out var e) ? e : throw new KeyNotFoundException($"{Path.GetFileName(BundleNaming.IndexFile(Prefix))}: key '{key}' not found in checkpoint [{BundleNaming.IndexFile(Prefix)}].");
+
+    private static void CheckFixed(BundleEntry entry)
+    {
+        if (entry.IsPartitioned)
+            throw new NotSupportedException($"'{entry.Key}' is a partitioned (sliced) tensor; read its slices with TensorBundleReader.");
+        if (!DTypes.IsFixedSize(entry.DType))
+            throw new ArgumentException($"'{entry.Key}' is {DTypes.GetName(entry.DType)}, not a fixed-size dtype; read it with TensorBundleReader.", nameof(entry));
+    }
+
+    // ------------------------------------------------------------------ the read engine
+
+    private async Task ReadAsync(List<ReadRequest> requests, CancellationToken ct)
+    {
+        if (requests.Count == 0) return;
+        requests.Sort((a, b) => a.Entry.ShardId != b.Entry.ShardId ? a.Entry.ShardId.CompareTo(b.Entry.ShardId) : a.Entry.Offset.CompareTo(b.Entry.Offset));
+        var ring = _pipeline.Ring;
+        var options = _pipeline.Options;
+        var storage = options.Storage;
+        var verify = options.ComputeChecksums;
+        var files = new Dictionary<int, IShardFile>();
+        await _pipeline.RingLock.WaitAsync(ct).ConfigureAwait(false);
+        using var cts = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        var failures = new List<Exception>();
+        void Fail(Exception ex)
+        {
+            lock (failures)
+            {
+                if (ex is OperationCanceledException && failures.Count > 0) return;
+                failures.Add(ex);
+            }
+            try { cts.Cancel(); }
+            catch (ObjectDisposedException) { }
+        }
+        try
+        {
+            foreach (var r in requests)
+            {
+                if (files.ContainsKey(r.Entry.ShardId)) continue;
+                if (r.Entry.ShardId < 0 || r.Entry.ShardId >= Header.ShardCount)
+                    throw new CheckpointFormatException(CheckpointFormatError.InvalidShardId, BundleNaming.IndexFile(Prefix), "entry names a data shard that does not exist",
+                        r.Entry.Key, r.Entry.ShardId);
+                files[r.Entry.ShardId] = storage.OpenForRead(BundleNaming.DataFile(Prefix, r.Entry.ShardId, Header.ShardCount), options.UseDirectIO);
+            }
+            foreach (var r in requests)
+            {
+                var length = files[r.Entry.ShardId].Length;
+                if (r.Entry.Offset < 0 || r.Entry.Size < 0 || r.Entry.Offset > length - r.Entry.Size)
+                    throw new CheckpointFormatException(CheckpointFormatError.TruncatedData, DataPath(r.Entry), "entry extends past the end of the data file",
+                        r.Entry.Key, r.Entry.ShardId, r.Entry.Offset, r.Entry.Size, comparison: $"needs {r.Entry.Offset + r.Entry.Size} bytes, file has {length}");
+                if (r.Entry.Size == 0) Complete(r, verify);
+            }
+            var windows = BuildWindows(requests, ring.SlotSizeInBytes);
+            var toReaders = Channel.CreateBounded<ReadJob>(new BoundedChannelOptions(ring.SlotCount) { FullMode = BoundedChannelFullMode.Wait, SingleWriter = true });
+            var toConsumer = Channel.CreateBounded<ReadJob>(new BoundedChannelOptions(ring.SlotCount) { FullMode = BoundedChannelFullMode.Wait, SingleWriter = true, SingleReader = true });
+            var toRelease = Channel.CreateBounded<(StagingSlot Slot, DeviceEvent? Copy)>(new BoundedChannelOptions(ring.SlotCount)
+            { FullMode = BoundedChannelFullMode.Wait, SingleWriter = true, SingleReader = true });
+            var token = cts.Token;
+
+            async Task Producer()
+            {
+                try
+                {
+                    foreach (var w in windows)
+                    {
+                        var slot = await ring.RentAsync(token).ConfigureAwait(false);
+                        var job = new ReadJob(w, slot);
+                        await toReaders.Writer.WriteAsync(job, token).ConfigureAwait(false);
+                        await toConsumer.Writer.WriteAsync(job, token).ConfigureAwait(false);
+                    }
+                }
+                finally
+                {
+                    toReaders.Writer.TryComplete();
+                    toConsumer.Writer.TryComplete();
+                }
+            }
+
+            async Task Reader()
+            {
+                await foreach (var job in toReaders.Reader.ReadAllAsync(token).ConfigureAwait(false))
+                {
+                    try
+                    {
+                        var w = job.Window;
+                        var file = files[w.Shard];
+                        var readLength = (int)SaveOperationAlign(w.NeededEnd - w.Start);
+                        var done = 0;
+                        while (done < w.NeededEnd - w.Start)
+                        {
+                            var n = await file.ReadAsync(job.Slot.GetMemory(done, readLength - done), w.Start + done, token).ConfigureAwait(false);
+                            if (n <= 0) break;
+                            done += n;
+                        }
+                        if (done < w.NeededEnd - w.Start)
+                            throw new CheckpointFormatException(CheckpointFormatError.TruncatedData, file.Path, "data file ended early (truncated while open?)",
+                                shardId: w.Shard, offset: w.Start + done, length: w.NeededEnd - w.Start - done);
+                        job.Read.TrySetResult();
+                    }
+                    catch (Exception ex)
+                    {
+                        job.Read.TrySetException(ex);
+                        throw;
+                    }
+                }
+            }
+
+            async Task Consumer()
+            {
+                try
+                {
+                    await foreach (var job in toConsumer.Reader.ReadAllAsync(token).ConfigureAwait(false))
+                    {
+                        await job.Read.Task.WaitAsync(token).ConfigureAwait(false);
+                        job.Slot.Transition(SlotState.Writing);
+                        DeviceEvent? last = null;
+                        foreach (var p in job.Window.Pieces)
+                        {
+                            var r = p.Request;
+                            var span = job.Slot.GetSpan(p.OffsetInSlot, p.LengthInBytes);
+                            if (verify) r.Crc = MaskedCrc32C.Extend(r.Crc, span);
+                            if (r.Cache is not null)
+                                span.CopyTo(r.Cache.Data.AsSpan((int)p.OffsetInTensor, p.LengthInBytes));
+                            else
+                                last = _pipeline.RestoreStream.EnqueueCopyFromHost(job.Slot.Buffer, r.Destination.SubView(p.OffsetInTensor, p.LengthInBytes),
+                                    job.Slot.BaseOffset + p.OffsetInSlot);
+                            if (p.OffsetInTensor + p.LengthInBytes == r.Entry.Size) Complete(r, verify);
+                        }
+                        await toRelease.Writer.WriteAsync((job.Slot, last), token).ConfigureAwait(false);
+                    }
+                }
+                finally
+                {
+                    toRelease.Writer.TryComplete();
+                }
+            }
+
+            async Task Releaser()
+            {
+                // Slots return in order, each after its host→device copies completed (STYLE B4).
+                await foreach (var (slot, copy) in toRelease.Reader.ReadAllAsync(token).ConfigureAwait(false))
+                {
+                    if (copy is not null) await copy.Completion.WaitAsync(token).ConfigureAwait(false);
+                    ring.Return(slot);
+                }
+            }
+
+            async Task Guard(Task t)
+            {
+                try { await t.ConfigureAwait(false); }
+                catch (Exception ex) { Fail(ex); }
+            }
+
+            var stages = new List<Task> { Guard(Producer()), Guard(Consumer()), Guard(Releaser()) };
+            for (var i = 0; i < options.ReaderCount; i++) stages.Add(Guard(Reader()));
+            await Task.WhenAll(stages).ConfigureAwait(false);
+        }
+        catch (Exception ex)
+        {
+            Fail(ex);
+        }
+        finally
+        {
+            // No read or device copy may still touch a slot when it goes back to the pool.
+            try
+            {
+                await _pipeline.RestoreStream.Record().Completion.ConfigureAwait(false);
+            }
+            catch (Exception ex) when (ex is AcceleratorException or OperationCanceledException)
+            {
+                Fail(ex);
+            }
+            // Device errors are also reported by the stream's next synchronization; consume them here.
+            try { await _pipeline.RestoreStream.SynchronizeAsync(CancellationToken.None).ConfigureAwait(false); }
+            catch (AcceleratorException ex) { Fail(ex); }
+            ring.ResetAll();
+            _pipeline.RingLock.Release();
+            foreach (var f in files.Values) f.Dispose();
+        }
+        if (failures.Count > 0)
+        {
+            // The first failure surfaces; later ones are attached to it (their messages, in order).
+            if (failures.Count > 1) failures[0].Data["CheckpointGpu.LaterFailures"] = failures.Skip(1).Select(e => e.Message).ToArray();
+            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(failures[0]);
+        }
+    }
+
+    private void Complete(ReadRequest r, bool verify)
+    {
+        if (verify)
+        {
+            var computed = MaskedCrc32C.Mask(r.Crc);
+            if (computed != r.Entry.Crc32C)
+            {
+                var ex = new CheckpointFormatException(CheckpointFormatError.ChecksumMismatch, DataPath(r.Entry), "checksum mismatch for tensor",
+                    r.Entry.Key, r.Entry.ShardId, r.Entry.Offset, r.Entry.Size, comparison: $"stored 0x{r.Entry.Crc32C:X8}, computed 0x{computed:X8}");
+                r.Cache?.Ready.TrySetException(ex);
+                throw ex;
+            }
+        }
+        r.Cache?.Ready.TrySetResult();
+    }
+
+    private string DataPath(BundleEntry e) => BundleNaming.DataFile(Prefix, Math.Clamp(e.ShardId, 0, Header.ShardCount - 1), Header.ShardCount);
+
+    private static long SaveOperationAlign(long n) => (n + IShardFile.DirectIOAlignmentInBytes - 1) & ~(long)(IShardFile.DirectIOAlignmentInBytes - 1);
+
+    /// <summary>Cuts the sorted requests into file-aligned windows of at most one slot; each window is one read.</summary>
+    private static List<ReadWindow> BuildWindows(List<ReadRequest> requests, int slotSize)
+    {
+        var windows = new List<ReadWindow>();
+        ReadWindow? w = null;
+        foreach (var r in requests)
+        {
+            var pos = r.Entry.Offset;
+            var end = r.Entry.Offset + r.Entry.Size;
+            while (pos < end)
+            {
+                if (w is null || w.Shard != r.Entry.ShardId || pos < w.Start || pos >= w.Start + slotSize)
+                {
+                    w = new ReadWindow(r.Entry.ShardId, pos & ~(long)(IShardFile.DirectIOAlignmentInBytes - 1));
+                    windows.Add(w);
+                }
+                var stop = Math.Min(end, w.Start + slotSize);
+                w.Pieces.Add(new ReadPiece(r, pos - r.Entry.Offset, (int)(stop - pos), (int)(pos - w.Start)));
+                w.NeededEnd = Math.Max(w.NeededEnd, stop);
+                pos = stop;
+            }
+        }
+        return windows;
+    }
+
+    private sealed class ReadRequest(BundleEntry entry, DeviceView destination, CacheEntry? cache)
+    {
+        public BundleEntry Entry { get; } = entry;
+
+        public DeviceView Destination { get; } = destination;
+
+        public CacheEntry? Cache { get; } = cache;
+
+        public uint Crc { get; set; }
+    }
+
+    private sealed class CacheEntry(BundleEntry entry, byte[] data)
+    {
+        public BundleEntry Entry { get; } = entry;
+
+        public byte[] Data { get; } = data;
+
+        public TaskCompletionSource Ready { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    }
+
+    private readonly record struct ReadPiece(ReadRequest Request, long OffsetInTensor, int LengthInBytes, int OffsetInSlot);
+
+    private sealed class ReadWindow(int shard, long start)
+    {
+        public int Shard { get; } = shard;
+
+        public long Start { get; } = start;
+
+        public long NeededEnd { get; set; }
+
+        public List<ReadPiece> Pieces { get; } = [];
+    }
+
+    private sealed class ReadJob(ReadWindow window, StagingSlot slot)
+    {
+        public ReadWindow Window { get; } = window;
+
+        public StagingSlot Slot { get; } = slot;
+
+        public TaskCompletionSource Read { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    }
+}

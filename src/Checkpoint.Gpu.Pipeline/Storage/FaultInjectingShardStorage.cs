@@ -1,0 +1,124 @@
+namespace CheckpointGpu.Pipeline;
+
+/// <summary>
+/// A decorator over another <see cref="IShardStorage"/> that injects failures (FASTER's
+/// <c>SimulatedFlakyDevice</c>, STYLE B6): fail the Nth write, write short, run out of space after a byte
+/// budget, delay writes, or fail a flush or a rename. For tests and failure drills; never for production.
+/// </summary>
+/// <remarks>Thread-safe: counters are updated atomically. Settings may be changed between saves.</remarks>
+public sealed class FaultInjectingShardStorage : IShardStorage
+{
+    private readonly IShardStorage _inner;
+    private long _writeCount;
+    private long _bytesWritten;
+
+    /// <summary>Wraps <paramref name="inner"/>.</summary>
+    /// <param name="inner">The real storage, usually <see cref="LocalShardStorage.Instance"/>.</param>
+    /// <exception cref="ArgumentNullException"><paramref name="inner"/> is null.</exception>
+    public FaultInjectingShardStorage(IShardStorage inner)
+    {
+        ArgumentNullException.ThrowIfNull(inner);
+        _inner = inner;
+    }
+
+    /// <summary>1-based number of the data write that throws an <see cref="IOException"/> without writing; 0 disables. Counted across all files.</summary>
+    public long FailWriteNumber { get; set; }
+
+    /// <summary>1-based number of the write that writes only the first half of its bytes and then throws (a short write); 0 disables.</summary>
+    public long ShortWriteNumber { get; set; }
+
+    /// <summary>Total bytes accepted before writes fail with "No space left on device" (ENOSPC); negative disables. Default -1.</summary>
+    public long DiskCapacityInBytes { get; set; } = -1;
+
+    /// <summary>Delay added before every write. Default zero.</summary>
+    public TimeSpan WriteDelay { get; set; }
+
+    /// <summary>Fails <see cref="IShardFile.FlushToDisk"/> of files whose name matches; null disables.</summary>
+    public Func<string, bool>? FailFlushWhen { get; set; }
+
+    /// <summary>Fails <see cref="Move"/> when the destination path matches (e.g. the <c>.index</c>: "crash after data, before the commit point"); null disables.</summary>
+    public Func<string, bool>? FailMoveWhen { get; set; }
+
+    /// <summary>Writes seen so far (all files).</summary>
+    public long WriteCount => Interlocked.Read(ref _writeCount);
+
+    /// <summary>Paths created through this storage (for leak checks in tests).</summary>
+    public System.Collections.Concurrent.ConcurrentQueue<string> CreatedPaths { get; } = new();
+
+    /// <summary>Resets the write and byte counters.</summary>
+    public void ResetCounters()
+    {
+        Interlocked.Exchange(ref _writeCount, 0);
+        Interlocked.Exchange(ref _bytesWritten, 0);
+    }
+
+    /// <inheritdoc/>
+    public IShardFile CreateForWrite(string path, bool preferDirectIO)
+    {
+        var file = _inner.CreateForWrite(path, preferDirectIO);
+        CreatedPaths.Enqueue(path);
+        return new FaultyFile(this, file);
+    }
+
+    /// <inheritdoc/>
+    public IShardFile OpenForRead(string path, bool preferDirectIO) => _inner.OpenForRead(path, preferDirectIO);
+
+    /// <inheritdoc/>
+    public void Move(string sourcePath, string destinationPath)
+    {
+        if (FailMoveWhen?.Invoke(destinationPath) == true)
+            throw new IOException($"{Path.GetFileName(destinationPath)}: injected rename failure.");
+        _inner.Move(sourcePath, destinationPath);
+    }
+
+    /// <inheritdoc/>
+    public void Delete(string path) => _inner.Delete(path);
+
+    /// <inheritdoc/>
+    public bool Exists(string path) => _inner.Exists(path);
+
+    /// <inheritdoc/>
+    public void FlushDirectory(string directory) => _inner.FlushDirectory(directory);
+
+    private sealed class FaultyFile(FaultInjectingShardStorage owner, IShardFile inner) : IShardFile
+    {
+        public string Path => inner.Path;
+
+        public bool IsDirect => inner.IsDirect;
+
+        public long Length => inner.Length;
+
+        public async ValueTask WriteAsync(ReadOnlyMemory<byte> data, long fileOffset, CancellationToken cancellationToken)
+        {
+            var n = Interlocked.Increment(ref owner._writeCount);
+            if (owner.WriteDelay > TimeSpan.Zero) await Task.Delay(owner.WriteDelay, cancellationToken).ConfigureAwait(false);
+            if (n == owner.FailWriteNumber)
+                throw new IOException($"{System.IO.Path.GetFileName(Path)}: injected write failure (write #{n}, offset {fileOffset}, length {data.Length} bytes).");
+            if (n == owner.ShortWriteNumber)
+            {
+                var half = data.Length / 2;
+                if (IsDirect) half &= ~(IShardFile.DirectIOAlignmentInBytes - 1);
+                if (half > 0) await inner.WriteAsync(data[..half], fileOffset, cancellationToken).ConfigureAwait(false);
+                throw new IOException($"{System.IO.Path.GetFileName(Path)}: injected short write (wrote {half} of {data.Length} bytes at offset {fileOffset}).");
+            }
+            var total = Interlocked.Add(ref owner._bytesWritten, data.Length);
+            if (owner.DiskCapacityInBytes >= 0 && total > owner.DiskCapacityInBytes)
+                throw new IOException($"{System.IO.Path.GetFileName(Path)}: No space left on device (injected ENOSPC at offset {fileOffset}).", 28);
+            await inner.WriteAsync(data, fileOffset, cancellationToken).ConfigureAwait(false);
+        }
+
+        public ValueTask<int> ReadAsync(Memory<byte> buffer, long fileOffset, CancellationToken cancellationToken) =>
+            inner.ReadAsync(buffer, fileOffset, cancellationToken);
+
+        public void SetLength(long lengthInBytes) => inner.SetLength(lengthInBytes);
+
+        public void FlushToDisk()
+        {
+            if (owner.FailFlushWhen?.Invoke(Path) == true)
+                throw new IOException($"{System.IO.Path.GetFileName(Path)}: injected flush failure.");
+            inner.FlushToDisk();
+        }
+
+        public void Dispose() => inner.Dispose();
+    }
+}
