@@ -14,6 +14,9 @@ try
     var naming = Get("--naming") == "keras3" ? KerasNaming.Keras3 : KerasNaming.Keras2;
     using var session = TrainSession.Create(device, naming, Get("--optimizer"), ulong.Parse(Get("--seed"), System.Globalization.CultureInfo.InvariantCulture), Get("--restore"));
     session.Status!.AssertExistingObjectsMatched();
+    // Keras 2 slots do not exist before the first step: their restored values are parked in the optimizer.
+    if (session.Optimizer.Naming == KerasNaming.Keras2 && session.Optimizer.SlotNames.Count != 0)
+        throw new InvalidOperationException("Keras 2 slots must be created lazily at the first step.");
     var losses = session.Train(int.Parse(Get("--steps"), System.Globalization.CultureInfo.InvariantCulture));
     session.Status.AssertConsumed();   // Keras 2 slots were parked until the first step created them
     session.Checkpoint.Write(Get("--write"));
