@@ -32,7 +32,7 @@ public sealed class CliTests
         Assert.Contains(entries, e => e.GetProperty("key").GetString() == "_CHECKPOINTABLE_OBJECT_GRAPH" && e.GetProperty("dtype").GetString() == "string");
         var nodes = root.GetProperty("object_graph").GetProperty("nodes").EnumerateArray().ToArray();
         var rootChildren = nodes[0].GetProperty("children").EnumerateArray()
-            .Select(c => (c.GetProperty("local_name").GetString(), c.GetProperty("node_id").GetInt32())).ToArray();
+            .Select(c => (c.GetProperty("local_name").GetString()!, c.GetProperty("node_id").GetInt32())).ToArray();
         // Observed in this very file (tf-checkpoint-format.md §6.2): sorted kwargs, then save_counter.
         Assert.Equal(new[] { ("compensator", 1), ("compensator_optimizer", 2), ("save_counter", 3) }, rootChildren);
         Assert.Equal("(root).save_counter", nodes[3].GetProperty("path").GetString());
