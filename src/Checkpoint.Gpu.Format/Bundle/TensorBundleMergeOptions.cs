@@ -1,0 +1,31 @@
+namespace CheckpointGpu.Format;
+
+/// <summary>Settings of <see cref="TensorBundle.Merge(IReadOnlyList{string}, string, TensorBundleMergeOptions?)"/>.</summary>
+/// <remarks>Init-only; may be shared between calls and threads.</remarks>
+public sealed class TensorBundleMergeOptions
+{
+    /// <summary>The defaults.</summary>
+    public static TensorBundleMergeOptions Default { get; } = new();
+
+    /// <summary>
+    /// Skip inputs whose <c>.index</c> is missing (newer TF's <c>allow_missing_files</c>); at least one input must
+    /// exist. Default <see langword="false"/>: a missing input is an error.
+    /// </summary>
+    public bool AllowMissingFiles { get; init; }
+
+    /// <summary>
+    /// After a successful merge, delete each input's directory when it differs from the output's and is empty
+    /// (what TF's <c>MergeV2Checkpoints</c> kernel does with <c>delete_old_dirs=True</c>; removes <c>P_temp/</c>).
+    /// Default <see langword="true"/>.
+    /// </summary>
+    public bool DeleteOldDirectories { get; init; } = true;
+
+    /// <summary>
+    /// Flush the merged index and the output directory to stable storage before returning. Default
+    /// <see langword="true"/>.
+    /// </summary>
+    public bool FlushToDisk { get; init; } = true;
+
+    /// <summary>Limits applied when reading the input indexes. Default <see cref="TensorBundleReaderOptions.Default"/>.</summary>
+    public TensorBundleReaderOptions ReaderOptions { get; init; } = TensorBundleReaderOptions.Default;
+}
