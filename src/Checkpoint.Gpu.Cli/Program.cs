@@ -3,7 +3,7 @@ using CheckpointGpu.Cli;
 using CheckpointGpu.Cli.Commands;
 
 var root = new RootCommand("""
-    ckpt — inspect, verify, convert, diff and restore TensorFlow checkpoints with Checkpoint.Gpu.
+    ckpt — inspect, verify, convert, diff and restore TensorFlow checkpoints with Checkpoint.Gpu; demo runs a training job with checkpoints and a restart.
 
     Exit codes: 0 fine; 1 data problem (corrupt file, checksum mismatch); 2 usage error, missing file or unsupported input.
     """)
@@ -13,6 +13,7 @@ var root = new RootCommand("""
     ConvertCommand.Create(),
     DiffCommand.Create(),
     RestoreCommand.Create(),
+    DemoCommand.Create(),
 };
 
 var parse = root.Parse(args);

@@ -1,0 +1,172 @@
+using System.CommandLine;
+using System.Diagnostics;
+using System.Globalization;
+using System.Reflection;
+using System.Text.Json;
+using CheckpointGpu.Cli.Demo;
+using CheckpointGpu.Cli.Output;
+using CheckpointGpu.Devices;
+using Spectre.Console;
+
+namespace CheckpointGpu.Cli.Commands;
+
+/// <summary>
+/// <c>ckpt demo</c>: the main job. Trains a small MLP with Adam on an accelerator while a CheckpointManager saves every
+/// K steps; then a fresh process is "killed" mid-run and another fresh process resumes from the latest checkpoint by
+/// restore-on-create; the resumed losses must equal the uninterrupted run's bit for bit.
+/// </summary>
+internal static class DemoCommand
+{
+    private sealed record ChildReport(long FirstStep, uint[] LossBits, uint FinalWeightsCrc, string? RestoredFrom, int CheckpointsWritten);
+
+    public static Command Create()
+    {
+        var device = new Option<string>("--device") { Description = "Accelerator: cpu or opencl.", DefaultValueFactory = _ => "cpu" };
+        device.AcceptOnlyFromAmong("cpu", "opencl");
+        var dir = new Option<string?>("--dir") { Description = "Directory for the checkpoints (default: a new folder under the system temp directory)." };
+        var steps = new Option<int>("--steps") { Description = "Training steps.", DefaultValueFactory = _ => 200 };
+        var every = new Option<int>("--every") { Description = "Save a checkpoint every K steps.", DefaultValueFactory = _ => 20 };
+        var parameters = new Option<long>("--params") { Description = "Approximate number of model parameters (weights); Adam adds two slots per weight.", DefaultValueFactory = _ => 100_000 };
+        var phase = new Option<string?>("--phase") { Hidden = true };
+        var stopAt = new Option<int>("--stop-at") { Hidden = true };
+        var command = new Command("demo", """
+            The main job: train a small MLP regression with Adam on an accelerator, checkpointing with a CheckpointManager
+            (max_to_keep 3) every K steps; then simulate a crash and a restart in fresh processes that call
+            RestoreOrInitialize before the model exists, and check that the resumed loss curve equals the uninterrupted
+            one bit for bit. Exit code 0 when it does, 1 when it does not.
+
+            Examples:
+              ckpt demo
+              ckpt demo --device opencl --steps 400 --every 50 --params 1000000 --dir /tmp/demo
+            """) { device, dir, steps, every, parameters, phase, stopAt };
+        command.SetAction(parse =>
+        {
+            var kind = parse.GetValue(device) == "opencl" ? AcceleratorKind.OpenCL : AcceleratorKind.Cpu;
+            var n = parse.GetValue(steps);
+            var k = parse.GetValue(every);
+            if (n < 2 || k < 1 || k >= n) throw new CliException("--steps must be at least 2 and --every between 1 and steps - 1.", ExitCodes.UsageOrUnsupported);
+            var settings = new DemoSettings(kind, n, k, DemoSettings.HiddenFor(parse.GetValue(parameters)));
+            return parse.GetValue(phase) is { } childPhase
+                ? RunChild(settings, parse.GetValue(dir)!, parse.GetValue(stopAt), childPhase, Console.Out)
+                : Run(settings, parse.GetValue(dir), Console.Out);
+        });
+        return command;
+    }
+
+    internal static int Run(DemoSettings settings, string? directory, TextWriter output)
+    {
+        if (!Accelerator.IsSupported(settings.Device) || Accelerator.Enumerate(settings.Device).Count == 0)
+            throw new CliException($"no {settings.Device} accelerator is available on this machine (for OpenCL install an ICD, e.g. Debian's pocl-opencl-icd).", ExitCodes.UsageOrUnsupported);
+        var root = Path.GetFullPath(directory ?? Path.Combine(Path.GetTempPath(), $"ckpt-demo-{DateTime.UtcNow:yyyyMMdd-HHmmss}-{Environment.ProcessId}"));
+        var uninterruptedDir = Path.Combine(root, "uninterrupted");
+        var restartedDir = Path.Combine(root, "restarted");
+        foreach (var d in new[] { uninterruptedDir, restartedDir })
+        {
+            if (Directory.Exists(d) && Directory.EnumerateFileSystemEntries(d).Any())
+                throw new CliException($"{d}: not empty; give --dir a new or empty directory.", ExitCodes.UsageOrUnsupported);
+            Directory.CreateDirectory(d);
+        }
+
+        output.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"training an MLP {DemoSettings.InputSize}→{settings.Hidden}→{settings.Hidden}→1 ({settings.ParameterCount:N0} parameters, Adam) on {settings.Device} for {settings.Steps} steps, checkpoint every {settings.Every}"));
+        output.WriteLine($"checkpoints in {root}");
+
+        var clock = Stopwatch.StartNew();
+        var straight = TrainWithProgress(settings, uninterruptedDir, output);
+        var trainSeconds = clock.Elapsed.TotalSeconds;
+
+        // Crash mid-interval, so the restart must also redo the steps after the last checkpoint.
+        var crashAt = Math.Clamp(settings.Steps * 3 / 5 + settings.Every / 2, settings.Every, settings.Steps - 1);
+        output.WriteLine($"simulating a crash: a fresh process trains in {restartedDir} and stops at step {crashAt} without saving …");
+        var interrupted = Spawn(settings, restartedDir, crashAt, "interrupted");
+        output.WriteLine($"restarting: another fresh process calls RestoreOrInitialize before building the model …");
+        var resumed = Spawn(settings, restartedDir, settings.Steps, "resume");
+
+        var mismatches = 0;
+        for (var i = 0; i < resumed.LossBits.Length; i++)
+        {
+            var step = resumed.FirstStep + i;
+            if (BitConverter.SingleToUInt32Bits(straight.Losses[(int)(step - straight.FirstStep)]) != resumed.LossBits[i]) mismatches++;
+        }
+        var weightsEqual = straight.FinalWeightsCrc == resumed.FinalWeightsCrc;
+        var ok = mismatches == 0 && weightsEqual && resumed.RestoredFrom is not null;
+
+        var table = new TextTable("run", "steps", "checkpoints", "bytes written", "save GB/s", "max blocked", "final loss").AlignRight(1, 2, 3, 4, 5, 6);
+        table.Add("uninterrupted", $"1–{settings.Steps}", straight.CheckpointsWritten.ToString(CultureInfo.InvariantCulture),
+            straight.BytesWritten.ToString("N0", CultureInfo.InvariantCulture),
+            (straight.BytesWritten / 1e9 / Math.Max(straight.SaveTime.TotalSeconds, 1e-9)).ToString("F2", CultureInfo.InvariantCulture),
+            $"{straight.MaxBlocked.TotalMilliseconds.ToString("F1", CultureInfo.InvariantCulture)} ms",
+            straight.Losses[^1].ToString("G6", CultureInfo.InvariantCulture));
+        table.Add("crashed", $"1–{crashAt}", interrupted.CheckpointsWritten.ToString(CultureInfo.InvariantCulture), "", "", "",
+            BitConverter.UInt32BitsToSingle(interrupted.LossBits[^1]).ToString("G6", CultureInfo.InvariantCulture));
+        table.Add("resumed", $"{resumed.FirstStep}–{settings.Steps}", resumed.CheckpointsWritten.ToString(CultureInfo.InvariantCulture), "", "", "",
+            BitConverter.UInt32BitsToSingle(resumed.LossBits[^1]).ToString("G6", CultureInfo.InvariantCulture));
+        output.WriteLine();
+        table.WriteTo(output);
+        output.WriteLine();
+        output.WriteLine($"resumed from   {resumed.RestoredFrom ?? "(nothing: no checkpoint was found)"}");
+        output.WriteLine($"loss curve     {(mismatches == 0 ? $"identical for all {resumed.LossBits.Length} resumed steps ({resumed.FirstStep}–{settings.Steps})" : $"{mismatches} of {resumed.LossBits.Length} resumed steps DIFFER")}");
+        output.WriteLine($"final weights  {(weightsEqual ? "bit-identical" : "DIFFER")} (CRC32C 0x{straight.FinalWeightsCrc:x8} vs 0x{resumed.FinalWeightsCrc:x8})");
+        output.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{(ok ? "OK" : "FAILED")}  training {trainSeconds:F1} s; inspect the checkpoints with: ckpt inspect {uninterruptedDir}"));
+        return ok ? ExitCodes.Ok : ExitCodes.DataProblem;
+    }
+
+    private static DemoRunResult TrainWithProgress(DemoSettings settings, string directory, TextWriter output)
+    {
+        string Status(long step, float loss, string? last, double gbps, TimeSpan blocked) => string.Create(CultureInfo.InvariantCulture,
+            $"step {step}/{settings.Steps}  loss {loss:G5}  last {(last is null ? "-" : Path.GetFileName(last))}  {gbps:F2} GB/s  blocked {blocked.TotalMilliseconds:F1} ms");
+
+        if (!Console.IsErrorRedirected)
+        {
+            var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Error) });
+            return console.Progress().AutoClear(true)
+                .Columns(new TaskDescriptionColumn { Alignment = Justify.Left }, new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn())
+                .Start(ctx =>
+                {
+                    var task = ctx.AddTask("training", maxValue: settings.Steps);
+                    return DemoTraining.Run(settings, directory, settings.Steps, (step, loss, last, gbps, blocked) =>
+                    {
+                        task.Description = Markup.Escape(Status(step, loss, last, gbps, blocked));
+                        task.Value = step;
+                    });
+                });
+        }
+        return DemoTraining.Run(settings, directory, settings.Steps, (step, loss, last, gbps, blocked) =>
+        {
+            if (step % settings.Every == 0 || step == settings.Steps) output.WriteLine(Status(step, loss, last, gbps, blocked));
+        });
+    }
+
+    private static int RunChild(DemoSettings settings, string directory, int stopAt, string phase, TextWriter output)
+    {
+        var result = DemoTraining.Run(settings, directory, stopAt, onStep: null);
+        if (phase == "resume" && result.RestoredFrom is null)
+            throw new CliException($"{directory}: the restarted process found no checkpoint to resume from.", ExitCodes.DataProblem);
+        var report = new ChildReport(result.FirstStep, result.Losses.Select(BitConverter.SingleToUInt32Bits).ToArray(),
+            result.FinalWeightsCrc, result.RestoredFrom, result.CheckpointsWritten);
+        output.WriteLine(JsonSerializer.Serialize(report));
+        return ExitCodes.Ok;   // the "crashed" phase simply stops: nothing is saved after its last checkpoint
+    }
+
+    private static ChildReport Spawn(DemoSettings settings, string directory, int stopAt, string phase)
+    {
+        var psi = new ProcessStartInfo(Environment.ProcessPath!) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        // Under `dotnet ckpt.dll` the host is dotnet itself; as an apphost or tool shim the entry point is the process.
+        if (string.Equals(Path.GetFileNameWithoutExtension(Environment.ProcessPath), "dotnet", StringComparison.Ordinal))
+            psi.ArgumentList.Add(Assembly.GetEntryAssembly()!.Location);
+        foreach (var a in new[] { "demo", "--phase", phase, "--dir", directory, "--stop-at", stopAt.ToString(CultureInfo.InvariantCulture),
+                     "--device", settings.Device == AcceleratorKind.OpenCL ? "opencl" : "cpu", "--steps", settings.Steps.ToString(CultureInfo.InvariantCulture),
+                     "--every", settings.Every.ToString(CultureInfo.InvariantCulture), "--params", settings.ParameterCount.ToString(CultureInfo.InvariantCulture) })
+            psi.ArgumentList.Add(a);
+        using var child = Process.Start(psi)!;
+        var stdout = child.StandardOutput.ReadToEndAsync();
+        var stderr = child.StandardError.ReadToEndAsync();
+        child.WaitForExit();
+        var text = stdout.GetAwaiter().GetResult();
+        if (child.ExitCode != 0)
+            throw new CliException($"the {phase} process failed with exit code {child.ExitCode}: {stderr.GetAwaiter().GetResult().Trim()}", ExitCodes.DataProblem);
+        var line = text.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).LastOrDefault()
+            ?? throw new CliException($"the {phase} process printed no report.", ExitCodes.DataProblem);
+        return JsonSerializer.Deserialize<ChildReport>(line) ?? throw new CliException($"the {phase} process printed an empty report.", ExitCodes.DataProblem);
+    }
+}
