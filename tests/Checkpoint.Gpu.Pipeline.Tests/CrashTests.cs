@@ -38,9 +38,13 @@ public sealed class CrashTests(ITestOutputHelper output)
             psi.Environment["DOTNET_TC_QuickJitForLoops"] = "1";
             using var p = Process.Start(psi)!;
             var line = await p.StandardOutput.ReadLineAsync().WaitAsync(TimeSpan.FromSeconds(30));
-            Assert.True(line == "started", $"child did not start: '{line}' {await p.StandardError.ReadToEndAsync()}");
+            if (line != "started")
+            {
+                p.Kill();
+                Assert.Fail($"child did not start: '{line}' {await p.StandardError.ReadToEndAsync()}");
+            }
             // Kill anywhere from mid-first-save to a few saves later.
-            await Task.Delay(random.Next(0, 60));
+            await Task.Delay(random.Next(0, 250));
             p.Kill(); // SIGKILL on Unix
             await p.WaitForExitAsync();
 
@@ -61,6 +65,8 @@ public sealed class CrashTests(ITestOutputHelper output)
         }
         output.WriteLine($"{kills} kills in {sw.Elapsed.TotalSeconds:F1} s; state file named a checkpoint after {named}; reached step {step}");
         Assert.True(named > kills / 2, $"only {named} of {kills} kills left a named checkpoint: the child rarely finished a save");
+        // Kills must also land after commits (not only inside the first save of each child).
+        Assert.True(step > kills / 4, $"only reached step {step}: kills rarely landed after a commit");
     }
 
     /// <summary>Verifies every CRC and the exact values; returns the step.</summary>

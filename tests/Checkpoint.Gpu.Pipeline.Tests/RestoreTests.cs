@@ -1,0 +1,155 @@
+using CheckpointGpu.Devices;
+using CheckpointGpu.Format;
+
+namespace CheckpointGpu.Pipeline.Tests;
+
+public sealed class RestoreTests
+{
+    private static readonly long[] Sizes = [1, 17, 4095, 0, 4097, (1 << 20) + 3, 65536, 12];
+
+    public static TheoryData<AcceleratorKind, int, int, bool> Shapes()
+    {
+        var data = new TheoryData<AcceleratorKind, int, int, bool>();
+        foreach (var k in Backends.KindList)
+        {
+            data.Add(k, 4096, 2, true);
+            data.Add(k, 8192, 3, false);
+            data.Add(k, CheckpointPipelineOptions.DefaultSlotSizeInBytes, CheckpointPipelineOptions.DefaultSlotCount, true);
+        }
+        return data;
+    }
+
+    private static async Task<string> SaveReference(TempDir dir, TestModel model, int shards)
+    {
+        var prefix = dir.Prefix("ckpt-5");
+        model.WriteReference(prefix, 5); // written by Format's writer: restore does not depend on our save path
+        await Task.CompletedTask;
+        return prefix;
+    }
+
+    [Theory]
+    [MemberData(nameof(Shapes))]
+    public async Task RestoreAsync_ExistingDestinations_BitExact(AcceleratorKind kind, int slotSize, int slotCount, bool direct)
+    {
+        using var dir = new TempDir();
+        using var acc = Accelerator.Create(kind);
+        using var model = new TestModel(acc, Sizes, shardCount: 2);
+        var prefix = await SaveReference(dir, model, 2);
+        await using var pipeline = new CheckpointPipeline(acc, new CheckpointPipelineOptions { SlotSizeInBytes = slotSize, SlotCount = slotCount, UseDirectIO = direct });
+        await using var session = pipeline.OpenRestore(prefix);
+        var targets = Enumerable.Range(0, Sizes.Length).Select(i => new RestoreTarget(TestModel.Key(i), model.Buffers[i].AsView())).Reverse().ToArray();
+        await session.RestoreAsync(targets);
+        for (var i = 0; i < Sizes.Length; i++) Assert.True(model.Expected(i, 5).AsSpan().SequenceEqual(Data.Download(acc, model.Buffers[i])), $"tensor {i}");
+    }
+
+    [Theory]
+    [MemberData(nameof(Backends.Kinds), MemberType = typeof(Backends))]
+    public async Task TryClaim_PrefetchedAndOnDemand_BitExact(AcceleratorKind kind)
+    {
+        using var dir = new TempDir();
+        using var acc = Accelerator.Create(kind);
+        using var model = new TestModel(acc, Sizes, shardCount: 2);
+        var prefix = await SaveReference(dir, model, 2);
+        // Budget fits only part of the model: the rest is read on demand at claim time.
+        await using var pipeline = new CheckpointPipeline(acc, new CheckpointPipelineOptions { SlotSizeInBytes = 4096, SlotCount = 3, RestoreCacheBudgetInBytes = 100_000 });
+        await using var session = pipeline.OpenRestore(prefix);
+        await session.PrefetchAsync(Enumerable.Range(0, Sizes.Length).Select(TestModel.Key));
+        Assert.InRange(session.CachedBytes, 1, 100_000);
+        // "Variables are created later": fresh buffers.
+        var created = Sizes.Select(n => acc.Allocate(n)).ToArray();
+        var claims = new List<Task>();
+        for (var i = 0; i < Sizes.Length; i++)
+        {
+            Assert.True(session.TryClaim(TestModel.Key(i), created[i].AsView(), out var done));
+            claims.Add(done);
+        }
+        await Task.WhenAll(claims);
+        Assert.False(session.TryClaim(TestModel.Key(0), created[0].AsView(), out _)); // at most once
+        Assert.False(session.TryClaim("no/such/key", created[0].AsView(), out _));
+        for (var i = 0; i < Sizes.Length; i++) Assert.True(model.Expected(i, 5).AsSpan().SequenceEqual(Data.Download(acc, created[i])), $"tensor {i}");
+        Assert.Equal(0, session.CachedBytes);
+        foreach (var b in created) b.Dispose();
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task RestoreAsync_CorruptedData_ThrowsChecksumMismatchNamingKeyAndOffset(bool viaPrefetch)
+    {
+        using var dir = new TempDir();
+        using var acc = Accelerator.Create(AcceleratorKind.Cpu);
+        using var model = new TestModel(acc, [4097, 100_000, 33], withHostAndString: false);
+        var prefix = await SaveReference(dir, model, 1);
+        var dataPath = BundleNaming.DataFile(prefix, 0, 1);
+        var bytes = File.ReadAllBytes(dataPath);
+        bytes[4097 + 50_000] ^= 0x40; // inside tensor 1
+        File.WriteAllBytes(dataPath, bytes);
+        await using var pipeline = new CheckpointPipeline(acc, new CheckpointPipelineOptions { SlotSizeInBytes = 8192, SlotCount = 2 });
+        await using var session = pipeline.OpenRestore(prefix);
+        CheckpointFormatException ex;
+        if (viaPrefetch)
+        {
+            ex = await Assert.ThrowsAsync<CheckpointFormatException>(() => session.PrefetchAsync([TestModel.Key(1)]));
+            Assert.True(session.TryClaim(TestModel.Key(1), model.Buffers[1].AsView(), out var claim));
+            await Assert.ThrowsAsync<CheckpointFormatException>(() => claim);
+        }
+        else
+        {
+            ex = await Assert.ThrowsAsync<CheckpointFormatException>(() => session.RestoreAsync(
+                [new RestoreTarget(TestModel.Key(0), model.Buffers[0].AsView()), new RestoreTarget(TestModel.Key(1), model.Buffers[1].AsView())]));
+        }
+        Assert.Equal(CheckpointFormatError.ChecksumMismatch, ex.Error);
+        Assert.Equal(TestModel.Key(1), ex.Key);
+        Assert.Equal(4097, ex.Offset);
+        Assert.Contains("checksum mismatch", ex.Message, StringComparison.Ordinal);
+        // Unaffected tensors still restore, and the pipeline still works.
+        await session.RestoreAsync([new RestoreTarget(TestModel.Key(2), model.Buffers[2].AsView())]);
+        Assert.True(model.Expected(2, 5).AsSpan().SequenceEqual(Data.Download(acc, model.Buffers[2])));
+    }
+
+    [Fact]
+    public async Task RestoreAsync_TruncatedDataFile_ThrowsTruncatedData()
+    {
+        using var dir = new TempDir();
+        using var acc = Accelerator.Create(AcceleratorKind.Cpu);
+        using var model = new TestModel(acc, [4097, 100_000], withHostAndString: false);
+        var prefix = await SaveReference(dir, model, 1);
+        using (var f = File.OpenWrite(BundleNaming.DataFile(prefix, 0, 1))) f.SetLength(50_000);
+        await using var pipeline = new CheckpointPipeline(acc);
+        await using var session = pipeline.OpenRestore(prefix);
+        var ex = await Assert.ThrowsAsync<CheckpointFormatException>(() => session.RestoreAsync([new RestoreTarget(TestModel.Key(1), model.Buffers[1].AsView())]));
+        Assert.Equal(CheckpointFormatError.TruncatedData, ex.Error);
+        Assert.Equal(TestModel.Key(1), ex.Key);
+    }
+
+    [Fact]
+    public async Task RestoreAsync_WrongDestinationLength_ThrowsArgumentException()
+    {
+        using var dir = new TempDir();
+        using var acc = Accelerator.Create(AcceleratorKind.Cpu);
+        using var model = new TestModel(acc, [16], withHostAndString: false);
+        var prefix = await SaveReference(dir, model, 1);
+        using var wrong = acc.Allocate(8);
+        await using var pipeline = new CheckpointPipeline(acc);
+        await using var session = pipeline.OpenRestore(prefix);
+        Assert.Throws<ArgumentException>(() => { _ = session.RestoreAsync([new RestoreTarget(TestModel.Key(0), wrong.AsView())]); });
+        Assert.Throws<KeyNotFoundException>(() => { _ = session.RestoreAsync([new RestoreTarget("missing", wrong.AsView())]); });
+    }
+
+    [Theory]
+    [MemberData(nameof(Backends.Kinds), MemberType = typeof(Backends))]
+    public async Task SaveThenRestore_ThroughThePipeline_RoundTrips(AcceleratorKind kind)
+    {
+        using var dir = new TempDir();
+        using var acc = Accelerator.Create(kind);
+        using var model = new TestModel(acc, Sizes, shardCount: 3);
+        model.SetStep(9);
+        await using var pipeline = new CheckpointPipeline(acc, new CheckpointPipelineOptions { SlotSizeInBytes = 8192, SlotCount = 4 });
+        await pipeline.SaveAsync(dir.Prefix("ckpt-9"), SavePlan.Create(model.Items(), 3)).Completion;
+        var fresh = Sizes.Select(n => acc.Allocate(n)).ToArray();
+        await using (var session = pipeline.OpenRestore(dir.Prefix("ckpt-9")))
+            await session.RestoreAsync(Enumerable.Range(0, Sizes.Length).Select(i => new RestoreTarget(TestModel.Key(i), fresh[i].AsView())).ToArray());
+        for (var i = 0; i < Sizes.Length; i++) Assert.True(model.Expected(i, 9).AsSpan().SequenceEqual(Data.Download(acc, fresh[i])));
+        foreach (var b in fresh) b.Dispose();
+    }
+}
