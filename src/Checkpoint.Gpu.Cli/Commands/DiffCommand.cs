@@ -190,10 +190,8 @@ internal static class DiffCommand
 
     private static void WriteJson(TextWriter output, string a, string b, int compared, string[] onlyA, string[] onlyB, List<Change> changes, bool same)
     {
-        using var stream = new MemoryStream();
-        using (var w = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = true }))
+        JsonOutput.Write(output, w =>
         {
-            w.WriteStartObject();
             w.WriteString("a", a);
             w.WriteString("b", b);
             w.WriteBoolean("same", same);
@@ -221,8 +219,6 @@ internal static class DiffCommand
                 w.WriteEndObject();
             }
             w.WriteEndArray();
-            w.WriteEndObject();
-        }
-        output.WriteLine(System.Text.Encoding.UTF8.GetString(stream.ToArray()));
+        });
     }
 }

@@ -66,10 +66,8 @@ internal static class InspectCommand
 
     private static void WriteJson(TensorBundleReader reader, TrackableObjectGraph? graph, TextWriter output)
     {
-        using var stream = new MemoryStream();
-        using (var w = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = true }))
+        JsonOutput.Write(output, w =>
         {
-            w.WriteStartObject();
             w.WriteString("prefix", reader.Prefix);
             w.WriteStartObject("header");
             w.WriteNumber("num_shards", reader.Header.ShardCount);
@@ -82,9 +80,7 @@ internal static class InspectCommand
             w.WriteEndArray();
             if (graph is null) w.WriteNull("object_graph");
             else WriteGraph(w, graph);
-            w.WriteEndObject();
-        }
-        output.WriteLine(System.Text.Encoding.UTF8.GetString(stream.ToArray()));
+        });
     }
 
     internal static void WriteEntry(Utf8JsonWriter w, BundleEntry e)

@@ -85,10 +85,8 @@ internal static class RestoreCommand
 
     private static void WriteJson(TextWriter output, CheckpointMirror mirror, Accelerator accelerator, Checked[] results, string? written, double seconds)
     {
-        using var stream = new MemoryStream();
-        using (var w = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = true }))
+        JsonOutput.Write(output, w =>
         {
-            w.WriteStartObject();
             w.WriteString("prefix", mirror.Prefix);
             w.WriteString("device", accelerator.Kind.ToString().ToLowerInvariant());
             w.WriteString("device_name", accelerator.Name);
@@ -115,8 +113,6 @@ internal static class RestoreCommand
             w.WriteEndArray();
             if (written is null) w.WriteNull("resaved");
             else w.WriteString("resaved", written);
-            w.WriteEndObject();
-        }
-        output.WriteLine(System.Text.Encoding.UTF8.GetString(stream.ToArray()));
+        });
     }
 }

@@ -57,10 +57,8 @@ internal static class VerifyCommand
 
         if (json)
         {
-            using var stream = new MemoryStream();
-            using (var w = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = true }))
+            JsonOutput.Write(output, w =>
             {
-                w.WriteStartObject();
                 w.WriteString("prefix", reader.Prefix);
                 w.WriteBoolean("ok", failures.Count == 0);
                 w.WriteNumber("entries_checked", entries.Count);
@@ -80,9 +78,7 @@ internal static class VerifyCommand
                     w.WriteEndObject();
                 }
                 w.WriteEndArray();
-                w.WriteEndObject();
-            }
-            output.WriteLine(System.Text.Encoding.UTF8.GetString(stream.ToArray()));
+            });
         }
         else
         {

@@ -2,7 +2,7 @@ using BenchmarkDotNet.Columns;
 using BenchmarkDotNet.Reports;
 using BenchmarkDotNet.Running;
 
-namespace CheckpointGpu.Benchmarks.Devices;
+namespace CheckpointGpu.Benchmarks;
 
 /// <summary>GB/s (10^9 bytes per second) = the <c>SizeInBytes</c> parameter divided by the mean time of one operation.</summary>
 public sealed class ThroughputColumn : IColumn
