@@ -8,9 +8,10 @@ namespace CheckpointGpu.Benchmarks;
 /// </summary>
 public static class Program
 {
-    /// <summary>Runs the benchmarks selected by <paramref name="args"/> (BenchmarkDotNet switcher syntax).</summary>
-    public static int Main(string[] args)
+    /// <summary>Runs <c>e2e</c> (the end-to-end console mode, see EndToEnd/) or the benchmarks selected by <paramref name="args"/> (BenchmarkDotNet switcher syntax).</summary>
+    public static async Task<int> Main(string[] args)
     {
+        if (args.Length > 0 && args[0] == "e2e") return await EndToEnd.EndToEndBenchmark.RunAsync(args[1..]);
         BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args);
         return 0;
     }

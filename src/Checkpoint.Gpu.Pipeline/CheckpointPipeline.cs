@@ -39,6 +39,8 @@ namespace CheckpointGpu.Pipeline;
 /// <see cref="SaveAsync"/> and that buffer's barrier (<see cref="WaitUntilStagedAsync(DeviceBuffer, CancellationToken)"/>,
 /// which covers every queued save) or the save's <see cref="SaveHandle.Snapshotted"/>; device work that produced the
 /// values must have completed before <see cref="SaveAsync"/> is called (the pipeline reads on its own stream).</para>
+/// <para><b>Threads.</b> File IO on Unix blocks a thread-pool thread per request in flight; the constructor raises
+/// the pool's minimum worker count (process-wide, never lowered) to cores + writers + readers + 4.</para>
 /// <para><b>Thread-safety.</b> All public members are thread-safe. Dispose with <see cref="DisposeAsync"/>, which
 /// waits for queued saves.</para>
 /// </remarks>
@@ -66,6 +68,7 @@ public sealed class CheckpointPipeline : IAsyncDisposable
         Arena = new HostArena(accelerator);
         CopyStream = accelerator.CreateStream();
         RestoreStream = accelerator.CreateStream();
+        EnsureThreadPoolHeadroom(Options.WriterCount + Options.ReaderCount);
         _executor = Task.Run(RunQueueAsync);
     }
 
@@ -190,6 +193,19 @@ public sealed class CheckpointPipeline : IAsyncDisposable
         Ring.Dispose();
         Arena.Dispose();
         _ringLock.Release();
+    }
+
+    /// <summary>
+    /// .NET performs file IO on Unix as blocking calls on thread-pool threads, so each in-flight write or read
+    /// holds a worker. On a 2-core machine the default minimum (= cores) starves the copy engine and the device
+    /// streams until hill climbing adds threads (measured: saves at half speed). Raise the minimum once, by the
+    /// IO concurrency plus the pipeline's own stages; never lowers it.
+    /// </summary>
+    private static void EnsureThreadPoolHeadroom(int ioConcurrency)
+    {
+        ThreadPool.GetMinThreads(out var workers, out var completion);
+        var wanted = Environment.ProcessorCount + ioConcurrency + 4;
+        if (workers < wanted) ThreadPool.SetMinThreads(wanted, completion);
     }
 
     internal bool TryReserveCopyOnWrite(long bytes)

@@ -26,6 +26,8 @@ internal sealed class SaveOperation
     private readonly TaskCompletionSource _completion = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly TaskCompletionSource[] _staged;
     private readonly uint[] _crc;
+    // Raw CRC-32C of each (tensor, chunk) piece, filled by writers in parallel and combined in file order at the end.
+    private readonly List<(long FileOrder, uint Crc, int Length)>[] _pieceCrcs;
     private readonly Lock _sync = new();
     private readonly List<Exception> _failures = [];
     // Copy-on-write clones of device sources (WriteBarriers): the copy engine reads _redirect[t] when set.
@@ -49,6 +51,8 @@ internal sealed class SaveOperation
         var n = plan.Tensors.Count;
         _staged = new TaskCompletionSource[n];
         _crc = new uint[n];
+        _pieceCrcs = new List<(long, uint, int)>[n];
+        for (var i = 0; i < n; i++) _pieceCrcs[i] = [];
         _redirect = new DeviceView?[n];
         _clones = new DeviceBuffer?[n];
         _cloneTaken = new Task?[n];
@@ -186,18 +190,37 @@ internal sealed class SaveOperation
             SnapshotDuration = stopwatch.Elapsed;
 
             // ---- commit protocol (documented on CheckpointPipeline) ----
+            // Data files are truncated and flushed (one blocking fsync per shard, in parallel) while the index,
+            // which needs only the plan and the checksums, is written and flushed; renames wait for both.
+            var flushes = new Task[files.Length];
             for (var s = 0; s < files.Length; s++)
             {
                 var f = files[s]!;
-                if (f.IsDirect && Plan.ShardSizes[s] % IShardFile.DirectIOAlignmentInBytes != 0) f.SetLength(Plan.ShardSizes[s]);
-                f.FlushToDisk();
-                f.Dispose();
-                files[s] = null;
+                var size = Plan.ShardSizes[s];
+                flushes[s] = Task.Run(() =>
+                {
+                    if (f.IsDirect && size % IShardFile.DirectIOAlignmentInBytes != 0) f.SetLength(size);
+                    f.FlushToDisk();
+                }, CancellationToken.None);
             }
             var entries = Plan.ToEntries(_options.ComputeChecksums ? _crc : new uint[_crc.Length]);
             var indexPath = BundleNaming.IndexFile(Prefix);
             indexTemp = TempName(indexPath);
-            await WriteIndexAsync(storage, indexTemp, entries, ct).ConfigureAwait(false);
+            try
+            {
+                await WriteIndexAsync(storage, indexTemp, entries, ct).ConfigureAwait(false);
+            }
+            finally
+            {
+                try { await Task.WhenAll(flushes).ConfigureAwait(false); }
+                catch (Exception ex) { AddFailure(ex); }
+            }
+            ThrowIfFailed();
+            for (var s = 0; s < files.Length; s++)
+            {
+                files[s]!.Dispose();
+                files[s] = null;
+            }
             ct.ThrowIfCancellationRequested();
             // An older bundle under the same prefix must not pair its index with our data files mid-way.
             if (storage.Exists(indexPath)) storage.Delete(indexPath);
@@ -269,20 +292,15 @@ internal sealed class SaveOperation
             }
             arena = _pipeline.Arena.Ensure(total);
         }
-        // Bounds: the ring itself bounds the bytes in flight; the channels hold at most one ring of jobs.
+        // Bounds: the ring itself bounds the bytes in flight; the channel holds at most one ring of jobs.
         var capacity = fullSnapshot ? 64 : ring.SlotCount;
-        var toChecksum = Channel.CreateBounded<StagedChunk>(new BoundedChannelOptions(capacity)
-        { FullMode = BoundedChannelFullMode.Wait, SingleReader = true, SingleWriter = true });
         var toWriters = Channel.CreateBounded<StagedChunk>(new BoundedChannelOptions(capacity)
         { FullMode = BoundedChannelFullMode.Wait, SingleReader = false, SingleWriter = true });
 
-        var stages = new List<Task>
-        {
-            Guard(CopyEngineAsync(toChecksum.Writer, ring, arena, arenaBase, files, ct)),
-            Guard(ChecksumStageAsync(toChecksum.Reader, toWriters.Writer, ct)),
-        };
+        var stages = new List<Task> { Guard(CopyEngineAsync(toWriters.Writer, ring, arena, arenaBase, files, ct)) };
         for (var w = 0; w < _options.WriterCount; w++) stages.Add(Guard(WriterAsync(toWriters.Reader, files, fullSnapshot ? null : ring, ct)));
         await Task.WhenAll(stages).ConfigureAwait(false);
+        if (_options.ComputeChecksums) CombineChecksums();
 
         // Whatever happened, no device copy may still target a slot or the arena when we return (STYLE B4).
         try
@@ -366,46 +384,52 @@ internal sealed class SaveOperation
         }
     }
 
-    private async Task ChecksumStageAsync(ChannelReader<StagedChunk> input, ChannelWriter<StagedChunk> output, CancellationToken ct)
+    /// <summary>
+    /// A writer: waits for the slot's device copies, checksums its pieces (in parallel with the other writers),
+    /// signals tensors whose last byte just arrived, writes the slot at its file offset, returns the slot.
+    /// </summary>
+    private async Task WriterAsync(ChannelReader<StagedChunk> input, IShardFile?[] files, StagingRing? ring, CancellationToken ct)
     {
         var computeCrc = _options.ComputeChecksums;
-        try
-        {
-            await foreach (var job in input.ReadAllAsync(ct).ConfigureAwait(false))
-            {
-                if (job.LastCopy is { } ev && !ev.IsCompleted) await ev.Completion.WaitAsync(ct).ConfigureAwait(false);
-                else if (job.LastCopy?.Error is { } error) throw error;
-                foreach (var piece in job.Chunk.Pieces)
-                {
-                    var t = Plan.Tensors[piece.Tensor];
-                    if (computeCrc && t.Item.Source.Kind != SaveSourceKind.Encoded)
-                        _crc[piece.Tensor] = MaskedCrc32C.Extend(_crc[piece.Tensor], job.Slot.GetSpan(piece.OffsetInSlot, piece.LengthInBytes));
-                    if (piece.OffsetInTensor + piece.LengthInBytes == t.Size)
-                    {
-                        if (t.Item.Source.Kind != SaveSourceKind.Encoded) _crc[piece.Tensor] = MaskedCrc32C.Mask(_crc[piece.Tensor]);
-                        MarkStaged(piece.Tensor);
-                    }
-                }
-                job.Slot.Transition(SlotState.Writing);
-                await output.WriteAsync(job, ct).ConfigureAwait(false);
-            }
-        }
-        finally
-        {
-            output.TryComplete();
-        }
-    }
-
-    private static async Task WriterAsync(ChannelReader<StagedChunk> input, IShardFile?[] files, StagingRing? ring, CancellationToken ct)
-    {
         await foreach (var job in input.ReadAllAsync(ct).ConfigureAwait(false))
         {
+            if (job.LastCopy is { } ev && !ev.IsCompleted) await ev.Completion.WaitAsync(ct).ConfigureAwait(false);
+            else if (job.LastCopy?.Error is { } error) throw error;
+            foreach (var piece in job.Chunk.Pieces)
+            {
+                var t = Plan.Tensors[piece.Tensor];
+                if (computeCrc && t.Item.Source.Kind != SaveSourceKind.Encoded)
+                {
+                    var crc = MaskedCrc32C.Compute(job.Slot.GetSpan(piece.OffsetInSlot, piece.LengthInBytes));
+                    var list = _pieceCrcs[piece.Tensor];
+                    lock (list) list.Add((piece.OffsetInTensor, crc, piece.LengthInBytes));
+                }
+                // The stream is in order: this slot's copies completing implies every earlier piece's did.
+                if (piece.OffsetInTensor + piece.LengthInBytes == t.Size) MarkStaged(piece.Tensor);
+            }
+            job.Slot.Transition(SlotState.Writing);
             var file = files[job.Chunk.Shard]!;
             var length = file.IsDirect ? (int)AlignUp(job.Chunk.LengthInBytes) : job.Chunk.LengthInBytes;
             await file.WriteAsync(job.Slot.GetMemory(0, length), job.Chunk.FileOffset, ct).ConfigureAwait(false);
-            // Both the device copy (awaited by the checksum stage) and the write are done: the slot may be reused.
+            // Both the device copy and the write are done: the slot may be reused (STYLE B4).
             if (ring is not null) ring.Return(job.Slot);
             else job.Slot.Transition(SlotState.Free);
+        }
+    }
+
+    /// <summary>Combines each tensor's piece CRCs in file order into its masked entry CRC.</summary>
+    private void CombineChecksums()
+    {
+        for (var i = 0; i < _crc.Length; i++)
+        {
+            var t = Plan.Tensors[i];
+            if (t.Item.Source.Kind == SaveSourceKind.Encoded || t.Size == 0) continue;
+            var pieces = _pieceCrcs[i];
+            pieces.Sort((a, b) => a.FileOrder.CompareTo(b.FileOrder));
+            var crc = 0u;
+            foreach (var (_, pieceCrc, length) in pieces) crc = Crc32CCombine.Combine(crc, pieceCrc, length);
+            _crc[i] = MaskedCrc32C.Mask(crc);
+            pieces.Clear();
         }
     }
 

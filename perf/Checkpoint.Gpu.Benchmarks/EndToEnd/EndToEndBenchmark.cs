@@ -1,0 +1,529 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Runtime.InteropServices;
+using System.Text.Json;
+using CheckpointGpu.Devices;
+using CheckpointGpu.Format;
+using CheckpointGpu.Pipeline;
+
+namespace CheckpointGpu.Benchmarks.EndToEnd;
+
+/// <summary>
+/// <c>e2e --gib N --device cpu|opencl [--dir D] [--repeats 3] [--no-torch] [--no-sim] [--sweep]</c>: durable
+/// save/restore throughput of the pipeline against fio (the limit), a naive FileStream baseline and torch; CRC
+/// cost; peak RSS; and a training-loop simulation per snapshot policy. One JSON line per measurement.
+/// </summary>
+public static class EndToEndBenchmark
+{
+    private const double GB = 1e9;
+    private static string s_device = "cpu";
+
+    public static async Task<int> RunAsync(string[] args)
+    {
+        var gib = double.Parse(Arg(args, "--gib") ?? "1", CultureInfo.InvariantCulture);
+        s_device = (Arg(args, "--device") ?? "cpu").ToLowerInvariant();
+        var dir = Path.GetFullPath(Arg(args, "--dir") ?? Path.Combine(Directory.GetCurrentDirectory(), "e2e-bench"));
+        var repeats = int.Parse(Arg(args, "--repeats") ?? "3", CultureInfo.InvariantCulture);
+        var noTorch = args.Contains("--no-torch");
+        var noSim = args.Contains("--no-sim");
+        Directory.CreateDirectory(dir);
+        var kind = s_device == "opencl" ? AcceleratorKind.OpenCL : AcceleratorKind.Cpu;
+        using var acc = Accelerator.Create(kind);
+        var sizes = ModelSizes((long)(gib * (1L << 30)));
+        var total = sizes.Sum();
+        Info($"device {acc}; {sizes.Length} float32 tensors, {total} bytes; dir {dir}; drop_caches {(CanDropCaches() ? "yes" : "no (O_DIRECT reads only)")}");
+        var buffers = Allocate(acc, sizes);
+        try
+        {
+            if (args.Contains("--sweep")) { await SweepAsync(acc, buffers, sizes, dir); return 0; }
+
+            // ---------------------------------------------------------------- the limit: fio
+            var fioFile = Path.Combine(dir, "fio.dat");
+            var fioW = new List<double>(); var fioR = new List<double>();
+            for (var i = 0; i < repeats; i++)
+            {
+                File.Delete(fioFile);
+                fioW.Add(Fio($"--name=seqwrite --filename={fioFile} --rw=write --bs=8M --size={total} --direct=1 --ioengine=psync --end_fsync=1 --numjobs=1", total, "write"));
+                DropCaches();
+                fioR.Add(Fio($"--name=seqread --filename={fioFile} --rw=read --bs=8M --size={total} --direct=1 --ioengine=libaio --iodepth=2 --numjobs=1", total, "read"));
+            }
+            File.Delete(fioFile);
+            Emit("fio_write_odirect_fsync", total, Median(fioW));
+            Emit("fio_read_odirect", total, Median(fioR));
+
+            // ---------------------------------------------------------------- our save: first and steady state
+            double firstSave, steadySave, noCrcSave, restore;
+            long ringBytes;
+            {
+                ResetPeakRss();
+                var rssBefore = CurrentRss();
+                await using var pipeline = new CheckpointPipeline(acc);
+                ringBytes = pipeline.RingSizeInBytes;
+                var plan = Plan(buffers, sizes);
+                var prefix = Path.Combine(dir, "ckpt-first");
+                firstSave = await TimedSaveAsync(pipeline, prefix, plan);
+                Emit("save_first", total, firstSave, extra: new() { ["peak_extra_rss_bytes"] = PeakRss() - rssBefore, ["ring_bytes"] = ringBytes });
+                CheckpointCommit.DeleteCheckpoint(prefix);
+                var steady = new List<double>(); long peakExtra = 0;
+                for (var i = 0; i < repeats; i++)
+                {
+                    ResetPeakRss();
+                    var before = CurrentRss();
+                    prefix = Path.Combine(dir, $"ckpt-{i}");
+                    steady.Add(await TimedSaveAsync(pipeline, prefix, plan));
+                    peakExtra = Math.Max(peakExtra, PeakRss() - before);
+                    if (i < repeats - 1) CheckpointCommit.DeleteCheckpoint(prefix);
+                }
+                steadySave = Median(steady);
+                Emit("save_steady", total, steadySave, extra: new() { ["peak_extra_rss_bytes"] = peakExtra, ["ring_bytes"] = ringBytes,
+                    ["stream_seconds_last"] = s_lastStreamSeconds, ["commit_seconds_last"] = steady[^1] - s_lastStreamSeconds });
+
+                // ---- restore (page cache dropped) into the model's buffers
+                var restores = new List<double>(); long restorePeak = 0;
+                for (var i = 0; i < repeats; i++)
+                {
+                    DropCaches();
+                    ResetPeakRss();
+                    var before = CurrentRss();
+                    var sw = Stopwatch.StartNew();
+                    await using (var session = pipeline.OpenRestore(prefix))
+                        await session.RestoreAsync(buffers.Select((b, j) => new RestoreTarget(Key(j), b.AsView())).ToArray());
+                    await acc.SynchronizeAsync();
+                    restores.Add(sw.Elapsed.TotalSeconds);
+                    restorePeak = Math.Max(restorePeak, PeakRss() - before);
+                }
+                restore = Median(restores);
+                Emit("restore_cold", total, restore, extra: new() { ["peak_extra_rss_bytes"] = restorePeak });
+                CheckpointCommit.DeleteCheckpoint(prefix);
+            }
+            // ---- CRC cost: the same pipeline without checksums
+            {
+                await using var pipeline = new CheckpointPipeline(acc, new CheckpointPipelineOptions { ComputeChecksums = false });
+                var plan = Plan(buffers, sizes);
+                await TimedSaveAsync(pipeline, Path.Combine(dir, "nocrc-warm"), plan);
+                CheckpointCommit.DeleteCheckpoint(Path.Combine(dir, "nocrc-warm"));
+                var t = new List<double>();
+                for (var i = 0; i < repeats; i++)
+                {
+                    var p = Path.Combine(dir, $"nocrc-{i}");
+                    t.Add(await TimedSaveAsync(pipeline, p, plan));
+                    CheckpointCommit.DeleteCheckpoint(p);
+                }
+                noCrcSave = Median(t);
+                Emit("save_steady_no_crc", total, noCrcSave, extra: new() { ["crc_cost_fraction"] = 1 - (noCrcSave / steadySave) });
+            }
+            // ---- CRC alone (single thread over the bytes, the work the checksum stage does)
+            {
+                var buf = new byte[64 << 20];
+                Random.Shared.NextBytes(buf);
+                var sw = Stopwatch.StartNew();
+                var crc = 0u;
+                for (long done = 0; done < total; done += buf.Length) crc = MaskedCrc32C.Extend(crc, buf.AsSpan(0, (int)Math.Min(buf.Length, total - done)));
+                Emit("crc32c_single_thread", total, sw.Elapsed.TotalSeconds, extra: new() { ["crc"] = crc });
+            }
+            // ---- naive baseline: whole tensor → managed array → FileStream.Write, Flush(true)
+            double naive;
+            {
+                var t = new List<double>();
+                for (var i = 0; i < repeats; i++)
+                {
+                    var path = Path.Combine(dir, "naive.bin");
+                    ResetPeakRss();
+                    var sw = Stopwatch.StartNew();
+                    using (var fs = new FileStream(path, FileMode.Create, FileAccess.Write, FileShare.None, 1 << 20))
+                    {
+                        for (var j = 0; j < buffers.Length; j++)
+                        {
+                            var arr = new byte[sizes[j]];
+                            acc.DefaultStream.EnqueueCopyToHost(buffers[j].AsView(), (Memory<byte>)arr);
+                            await acc.DefaultStream.SynchronizeAsync();
+                            fs.Write(arr);
+                        }
+                        fs.Flush(flushToDisk: true);
+                    }
+                    t.Add(sw.Elapsed.TotalSeconds);
+                    File.Delete(path);
+                }
+                naive = Median(t);
+                Emit("naive_filestream_save", total, naive);
+            }
+            // ---- device→host copy time of the whole model (the floor for full-snapshot blocking)
+            var d2h = await D2HTimeAsync(acc, buffers, sizes, total);
+            Emit("d2h_copy_model", total, d2h);
+
+            // ---- torch
+            (double Save, double Load)? torch = noTorch ? null : Torch(sizes, dir, repeats);
+            if (torch is { } tt)
+            {
+                Emit("torch_save_fsync", total, tt.Save);
+                Emit("torch_load_cold", total, tt.Load);
+            }
+
+            // ---- training-loop simulation
+            Dictionary<string, (double Blocked, double Inflation)> sim = [];
+            if (!noSim) sim = await SimulateAsync(acc, buffers, sizes, dir, steadySave);
+
+            // ---- ratios vs targets
+            var ratios = new Dictionary<string, object?>
+            {
+                ["save_vs_fio_write"] = (total / steadySave) / (total / Median(fioW)),
+                ["save_first_vs_fio_write"] = (total / firstSave) / (total / Median(fioW)),
+                ["restore_vs_fio_read"] = (total / restore) / (total / Median(fioR)),
+                ["save_vs_torch_save"] = torch is { } t2 ? t2.Save / steadySave : null,
+                ["restore_vs_torch_load"] = torch is { } t3 ? t3.Load / restore : null,
+                ["save_vs_naive"] = naive / steadySave,
+                ["crc_cost_fraction"] = 1 - (noCrcSave / steadySave),
+                ["ring_bytes"] = ringBytes,
+            };
+            foreach (var (policy, v) in sim)
+            {
+                ratios[$"blocked_per_ckpt_{policy}_seconds"] = v.Blocked;
+                ratios[$"step_inflation_{policy}"] = v.Inflation;
+            }
+            if (sim.TryGetValue("full_snapshot", out var full))
+            {
+                ratios["full_snapshot_blocked_vs_d2h"] = full.Blocked / d2h;
+                ratios["full_snapshot_latency_vs_d2h"] = s_snapshotLatency["full_snapshot"] / d2h;
+            }
+            Console.WriteLine(JsonSerializer.Serialize(new Dictionary<string, object?> { ["name"] = "ratios", ["device"] = s_device, ["bytes"] = total }
+                .Concat(ratios).ToDictionary()));
+            return 0;
+        }
+        finally
+        {
+            foreach (var b in buffers) b.Dispose();
+            foreach (var f in Directory.EnumerateFiles(dir)) File.Delete(f);
+        }
+    }
+
+    // ==================================================================== model
+
+    /// <summary>float32 tensors of 4 KiB, 16 KiB, … 256 MiB (×4 each), repeated until <paramref name="total"/> bytes; the last one trimmed.</summary>
+    public static long[] ModelSizes(long total)
+    {
+        var sizes = new List<long>();
+        long sum = 0;
+        while (sum < total)
+        {
+            for (long s = 4096; s <= 256L << 20 && sum < total; s *= 4)
+            {
+                var n = Math.Min(s, total - sum) & ~3L;
+                if (n == 0) { sum = total; break; }
+                sizes.Add(n);
+                sum += n;
+            }
+        }
+        return [.. sizes];
+    }
+
+    private static DeviceBuffer[] Allocate(Accelerator acc, long[] sizes)
+    {
+        var pattern = new byte[4 << 20];
+        Random.Shared.NextBytes(pattern);
+        var buffers = new DeviceBuffer[sizes.Length];
+        for (var i = 0; i < sizes.Length; i++)
+        {
+            buffers[i] = acc.Allocate(sizes[i]);
+            for (long o = 0; o < sizes[i]; o += pattern.Length)
+            {
+                var n = (int)Math.Min(pattern.Length, sizes[i] - o);
+                acc.DefaultStream.EnqueueCopyFromHost((ReadOnlyMemory<byte>)pattern.AsMemory(0, n), buffers[i].View(o, n));
+            }
+            pattern[i % pattern.Length] ^= 0x5A;
+            acc.DefaultStream.Synchronize();
+        }
+        return buffers;
+    }
+
+    private static string Key(int i) => $"model/layer_{i}/kernel/.ATTRIBUTES/VARIABLE_VALUE";
+
+    private static SavePlan Plan(DeviceBuffer[] buffers, long[] sizes) =>
+        SavePlan.Create(buffers.Select((b, i) => new SaveItem(Key(i), DType.Float, new TensorShape(sizes[i] / 4), SaveSource.FromDevice(b.AsView())))
+            .Append(new SaveItem(CheckpointKeys.ObjectGraph, DType.String, TensorShape.Scalar,
+                SaveSource.FromEncoded(EncodedTensor.FromStrings([new byte[3000]])))).ToArray());
+
+    private static double s_lastStreamSeconds;
+
+    private static async Task<double> TimedSaveAsync(CheckpointPipeline pipeline, string prefix, SavePlan plan)
+    {
+        var sw = Stopwatch.StartNew();
+        var h = pipeline.SaveAsync(prefix, plan);
+        await h.Completion;
+        s_lastStreamSeconds = h.StreamDuration.TotalSeconds;
+        return sw.Elapsed.TotalSeconds;
+    }
+
+    private static async Task<double> D2HTimeAsync(Accelerator acc, DeviceBuffer[] buffers, long[] sizes, long total)
+    {
+        using var host = acc.AllocatePinned(total);
+        var t = new List<double>();
+        for (var r = 0; r < 3; r++)
+        {
+            var sw = Stopwatch.StartNew();
+            long off = 0;
+            for (var i = 0; i < buffers.Length; i++) { acc.DefaultStream.EnqueueCopyToHost(buffers[i].AsView(), host, off); off += sizes[i]; }
+            await acc.DefaultStream.SynchronizeAsync();
+            t.Add(sw.Elapsed.TotalSeconds);
+        }
+        return Median(t);
+    }
+
+    // ==================================================================== training loop
+
+    /// <summary>
+    /// A loop of steps: "compute" is device time the host waits for (a delay, as on a GPU), then each variable is
+    /// updated in order (a device fill of its first 64 KiB), preceded by the policy's barrier. A checkpoint is
+    /// requested every K steps; K is chosen so that the interval is about 2× the measured save time.
+    /// Inflation = (loop time with checkpoints − without) / without; blocked = time spent waiting per checkpoint.
+    /// </summary>
+    private static async Task<Dictionary<string, (double Blocked, double Inflation)>> SimulateAsync(Accelerator acc, DeviceBuffer[] buffers, long[] sizes,
+        string dir, double saveSeconds)
+    {
+        const double computeSeconds = 0.1;
+        var k = Math.Max(5, (int)Math.Ceiling(2 * saveSeconds / computeSeconds));
+        const int checkpoints = 3;
+        var steps = k * checkpoints;
+        var results = new Dictionary<string, (double, double)>();
+        var baseline = await LoopAsync(null, null, steps, k, acc, buffers, sizes, dir, computeSeconds);
+        Emit("loop_no_checkpoint", 0, baseline.Total, extra: new() { ["steps"] = steps, ["k"] = k });
+        foreach (var policy in new[] { "sync", "bounded_ring", "full_snapshot", "write_barriers" })
+        {
+            var opts = policy switch
+            {
+                "full_snapshot" => new CheckpointPipelineOptions { SnapshotPolicy = SnapshotPolicy.FullHostSnapshot },
+                "write_barriers" => new CheckpointPipelineOptions { SnapshotPolicy = SnapshotPolicy.WriteBarriers, CopyOnWriteBudgetInBytes = sizes.Sum() },
+                _ => new CheckpointPipelineOptions(),
+            };
+            await using var pipeline = new CheckpointPipeline(acc, opts);
+            // Warm-up save (first-save costs, arena allocation) outside the timed loop.
+            await pipeline.SaveAsync(Path.Combine(dir, "warm"), Plan(buffers, sizes)).Completion;
+            CheckpointCommit.DeleteCheckpoint(Path.Combine(dir, "warm"));
+            ResetPeakRss();
+            var rss = CurrentRss();
+            var r = await LoopAsync(pipeline, policy, steps, k, acc, buffers, sizes, dir, computeSeconds);
+            var inflation = (r.Total - baseline.Total) / baseline.Total;
+            var blocked = r.Blocked / checkpoints;
+            results[policy] = (blocked, inflation);
+            Emit($"loop_{policy}", (long)(sizes.Sum() * (double)checkpoints), r.Total,
+                extra: new() { ["blocked_seconds"] = blocked, ["step_inflation"] = inflation, ["steps"] = steps, ["k"] = k, ["peak_extra_rss_bytes"] = PeakRss() - rss,
+                    ["snapshot_latency_seconds"] = s_lastSnapshotLatency });
+            s_snapshotLatency[policy] = s_lastSnapshotLatency;
+        }
+        return results;
+    }
+
+    private static double s_lastSnapshotLatency;
+    private static readonly Dictionary<string, double> s_snapshotLatency = [];
+
+    private static async Task<(double Total, double Blocked)> LoopAsync(CheckpointPipeline? pipeline, string? policy, int steps, int k, Accelerator acc,
+        DeviceBuffer[] buffers, long[] sizes, string dir, double computeSeconds)
+    {
+        var stream = acc.CreateStream();
+        var plan = Plan(buffers, sizes);
+        var pending = new List<(SaveHandle H, string Prefix)>();
+        var snapshotLatencies = new System.Collections.Concurrent.ConcurrentBag<double>();
+        double blocked = 0;
+        SaveHandle? current = null;
+        var sw = Stopwatch.StartNew();
+        for (var step = 1; step <= steps; step++)
+        {
+            await Task.Delay(TimeSpan.FromSeconds(computeSeconds)); // forward/backward on the device
+            var b0 = Stopwatch.GetTimestamp();
+            if (current is not null && policy is "bounded_ring" or "full_snapshot") { await current.Snapshotted; current = null; }
+            blocked += Stopwatch.GetElapsedTime(b0).TotalSeconds;
+            for (var i = 0; i < buffers.Length; i++)
+            {
+                if (policy == "write_barriers")
+                {
+                    var b = Stopwatch.GetTimestamp();
+                    await pipeline!.WaitUntilStagedAsync(buffers[i]);
+                    blocked += Stopwatch.GetElapsedTime(b).TotalSeconds;
+                }
+                stream.EnqueueFill(buffers[i].View(0, Math.Min(sizes[i], 65536)), (byte)step);
+            }
+            await stream.SynchronizeAsync();
+            if (pipeline is not null && step % k == 0)
+            {
+                var prefix = Path.Combine(dir, $"loop-{step}");
+                var b = Stopwatch.GetTimestamp();
+                var h = pipeline.SaveAsync(prefix, plan);
+                var t0 = Stopwatch.GetTimestamp();
+                _ = h.Snapshotted.ContinueWith(_ => snapshotLatencies.Add(Stopwatch.GetElapsedTime(t0).TotalSeconds), TaskScheduler.Default);
+                if (policy == "sync") await h.Completion;
+                blocked += Stopwatch.GetElapsedTime(b).TotalSeconds;
+                current = h;
+                pending.Add((h, prefix));
+                // Keep disk bounded: delete checkpoints that are complete, except the newest.
+                foreach (var (ph, pp) in pending.Where(p => p.H.Completion.IsCompleted && p.H != h).ToArray())
+                {
+                    CheckpointCommit.DeleteCheckpoint(pp);
+                    pending.Remove((ph, pp));
+                }
+            }
+        }
+        var total = sw.Elapsed.TotalSeconds;
+        foreach (var (h, p) in pending)
+        {
+            await h.Completion;
+            CheckpointCommit.DeleteCheckpoint(p);
+        }
+        stream.Dispose();
+        s_lastSnapshotLatency = snapshotLatencies.IsEmpty ? 0 : snapshotLatencies.Average();
+        return (total, blocked);
+    }
+
+    // ==================================================================== defaults sweep
+
+    private static async Task SweepAsync(Accelerator acc, DeviceBuffer[] buffers, long[] sizes, string dir)
+    {
+        var total = sizes.Sum();
+        foreach (var (slot, count, writers) in new[] { (1 << 20, 8, 2), (2 << 20, 8, 2), (4 << 20, 8, 2), (8 << 20, 8, 1), (8 << 20, 8, 2), (8 << 20, 4, 2), (8 << 20, 8, 4), (16 << 20, 4, 2), (32 << 20, 4, 2) })
+        {
+            await using var pipeline = new CheckpointPipeline(acc, new CheckpointPipelineOptions { SlotSizeInBytes = slot, SlotCount = count, WriterCount = writers, ReaderCount = writers });
+            var plan = Plan(buffers, sizes);
+            await TimedSaveAsync(pipeline, Path.Combine(dir, "sw"), plan);
+            CheckpointCommit.DeleteCheckpoint(Path.Combine(dir, "sw"));
+            var t = new List<double>(); var rt = new List<double>();
+            for (var i = 0; i < 3; i++)
+            {
+                t.Add(await TimedSaveAsync(pipeline, Path.Combine(dir, "sw"), plan));
+                DropCaches();
+                var sw = Stopwatch.StartNew();
+                await using (var s = pipeline.OpenRestore(Path.Combine(dir, "sw")))
+                    await s.RestoreAsync(buffers.Select((b, j) => new RestoreTarget(Key(j), b.AsView())).ToArray());
+                rt.Add(sw.Elapsed.TotalSeconds);
+                CheckpointCommit.DeleteCheckpoint(Path.Combine(dir, "sw"));
+            }
+            Emit($"sweep_save_slot{slot >> 20}M_x{count}_w{writers}", total, Median(t));
+            Emit($"sweep_restore_slot{slot >> 20}M_x{count}_r{writers}", total, Median(rt));
+        }
+    }
+
+    // ==================================================================== peers
+
+    private static double Fio(string args, long bytes, string kind)
+    {
+        var cmd = "fio " + args + " --output-format=json";
+        Info("fio command: " + cmd);
+        var psi = new ProcessStartInfo("fio") { RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (var a in (args + " --output-format=json").Split(' ', StringSplitOptions.RemoveEmptyEntries)) psi.ArgumentList.Add(a);
+        var sw = Stopwatch.StartNew();
+        using var p = Process.Start(psi)!;
+        var json = p.StandardOutput.ReadToEnd();
+        p.WaitForExit();
+        var wall = sw.Elapsed.TotalSeconds;
+        using var doc = JsonDocument.Parse(json[json.IndexOf('{')..]);
+        var job = doc.RootElement.GetProperty("jobs")[0];
+        var bw = job.GetProperty(kind).GetProperty("bw_bytes").GetDouble();
+        var runtimeMs = job.GetProperty("job_runtime").GetDouble();
+        Info($"fio {kind}: bw {bw / GB:F3} GB/s, job_runtime {runtimeMs / 1000:F3} s, wall {wall:F3} s");
+        // Seconds from fio's own runtime (it includes the end fsync for writes); falls back to bytes / bw.
+        return runtimeMs > 0 ? runtimeMs / 1000 : bytes / bw;
+    }
+
+    private static (double Save, double Load)? Torch(long[] sizes, string dir, int repeats)
+    {
+        var check = Process.Start(new ProcessStartInfo("/usr/bin/python3", ["-c", "import torch"]) { RedirectStandardError = true })!;
+        check.WaitForExit();
+        if (check.ExitCode != 0) { Info("torch not available: skipped"); return null; }
+        var script = Path.Combine(dir, "torch_bench.py");
+        File.WriteAllText(script, TorchScript);
+        var psi = new ProcessStartInfo("/usr/bin/python3") { RedirectStandardOutput = true };
+        psi.ArgumentList.Add(script);
+        psi.ArgumentList.Add(dir);
+        psi.ArgumentList.Add(repeats.ToString(CultureInfo.InvariantCulture));
+        psi.ArgumentList.Add(string.Join(',', sizes));
+        using var p = Process.Start(psi)!;
+        var output = p.StandardOutput.ReadToEnd();
+        p.WaitForExit();
+        File.Delete(script);
+        var line = output.Split('\n', StringSplitOptions.RemoveEmptyEntries).Last();
+        using var doc = JsonDocument.Parse(line);
+        return (doc.RootElement.GetProperty("save").GetDouble(), doc.RootElement.GetProperty("load").GetDouble());
+    }
+
+    private const string TorchScript = """
+import json, os, statistics, sys, time
+import torch
+d, repeats, sizes = sys.argv[1], int(sys.argv[2]), [int(s) for s in sys.argv[3].split(',')]
+model = {f"layer_{i}": torch.rand(n // 4, dtype=torch.float32) for i, n in enumerate(sizes)}
+path = os.path.join(d, "torch.pt")
+saves, loads = [], []
+for r in range(repeats):
+    t = time.perf_counter()
+    with open(path, "wb") as f:
+        torch.save(model, f)
+        f.flush()
+        os.fsync(f.fileno())
+    saves.append(time.perf_counter() - t)
+    os.sync()
+    try:
+        with open("/proc/sys/vm/drop_caches", "w") as f: f.write("3")
+    except OSError:
+        pass
+    t = time.perf_counter()
+    m = torch.load(path)
+    loads.append(time.perf_counter() - t)
+    del m
+    os.remove(path)
+print(json.dumps({"save": statistics.median(saves), "load": statistics.median(loads)}))
+""";
+
+    // ==================================================================== plumbing
+
+    private static bool CanDropCaches()
+    {
+        try { File.WriteAllText("/proc/sys/vm/drop_caches", "3"); return true; }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return false; }
+    }
+
+    private static void DropCaches()
+    {
+        using (var p = Process.Start("sync")) p?.WaitForExit();
+        CanDropCaches();
+    }
+
+    private static long ReadStatus(string field)
+    {
+        foreach (var line in File.ReadLines("/proc/self/status"))
+            if (line.StartsWith(field + ":", StringComparison.Ordinal))
+                return long.Parse(line[(field.Length + 1)..].Trim().Split(' ')[0], CultureInfo.InvariantCulture) * 1024;
+        return 0;
+    }
+
+    private static long CurrentRss() => ReadStatus("VmRSS");
+
+    private static long PeakRss() => ReadStatus("VmHWM");
+
+    /// <summary>Resets VmHWM to the current RSS (Linux ≥ 4.0: write 5 to clear_refs).</summary>
+    private static void ResetPeakRss()
+    {
+        try { File.WriteAllText("/proc/self/clear_refs", "5"); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
+    }
+
+    private static double Median(List<double> xs)
+    {
+        var s = xs.Order().ToArray();
+        return s.Length % 2 == 1 ? s[s.Length / 2] : (s[(s.Length / 2) - 1] + s[s.Length / 2]) / 2;
+    }
+
+    private static void Emit(string name, long bytes, double seconds, Dictionary<string, object>? extra = null)
+    {
+        var d = new Dictionary<string, object>
+        {
+            ["name"] = name, ["device"] = s_device, ["bytes"] = bytes, ["seconds"] = Math.Round(seconds, 4),
+            ["gbps"] = bytes > 0 ? Math.Round(bytes / seconds / GB, 3) : 0, ["peak_rss_bytes"] = PeakRss(),
+        };
+        if (extra is not null) foreach (var (k, v) in extra) d[k] = v is double x ? Math.Round(x, 4) : v;
+        Console.WriteLine(JsonSerializer.Serialize(d));
+    }
+
+    private static void Info(string s) => Console.Error.WriteLine("# " + s);
+
+    private static string? Arg(string[] args, string name)
+    {
+        var i = Array.IndexOf(args, name);
+        return i >= 0 && i + 1 < args.Length ? args[i + 1] : null;
+    }
+}
