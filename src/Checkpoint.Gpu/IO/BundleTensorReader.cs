@@ -44,13 +44,28 @@ internal sealed class BundleTensorReader : ITensorReader
     {
         var entry = _reader.GetEntry(key);
         if (entry.IsPartitioned)
-            throw new NotSupportedException($"{_reader.Prefix}: key '{key}' is stored as a partitioned (sliced) tensor; restoring partitioned tensors into variables is not supported yet.");
+        {
+            // Reassemble the whole tensor from its slices.
+            ReadSliceIntoVariable(key, TensorSlice.Full(entry.Shape.Rank), variable);
+            return;
+        }
         if (entry.Size != variable.LengthInBytes)
             throw new CheckpointFormatException(CheckpointFormatError.SizeMismatch, _reader.IndexPath,
                 "entry size does not match its dtype and shape", key, entry.ShardId, entry.Offset, entry.Size,
                 comparison: $"expected {variable.LengthInBytes} bytes");
         if (entry.Size == 0) return;
         _reader.ReadTensor(entry, (chunk, offset) => variable.CopyFromHost(chunk, offset), ChunkBytes);
+    }
+
+    public void ReadSliceIntoVariable(string key, TensorSlice slice, Variable variable)
+    {
+        if (variable.LengthInBytes == 0) return;
+        if (variable.LengthInBytes > Array.MaxLength)
+            throw new NotSupportedException($"{_reader.Prefix}: slice {slice} of '{key}' is {variable.LengthInBytes} bytes; slices above 2 GiB are not supported on this path.");
+        // Assemble in host memory (the stored slices are streamed and checksummed), then one host → device copy.
+        var bytes = new byte[variable.LengthInBytes];
+        _reader.ReadSlice(key, slice, bytes);
+        variable.CopyFromHost(bytes, 0);
     }
 
     public HostTensor ReadHost(string key)

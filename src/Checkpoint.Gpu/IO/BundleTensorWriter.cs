@@ -21,6 +21,12 @@ internal sealed class BundleTensorWriter(TensorBundleWriter writer) : ITensorWri
         }, shardId);
     }
 
+    public void AddVariableSlice(string fullKey, TensorShape fullShape, TensorSlice slice, Variable variable, int shardId)
+    {
+        // AddSlice takes the slice in one span: slices are bounded by one array (2 GiB) on this synchronous path.
+        writer.AddSlice(fullKey, fullShape, slice, variable.DType, variable.ReadBytes(), shardId);
+    }
+
     public void AddHost(string key, HostTensor tensor, int shardId)
     {
         if (tensor.DType == DType.String)

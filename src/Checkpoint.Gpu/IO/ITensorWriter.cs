@@ -13,6 +13,12 @@ internal interface ITensorWriter
 
     /// <summary>Adds a host tensor (fixed-size or string) under <paramref name="key"/>.</summary>
     void AddHost(string key, HostTensor tensor, int shardId);
+
+    /// <summary>
+    /// Copies a variable holding one slice of a larger tensor: a slice entry plus the slice appended to the full-tensor
+    /// entry <paramref name="fullKey"/> (TF's <c>BundleWriter::AddSlice</c>, spec §3.4).
+    /// </summary>
+    void AddVariableSlice(string fullKey, TensorShape fullShape, TensorSlice slice, Variable variable, int shardId);
 }
 
 /// <summary>Dtype and shape of a stored tensor, as recorded in the index.</summary>
@@ -40,4 +46,10 @@ internal interface ITensorReader : IDisposable
 
     /// <summary>Reads a tensor into host memory.</summary>
     HostTensor ReadHost(string key);
+
+    /// <summary>
+    /// Reads region <paramref name="slice"/> of the (possibly partitioned) tensor <paramref name="key"/> into a variable
+    /// whose shape is the region's (TF's <c>LookupSlice</c>).
+    /// </summary>
+    void ReadSliceIntoVariable(string key, TensorSlice slice, Variable variable);
 }

@@ -163,6 +163,13 @@ public sealed class CheckpointManager
         var number = checkpointNumber ?? counter;
         var prefix = $"{_prefixBase}-{number.ToString(CultureInfo.InvariantCulture)}";
         Checkpoint.WriteUnnumbered(prefix, options);
+        if (options?.MultiWorker is { IsChief: false })
+        {
+            // Non-chief workers track the checkpoint but never write the state file or delete files.
+            Upsert(prefix, Now());
+            LatestCheckpoint = prefix;
+            return prefix;
+        }
         RecordAndSweep(prefix);
         return prefix;
     }

@@ -109,7 +109,8 @@ public sealed class Checkpoint : AutoTrackable, IDisposable
         ArgumentException.ThrowIfNullOrEmpty(filePrefix);
         var number = IncrementSaveCounter();
         var path = _saver.Save(filePrefix, number, options);
-        TrackableSaver.UpdateStateFile(path);
+        // In a multi-worker save only the chief records the checkpoint (after the merge published it).
+        if (options?.MultiWorker is not { IsChief: false }) TrackableSaver.UpdateStateFile(path);
         return path;
     }
 

@@ -15,6 +15,7 @@ public sealed class CheckpointOptions
     private IShardingPolicy _shardingPolicy = ShardByTaskPolicy.Instance;
     private IReadOnlyList<Action<string>> _writeCallbacks = [];
     private bool _writeHasCheckpointValues = true;
+    private Distributed.WorkerContext? _multiWorker;
     private volatile bool _frozen;
 
     /// <summary>Creates options with the defaults.</summary>
@@ -30,6 +31,7 @@ public sealed class CheckpointOptions
         _shardingPolicy = other._shardingPolicy;
         _writeCallbacks = other._writeCallbacks;
         _writeHasCheckpointValues = other._writeHasCheckpointValues;
+        _multiWorker = other._multiWorker;
     }
 
     /// <summary>Shared frozen defaults.</summary>
@@ -74,6 +76,15 @@ public sealed class CheckpointOptions
     /// </summary>
     /// <exception cref="InvalidOperationException">The options are frozen.</exception>
     public bool WriteHasCheckpointValues { get => _writeHasCheckpointValues; set { VerifyMutable(); _writeHasCheckpointValues = value; } }
+
+    /// <summary>
+    /// Multi-worker save: this process is one worker of a job whose workers share a filesystem. Each worker writes the
+    /// tensors it owns to <c>&lt;prefix&gt;_temp/part-r-of-N</c>; the chief (rank 0) waits for every worker's completion
+    /// marker, merges the parts into one checkpoint and is the only one to update the state file and prune. Default
+    /// <see langword="null"/> (single process). See <see cref="Distributed.WorkerContext"/>.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">The options are frozen.</exception>
+    public Distributed.WorkerContext? MultiWorker { get => _multiWorker; set { VerifyMutable(); _multiWorker = value; } }
 
     /// <summary>True once the options were used (or <see cref="Freeze"/> was called).</summary>
     public bool IsFrozen => _frozen;

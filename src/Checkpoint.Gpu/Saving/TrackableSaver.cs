@@ -131,23 +131,51 @@ public sealed class TrackableSaver
         options.Freeze();
         var snapshot = ObjectGraphSnapshot.Build(Root, includeSlotVariables: true, options.WriteHasCheckpointValues);
         var graphBytes = snapshot.Proto.ToByteArray();
-        var offered = new List<ShardableTensor>(snapshot.Tensors.Count + 1);
-        foreach (var t in snapshot.Tensors)
-            offered.Add(new ShardableTensor(t.Key, DType.Invalid, TensorShape.Scalar, t.Attribute.EstimatedSizeInBytes));
-        offered.Add(new ShardableTensor(CheckpointNames.ObjectGraph, DType.String, TensorShape.Scalar, graphBytes.Length));
-        var assignment = options.ShardingPolicy.AssignShards(offered);
-        ValidateAssignment(assignment, offered.Count);
-
-        using (var bundle = new TensorBundleWriter(prefix, new TensorBundleWriterOptions { ShardCount = assignment.ShardCount }))
+        if (options.MultiWorker is { } worker)
         {
-            var writer = new BundleTensorWriter(bundle);
-            for (var i = 0; i < snapshot.Tensors.Count; i++)
-                snapshot.Tensors[i].Attribute.Save(writer, snapshot.Tensors[i].Key, assignment.ShardIds[i]);
-            // The object graph goes last (TF's data-file order, spec §4.1).
-            bundle.AddStrings(CheckpointNames.ObjectGraph, TensorShape.Scalar, [graphBytes], assignment.ShardIds[^1]);
-            bundle.Finish();
+            // Each worker writes the tensors it owns to <prefix>_temp/part-r-of-N; the chief merges and publishes.
+            Distributed.MultiWorkerSave.Run(worker, prefix, snapshot, graphBytes, options);
+        }
+        else
+        {
+            var units = new List<SaveUnit>(snapshot.Tensors.Count);
+            foreach (var t in snapshot.Tensors)
+            {
+                var tensor = t;
+                units.Add(new SaveUnit(tensor.Key, tensor.Attribute.EstimatedSizeInBytes, (writer, shardId) => tensor.Attribute.Save(writer, tensor.Key, shardId)));
+            }
+            WriteUnits(prefix, units, graphBytes, options.ShardingPolicy);
         }
         foreach (var callback in options.WriteCallbacks) callback(prefix);
+    }
+
+    /// <summary>One piece of a save: a tensor (or one slice of a partitioned tensor) and how to write it.</summary>
+    /// <param name="Key">Checkpoint key offered to the sharding policy.</param>
+    /// <param name="EstimatedSizeInBytes">Payload size estimate in bytes.</param>
+    /// <param name="Write">Writes the piece to the given data file.</param>
+    internal sealed record SaveUnit(string Key, long EstimatedSizeInBytes, Action<ITensorWriter, int> Write);
+
+    /// <summary>
+    /// The write seam shared by single-process and multi-worker saves: writes <paramref name="units"/> (in order) and,
+    /// when <paramref name="graphBytes"/> is given, the object graph last, as one bundle at <paramref name="prefix"/>
+    /// with data files chosen by <paramref name="policy"/> (commit protocol of <see cref="TensorBundleWriter"/>).
+    /// </summary>
+    internal static void WriteUnits(string prefix, IReadOnlyList<SaveUnit> units, byte[]? graphBytes, IShardingPolicy policy)
+    {
+        var offered = new List<ShardableTensor>(units.Count + 1);
+        foreach (var u in units)
+            offered.Add(new ShardableTensor(u.Key, DType.Invalid, TensorShape.Scalar, u.EstimatedSizeInBytes));
+        if (graphBytes is not null)
+            offered.Add(new ShardableTensor(CheckpointNames.ObjectGraph, DType.String, TensorShape.Scalar, graphBytes.Length));
+        var assignment = policy.AssignShards(offered);
+        ValidateAssignment(assignment, offered.Count);
+
+        using var bundle = new TensorBundleWriter(prefix, new TensorBundleWriterOptions { ShardCount = assignment.ShardCount });
+        var writer = new BundleTensorWriter(bundle);
+        for (var i = 0; i < units.Count; i++) units[i].Write(writer, assignment.ShardIds[i]);
+        // The object graph goes last (TF's data-file order, spec §4.1).
+        if (graphBytes is not null) bundle.AddStrings(CheckpointNames.ObjectGraph, TensorShape.Scalar, [graphBytes], assignment.ShardIds[^1]);
+        bundle.Finish();
     }
 
     private static void ValidateAssignment(ShardAssignment assignment, int count)
