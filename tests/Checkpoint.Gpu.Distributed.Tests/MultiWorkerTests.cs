@@ -1,0 +1,184 @@
+using System.Diagnostics;
+using CheckpointGpu.Devices;
+using CheckpointGpu.Distributed.Worker;
+using CheckpointGpu.Format;
+using Xunit.Abstractions;
+
+namespace CheckpointGpu.Distributed.Tests;
+
+/// <summary>End to end with real worker processes sharing a directory (LocalWorkerLauncher).</summary>
+public sealed class MultiWorkerTests(ITestOutputHelper output) : IDisposable
+{
+    private static readonly string s_workerDll = Path.Combine(AppContext.BaseDirectory, "Checkpoint.Gpu.Distributed.Worker.dll");
+    private readonly TempDir _dir = new();
+
+    public void Dispose() => _dir.Dispose();
+
+    private async Task<IReadOnlyList<WorkerProcessResult>> RunAsync(int n, Func<int, string[]> args, Dictionary<string, string>? env = null, Func<LocalWorkerLauncher, Task>? during = null)
+    {
+        using var launcher = LocalWorkerLauncher.Start("dotnet", r => [s_workerDll, .. args(r)], n, _dir["coord"], env);
+        if (during is not null) await during(launcher);
+        var results = await launcher.WaitAllAsync(TimeSpan.FromSeconds(90));
+        foreach (var r in results)
+            output.WriteLine($"rank {r.Rank}/{n} exit {r.ExitCode}{(r.Killed ? " (killed)" : "")} {r.Elapsed.TotalMilliseconds:0} ms: {r.StandardOutput.Trim()} {r.StandardError.Trim()}");
+        return results;
+    }
+
+    private string[] SaveArgs(params string[] extra) => ["save", "--dir", _dir["ckpts"], .. extra];
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    [InlineData(4)]
+    public async Task Save_OnNWorkers_MatchesSingleProcess_AndRestoresOnAnyWorkerCount(int n)
+    {
+        var results = await RunAsync(n, _ => SaveArgs());
+        Assert.All(results, r => Assert.True(r.Succeeded, r.StandardOutput + r.StandardError));
+        var prefix = _dir["ckpts/ckpt-1"];
+        Assert.True(CheckpointManager.TryGetLatestCheckpoint(_dir["ckpts"], out var latest));
+        Assert.Equal(Path.GetFullPath(prefix), Path.GetFullPath(latest));
+        AssertNoTemporaries("ckpt-1");
+
+        // Reference: one process holding every variable and every embedding slice, plain single-process save.
+        using (var accelerator = Accelerator.Create(AcceleratorKind.Cpu))
+        using (var reference = new WorkerModel(accelerator, Enumerable.Range(0, n).ToArray(), n, fill: true))
+            reference.Checkpoint.Save(_dir["ref/ckpt"]);
+        using var merged = TensorBundleReader.Open(prefix);
+        using var single = TensorBundleReader.Open(_dir["ref/ckpt-1"]);
+        Assert.Equal(n, merged.Header.ShardCount);
+        foreach (var e in merged.Entries) merged.VerifyEntry(e);
+        Assert.Equal(single.Entries.Select(e => e.Key), merged.Entries.Select(e => e.Key));
+        foreach (var (m, s) in merged.Entries.Zip(single.Entries))
+        {
+            Assert.True(m.KeyUtf8.Span.SequenceEqual(s.KeyUtf8.Span), m.Key);
+            Assert.Equal((s.DType, s.Shape, s.Size, s.Crc32C), (m.DType, m.Shape, m.Size, m.Crc32C));
+            Assert.Equal(s.Slices, m.Slices);
+            if (m.IsPartitioned) continue;
+            var a = new byte[m.Size];
+            var b = new byte[s.Size];
+            merged.ReadRawBytes(m, 0, a);
+            single.ReadRawBytes(s, 0, b);
+            Assert.Equal(b, a);
+        }
+        output.WriteLine($"N={n}: {merged.Entries.Count} entries, {merged.Header.ShardCount} data files; equal to the single-process save");
+
+        foreach (var m in new[] { 1, 2, 3, 4 })
+        {
+            var restored = await RunAsync(m, _ => ["restore", "--prefix", prefix, "--dir", _dir["ckpts"]]);
+            Assert.All(restored, r => Assert.True(r.Succeeded && r.StandardOutput.Contains("RESTORED OK", StringComparison.Ordinal), $"N={n} M={m} rank {r.Rank}: {r.StandardOutput}{r.StandardError}"));
+        }
+    }
+
+    [Fact]
+    public async Task ManagerSave_OnTwoWorkers_OnlyChiefRecordsAndPrunes()
+    {
+        var results = await RunAsync(2, _ => SaveArgs("--manager", "--saves", "3", "--keep", "2"));
+        Assert.All(results, r => Assert.True(r.Succeeded, r.StandardOutput + r.StandardError));
+        Assert.True(CheckpointManager.TryGetLatestCheckpoint(_dir["ckpts"], out var latest));
+        Assert.EndsWith("ckpt-3", latest, StringComparison.Ordinal);
+        Assert.False(File.Exists(_dir["ckpts/ckpt-1.index"]));
+        Assert.Empty(Directory.EnumerateFiles(_dir["ckpts"], "ckpt-1.data-*"));
+        foreach (var k in new[] { 2, 3 })
+        {
+            using var reader = TensorBundleReader.Open(_dir[$"ckpts/ckpt-{k}"]);
+            Assert.Equal(2, reader.Header.ShardCount);
+            foreach (var e in reader.Entries) reader.VerifyEntry(e);
+        }
+        Assert.Empty(Directory.EnumerateFiles(_dir["coord"], "*.rank-*"));
+    }
+
+    [Fact]
+    public async Task WorkerKilledMidSave_NothingPublished_PreviousCheckpointIntact_NoTemporaries()
+    {
+        var env = new Dictionary<string, string> { [WorkerContext.TimeoutVariable] = "3" };
+        var results = await RunAsync(3, _ => SaveArgs("--saves", "2", "--hang-rank", "1", "--fault-save", "2"), env, async launcher =>
+        {
+            Assert.True(await launcher.WaitForOutputAsync(1, "SAVING", TimeSpan.FromSeconds(60)));
+            Assert.True(Directory.EnumerateFiles(_dir["ckpts/ckpt-2_temp"], "*tempstate*").Any(), "the killed worker had a part in progress");
+            launcher.Kill(1);
+        });
+        Assert.True(results[1].Killed);
+        Assert.Equal(3, results[0].ExitCode);
+        Assert.Contains("rank(s) 1", results[0].StandardOutput, StringComparison.Ordinal);
+        Assert.Contains("missing=[1]", results[0].StandardOutput, StringComparison.Ordinal);
+        Assert.Equal(3, results[2].ExitCode);   // the other worker learns of the abort from the chief's verdict
+        Assert.Contains("the chief aborted", results[2].StandardOutput, StringComparison.Ordinal);
+        AssertNotPublished("ckpt-2");
+        Assert.True(CheckpointManager.TryGetLatestCheckpoint(_dir["ckpts"], out var latest));
+        Assert.EndsWith("ckpt-1", latest, StringComparison.Ordinal);
+        using (var reader = TensorBundleReader.Open(latest))
+            foreach (var e in reader.Entries) reader.VerifyEntry(e);
+        var restored = await RunAsync(1, _ => ["restore", "--prefix", latest, "--dir", _dir["ckpts"]]);
+        Assert.True(restored[0].Succeeded, restored[0].StandardOutput);
+    }
+
+    [Fact]
+    public async Task WorkerTimesOut_ChiefAbortsNamingIt_LateWorkerCleansUp()
+    {
+        var env = new Dictionary<string, string> { [WorkerContext.TimeoutVariable] = "2" };
+        var results = await RunAsync(2, _ => SaveArgs("--delay-rank", "1", "--delay-ms", "5000"), env);
+        Assert.Equal(3, results[0].ExitCode);
+        Assert.Contains("no completion marker from rank(s) 1", results[0].StandardOutput, StringComparison.Ordinal);
+        Assert.Equal(3, results[1].ExitCode);
+        AssertNotPublished("ckpt-1");
+        Assert.False(File.Exists(_dir["ckpts/checkpoint"]));
+    }
+
+    [Fact]
+    public async Task WorkerFails_ChiefAbortsAtOnce()
+    {
+        var clock = Stopwatch.StartNew();
+        var results = await RunAsync(2, _ => SaveArgs("--fail-rank", "1"), new() { [WorkerContext.TimeoutVariable] = "60" });
+        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(45), "did not wait for the timeout");
+        Assert.Equal(3, results[0].ExitCode);
+        Assert.Contains("failed=[1]", results[0].StandardOutput, StringComparison.Ordinal);
+        Assert.Contains("injected failure on rank 1", results[0].StandardOutput, StringComparison.Ordinal);
+        AssertNotPublished("ckpt-1");
+    }
+
+    [Fact]
+    public async Task WorkersBuildDifferentGraphs_ChiefRefusesToMerge()
+    {
+        var results = await RunAsync(2, _ => SaveArgs("--extra-node-rank", "1"), new() { [WorkerContext.TimeoutVariable] = "60" });
+        Assert.Equal(3, results[0].ExitCode);
+        Assert.Contains("different object graph", results[0].StandardOutput, StringComparison.Ordinal);
+        AssertNotPublished("ckpt-1");
+    }
+
+    [Fact]
+    [Trait("Category", "LongRunning")]
+    public async Task AggregateSaveThroughput_OneTwoFourWorkers()
+    {
+        // 48 MiB of replicated variables (+ the small model), spread by BalancedOwnership; the figure is the chief's
+        // wall time for the whole save (write, coordinate, merge) of the last of 2 saves.
+        foreach (var n in new[] { 1, 2, 4 })
+        {
+            var dir = _dir[$"tp{n}"];
+            using var launcher = LocalWorkerLauncher.Start("dotnet", _ => [s_workerDll, "save", "--dir", dir, "--saves", "2", "--extra-mb", "48"], n, dir + "/coord");
+            var results = await launcher.WaitAllAsync(TimeSpan.FromSeconds(120));
+            Assert.All(results, r => Assert.True(r.Succeeded, r.StandardOutput + r.StandardError));
+            var last = results[0].StandardOutput.Split('\n', StringSplitOptions.RemoveEmptyEntries).Last(l => l.StartsWith("SAVED", StringComparison.Ordinal));
+            var ms = double.Parse(last[(last.IndexOf("ms=", StringComparison.Ordinal) + 3)..], System.Globalization.CultureInfo.InvariantCulture);
+            var bytes = Directory.EnumerateFiles(dir, "ckpt-2.data-*").Sum(f => new FileInfo(f).Length);
+            output.WriteLine($"workers={n}: {bytes / 1e6:0.0} MB in {ms:0.0} ms = {bytes / ms / 1e6:0.00} GB/s aggregate");
+        }
+    }
+
+    private void AssertNotPublished(string name)
+    {
+        Assert.False(File.Exists(_dir[$"ckpts/{name}.index"]));
+        Assert.Empty(Directory.EnumerateFiles(_dir["ckpts"], name + ".data-*"));
+        AssertNoTemporaries(name);
+    }
+
+    private void AssertNoTemporaries(string name)
+    {
+        Assert.False(Directory.Exists(_dir[$"ckpts/{name}_temp"]), "temporary part directory left behind");
+        Assert.Empty(Directory.EnumerateFiles(_dir["ckpts"], "*tempstate*"));
+        if (Directory.Exists(_dir["coord"]))
+        {
+            Assert.Empty(Directory.EnumerateFiles(_dir["coord"], "*.rank-*"));
+            Assert.Empty(Directory.EnumerateFiles(_dir["coord"], "*.tmp-*"));
+        }
+    }
+}

@@ -1,0 +1,107 @@
+using System.Diagnostics;
+using System.Globalization;
+using CheckpointGpu;
+using CheckpointGpu.Devices;
+using CheckpointGpu.Distributed;
+using CheckpointGpu.Distributed.Worker;
+using CheckpointGpu.Format;
+
+// A worker process for the multi-worker tests and demo. Rank, world size and coordination directory come from the
+// environment (LocalWorkerLauncher). Exit codes: 0 ok, 3 checkpoint aborted, 4 verification failed, 1 other error.
+var options = ParseArgs(args);
+var worker = WorkerContext.FromEnvironment() ?? new WorkerContext(0, 1, Path.Combine(options["dir"], "coord"));
+try
+{
+    using var accelerator = Accelerator.Create(AcceleratorKind.Cpu);
+    return options["mode"] switch
+    {
+        "save" => Save(accelerator, worker, options),
+        "restore" => Restore(accelerator, worker, options),
+        _ => throw new ArgumentException("mode must be save or restore"),
+    };
+}
+catch (MultiWorkerCheckpointException ex)
+{
+    Console.WriteLine($"ABORTED rank {worker.Rank}: {ex.Message} missing=[{string.Join(",", ex.MissingRanks)}] failed=[{string.Join(",", ex.FailedRanks)}]");
+    return 3;
+}
+
+static int Save(Accelerator accelerator, WorkerContext worker, Dictionary<string, string> o)
+{
+    var rank = worker.Rank;
+    var hangRank = Int(o, "hang-rank", -1);
+    var failRank = Int(o, "fail-rank", -1);
+    var faultSave = Int(o, "fault-save", 1);
+    var saveIndex = 0;
+    Action? onSave = () =>
+    {
+        if (saveIndex != faultSave) return;
+        if (rank == hangRank) { Console.WriteLine("SAVING"); Console.Out.Flush(); Thread.Sleep(Timeout.Infinite); }
+        if (rank == failRank) throw new IOException($"injected failure on rank {rank}");
+    };
+    var parts = worker.WorldSize <= WorkerModel.EmbShape[0] ? new[] { rank } : rank < WorkerModel.EmbShape[0] ? [rank] : Array.Empty<int>();
+    using var model = new WorkerModel(accelerator, parts, (int)Math.Min(worker.WorldSize, WorkerModel.EmbShape[0]), fill: true, onSave);
+    if (hangRank >= 0) model.Ownership.Place(model.StateObject, hangRank);
+    if (failRank >= 0) model.Ownership.Place(model.StateObject, failRank);
+    if (Int(o, "extra-node-rank", -1) == rank) model.Model.Track("extra", new AutoTrackable());
+    var blobs = new List<Variable>();
+    if (Int(o, "extra-mb", 0) is var mb and > 0)
+    {
+        var holder = model.Model.Track("blobs", new AutoTrackable());
+        for (var i = 0; i < mb; i++)
+            blobs.Add(Variable.Create(holder, "b" + i.ToString(CultureInfo.InvariantCulture), accelerator, DType.Float, new TensorShape(256, 1024), VariableInitializer.Constant(i + 0.5f)));
+    }
+    var context = worker.With(ownership: model.Ownership);
+    var saves = Int(o, "saves", 1);
+    var manager = o.ContainsKey("manager") ? new CheckpointManager(model.Checkpoint, o["dir"], maxToKeep: Int(o, "keep", 2)) : null;
+    for (var k = 1; k <= saves; k++)
+    {
+        saveIndex = k;
+        if (k == saves && Int(o, "delay-rank", -1) == rank) Thread.Sleep(Int(o, "delay-ms", 0));
+        var clock = Stopwatch.StartNew();
+        var opts = new CheckpointOptions { MultiWorker = context };
+        var prefix = manager is not null ? manager.Save(options: opts)! : model.Checkpoint.Save(Path.Combine(o["dir"], o.GetValueOrDefault("name", "ckpt")), opts);
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"SAVED {prefix} ms={clock.Elapsed.TotalMilliseconds:0.0}"));
+    }
+    foreach (var b in blobs) b.Dispose();
+    return 0;
+}
+
+static int Restore(Accelerator accelerator, WorkerContext worker, Dictionary<string, string> o)
+{
+    // Worker r of M holds embedding row slice r of M (when M exceeds the rows, the extra workers hold none).
+    var m = worker.WorldSize;
+    var count = (int)Math.Min(m, WorkerModel.EmbShape[0]);
+    var parts = worker.Rank < count ? new[] { worker.Rank } : [];
+    using var model = new WorkerModel(accelerator, parts, count, fill: false);
+    var status = model.Checkpoint.Restore(o["prefix"]);
+    status.AssertConsumed();
+    var bad = new List<string>();
+    foreach (var (edge, dtype, shape) in WorkerModel.Variables)
+        if (!model.ByEdge[edge].ReadBytes().AsSpan().SequenceEqual(WorkerModel.ExpectedBytes(edge, dtype, shape.ElementCount))) bad.Add(edge);
+    foreach (var part in model.Embedding.Parts)
+        if (!part.Variable.ReadBytes().AsSpan().SequenceEqual(WorkerModel.ExpectedSliceBytes(part.Slice))) bad.Add("emb:" + part.Slice);
+    if (model.Counter[0] != 42) bad.Add("state");
+    if (bad.Count > 0)
+    {
+        Console.WriteLine($"MISMATCH rank {worker.Rank}: {string.Join(", ", bad)}");
+        return 4;
+    }
+    Console.WriteLine($"RESTORED OK rank {worker.Rank} of {m}: {WorkerModel.Variables.Length} variables, emb parts [{string.Join(" ", model.Embedding.Parts.Select(p => p.Slice))}]");
+    return 0;
+}
+
+static int Int(Dictionary<string, string> o, string key, int fallback) =>
+    o.TryGetValue(key, out var v) ? int.Parse(v, CultureInfo.InvariantCulture) : fallback;
+
+static Dictionary<string, string> ParseArgs(string[] args)
+{
+    var d = new Dictionary<string, string>(StringComparer.Ordinal) { ["mode"] = args.Length > 0 ? args[0] : "" };
+    for (var i = 1; i < args.Length; i++)
+    {
+        if (!args[i].StartsWith("--", StringComparison.Ordinal)) continue;
+        var key = args[i][2..];
+        d[key] = i + 1 < args.Length && !args[i + 1].StartsWith("--", StringComparison.Ordinal) ? args[++i] : "true";
+    }
+    return d;
+}
