@@ -292,8 +292,9 @@ internal sealed class SaveOperation
             }
             arena = _pipeline.Arena.Ensure(total);
         }
-        // Bounds: the ring itself bounds the bytes in flight; the channel holds at most one ring of jobs.
-        var capacity = fullSnapshot ? 64 : ring.SlotCount;
+        // Bounds: the ring itself bounds the bytes in flight; the channel holds at most one ring of jobs. With the
+        // full snapshot the arena is the bound (one window per chunk), so the copy engine never waits for writers.
+        var capacity = fullSnapshot ? (int)Math.Max(1, Plan.ShardSizes.Sum(s => (s + ring.SlotSizeInBytes - 1) / ring.SlotSizeInBytes)) : ring.SlotCount;
         var toWriters = Channel.CreateBounded<StagedChunk>(new BoundedChannelOptions(capacity)
         { FullMode = BoundedChannelFullMode.Wait, SingleReader = false, SingleWriter = true });
 

@@ -23,7 +23,7 @@ internal sealed class StagingSlot(PinnedHostBuffer buffer, long baseOffset, int 
 
     public Span<byte> GetSpan(int offsetInSlot, int lengthInBytes) => Buffer.GetSpan(BaseOffset + offsetInSlot, lengthInBytes);
 
-    public Memory<byte> GetMemory(int offsetInSlot, int lengthInBytes) => Buffer.GetMemory(BaseOffset + offsetInSlot, lengthInBytes);
+    public Memory<byte> GetMemory(int offsetInSlot, int lengthInBytes) => new SlotMemoryManager(Buffer, BaseOffset + offsetInSlot, lengthInBytes).Memory;
 
     /// <summary>Moves to <paramref name="next"/>; DEBUG-checks that the transition is one of the allowed ones.</summary>
     public void Transition(SlotState next)
