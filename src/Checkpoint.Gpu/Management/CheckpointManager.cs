@@ -23,6 +23,8 @@ namespace CheckpointGpu;
 /// </remarks>
 public sealed class CheckpointManager
 {
+    private readonly object _bookkeeping = new();
+
     private static readonly Regex s_dataSuffix = new(@"^\.data-\d{5}-of-\d{5}$", RegexOptions.CultureInvariant);
     private readonly List<(string Path, double Timestamp)> _maybeDelete = [];
     private readonly string _prefixBase;
@@ -149,19 +151,7 @@ public sealed class CheckpointManager
     /// <exception cref="IOException">Writing failed; the state file still names only complete checkpoints.</exception>
     public string? Save(long? checkpointNumber = null, bool checkInterval = true, CheckpointOptions? options = null)
     {
-        if (CheckpointInterval is { } interval)
-        {
-            var step = _stepCounter!();
-            if (_lastCheckpointStep is { } last)
-            {
-                if (step == last) return null;
-                if (checkInterval && step < last + interval) return null;
-            }
-            _lastCheckpointStep = step;
-        }
-        var counter = Checkpoint.IncrementSaveCounter();
-        var number = checkpointNumber ?? counter;
-        var prefix = $"{_prefixBase}-{number.ToString(CultureInfo.InvariantCulture)}";
+        if (NextPrefix(checkpointNumber, checkInterval) is not { } prefix) return null;
         Checkpoint.WriteUnnumbered(prefix, options);
         if (options?.MultiWorker is { IsChief: false })
         {
@@ -170,7 +160,7 @@ public sealed class CheckpointManager
             LatestCheckpoint = prefix;
             return prefix;
         }
-        RecordAndSweep(prefix);
+        lock (_bookkeeping) RecordAndSweep(prefix);
         return prefix;
     }
 
@@ -190,6 +180,54 @@ public sealed class CheckpointManager
         }
         _initialize?.Invoke();
         return null;
+    }
+
+    /// <summary>
+    /// Asynchronous <see cref="Save"/>: queues the checkpoint on the IO pipeline and returns its handle, or
+    /// <see langword="null"/> when the checkpoint interval says not yet. The state file is written and old checkpoints are
+    /// deleted after the new checkpoint is durable, in save order (the record/sweep/record sequence of <see cref="Save"/>).
+    /// </summary>
+    /// <param name="checkpointNumber">Number for the prefix; <see langword="null"/> uses the incremented save counter.</param>
+    /// <param name="checkInterval">When false, saves even if the interval has not passed.</param>
+    /// <param name="options">Options; <see cref="CheckpointOptions.Pipeline"/> picks the IO device.</param>
+    /// <param name="cancellationToken">Cancels the save.</param>
+    /// <returns>The save's handle (<c>Handle.Prefix</c> is the checkpoint's prefix), or null when skipped.</returns>
+    /// <exception cref="NotSupportedException">Multi-worker options (use <see cref="Save"/>).</exception>
+    /// <remarks>Not thread-safe; await each call before the next. The manager's bookkeeping runs on the pipeline's
+    /// completion path and is serialized with the synchronous methods by a lock.</remarks>
+    public ValueTask<Pipeline.SaveHandle?> SaveAsync(long? checkpointNumber = null, bool checkInterval = true, CheckpointOptions? options = null,
+        CancellationToken cancellationToken = default)
+    {
+        cancellationToken.ThrowIfCancellationRequested();
+        if (options?.MultiWorker is not null) throw new NotSupportedException("Multi-worker saves run through the synchronous path for now: use Save.");
+        Checkpoint.ThrowIfQueuingAsyncSave();
+        if (NextPrefix(checkpointNumber, checkInterval) is not { } prefix) return ValueTask.FromResult<Pipeline.SaveHandle?>(null);
+        return Queue(prefix);
+
+        async ValueTask<Pipeline.SaveHandle?> Queue(string prefix) =>
+            await Checkpoint.WriteUnnumberedAsync(prefix, options, (path, _) =>
+            {
+                lock (_bookkeeping) RecordAndSweep(path);
+                return ValueTask.CompletedTask;
+            }, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>Applies the checkpoint interval, increments the save counter and returns the next prefix, or null to skip.</summary>
+    private string? NextPrefix(long? checkpointNumber, bool checkInterval)
+    {
+        if (CheckpointInterval is { } interval)
+        {
+            var step = _stepCounter!();
+            if (_lastCheckpointStep is { } last)
+            {
+                if (step == last) return null;
+                if (checkInterval && step < last + interval) return null;
+            }
+            _lastCheckpointStep = step;
+        }
+        var counter = Checkpoint.IncrementSaveCounter();
+        var number = checkpointNumber ?? counter;
+        return $"{_prefixBase}-{number.ToString(CultureInfo.InvariantCulture)}";
     }
 
     private void RecordAndSweep(string savePath)

@@ -23,7 +23,7 @@ namespace CheckpointGpu;
 /// corpus). Partitioned (sliced) entries are not supported yet: <see cref="NotSupportedException"/>.</para>
 /// <para>Not thread-safe. Dispose to free the device buffers.</para>
 /// </remarks>
-public sealed class CheckpointMirror : IDisposable
+public sealed class CheckpointMirror : IDisposable, IAsyncDisposable
 {
     private readonly List<MirroredVariable> _variables;
     private readonly Dictionary<string, int> _shardOfKey;
@@ -121,13 +121,37 @@ public sealed class CheckpointMirror : IDisposable
     public string Write(string prefix)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
-        var options = new CheckpointOptions
-        {
-            WriteHasCheckpointValues = _writeHasCheckpointValues,
-            ShardingPolicy = new KeepShardsPolicy(_shardOfKey, _shardCount),
-        };
-        return Saver.Write(prefix, options);
+        return Saver.Write(prefix, WriteOptions(pipeline: null));
     }
+
+    /// <summary>
+    /// <see cref="Write"/> through the IO pipeline: streams the variables from their device buffers via the pinned staging
+    /// ring; same bytes as <see cref="Write"/>.
+    /// </summary>
+    /// <param name="prefix">Destination prefix.</param>
+    /// <param name="pipeline">The IO device to use; <see langword="null"/> for one owned by <see cref="Saver"/> (freed by <see cref="DisposeAsync"/>).</param>
+    /// <param name="cancellationToken">Cancels the save.</param>
+    /// <returns>The save's handle; await its <c>Completion</c> for durability.</returns>
+    /// <exception cref="ObjectDisposedException">The mirror was disposed.</exception>
+    public ValueTask<Pipeline.SaveHandle> WriteAsync(string prefix, Pipeline.CheckpointPipeline? pipeline = null, CancellationToken cancellationToken = default)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        return Saver.WriteAsync(prefix, WriteOptions(pipeline), cancellationToken);
+    }
+
+    /// <summary>Waits for queued asynchronous writes, frees the saver's IO pipeline, then disposes as <see cref="Dispose"/>.</summary>
+    public async ValueTask DisposeAsync()
+    {
+        await Saver.DisposeAsync().ConfigureAwait(false);
+        Dispose();
+    }
+
+    private CheckpointOptions WriteOptions(Pipeline.CheckpointPipeline? pipeline) => new()
+    {
+        WriteHasCheckpointValues = _writeHasCheckpointValues,
+        ShardingPolicy = new KeepShardsPolicy(_shardOfKey, _shardCount),
+        Pipeline = pipeline,
+    };
 
     /// <summary>Disposes the status and every variable's device buffer.</summary>
     public void Dispose()
@@ -135,6 +159,7 @@ public sealed class CheckpointMirror : IDisposable
         if (_disposed) return;
         _disposed = true;
         (Status as IDisposable)?.Dispose();
+        Saver.ReleasePipelineInBackground();
         foreach (var v in _variables) v.Variable.Dispose();
     }
 

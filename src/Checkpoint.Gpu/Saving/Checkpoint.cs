@@ -23,7 +23,7 @@ namespace CheckpointGpu;
 /// <see cref="LoadStatus.ExpectPartial"/> was called) to <see cref="Log"/>.</para>
 /// <para>Thread-safety: not thread-safe.</para>
 /// </remarks>
-public sealed class Checkpoint : AutoTrackable, IDisposable
+public sealed class Checkpoint : AutoTrackable, IDisposable, IAsyncDisposable
 {
     private readonly TrackableSaver _saver;
     private Variable? _saveCounter;
@@ -176,12 +176,77 @@ public sealed class Checkpoint : AutoTrackable, IDisposable
 
     internal void WriteUnnumbered(string prefix, CheckpointOptions? options) => _saver.Save(prefix, 0, options);
 
+    internal void ThrowIfQueuingAsyncSave() => _saver.ThrowIfQueuing();
+
+    internal ValueTask<Pipeline.SaveHandle> WriteUnnumberedAsync(string prefix, CheckpointOptions? options,
+        Func<string, CancellationToken, ValueTask>? onCommitted, CancellationToken cancellationToken) =>
+        _saver.SaveAsyncCore(prefix, options ?? CheckpointOptions.Default, onCommitted, cancellationToken);
+
+    /// <summary>
+    /// Asynchronous <see cref="Save"/>: increments <see cref="SaveCounter"/>, queues <c>filePrefix-N</c> on the IO pipeline
+    /// and returns its handle; the <c>checkpoint</c> state file is rewritten after the checkpoint is durable, in save order.
+    /// </summary>
+    /// <param name="filePrefix">Prefix, e.g. <c>/train/ckpt</c>.</param>
+    /// <param name="options">Options; <see cref="CheckpointOptions.Pipeline"/> picks the IO device.</param>
+    /// <param name="cancellationToken">Cancels the save.</param>
+    /// <returns>The save's handle: <c>Snapshotted</c> (variables may be mutated) and <c>Completion</c> (durable, state file written).</returns>
+    /// <exception cref="ArgumentException"><paramref name="filePrefix"/> is empty.</exception>
+    /// <exception cref="ObjectDisposedException">The checkpoint is disposed.</exception>
+    /// <exception cref="NotSupportedException">Multi-worker options or partitioned variables (use <see cref="Save"/>).</exception>
+    public ValueTask<Pipeline.SaveHandle> SaveAsync(string filePrefix, CheckpointOptions? options = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(filePrefix);
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        cancellationToken.ThrowIfCancellationRequested();
+        _saver.ThrowIfQueuing();
+        // The counter lives on its own small accelerator, so the save copies its value while planning (before this call
+        // first yields): incrementing it for the next save cannot leak into this one.
+        var number = IncrementSaveCounter();
+        return _saver.SaveAsyncCore(TrackableSaver.NumberedPrefix(filePrefix, number), options ?? CheckpointOptions.Default,
+            (path, _) =>
+            {
+                TrackableSaver.UpdateStateFile(path);
+                return ValueTask.CompletedTask;
+            }, cancellationToken);
+    }
+
+    /// <summary>Asynchronous <see cref="Write"/>: queues exactly <paramref name="filePrefix"/> (no counter, no state file).</summary>
+    /// <param name="filePrefix">Prefix.</param>
+    /// <param name="options">Options; <see cref="CheckpointOptions.Pipeline"/> picks the IO device.</param>
+    /// <param name="cancellationToken">Cancels the save.</param>
+    /// <returns>The save's handle.</returns>
+    /// <exception cref="ObjectDisposedException">The checkpoint is disposed.</exception>
+    public ValueTask<Pipeline.SaveHandle> WriteAsync(string filePrefix, CheckpointOptions? options = null, CancellationToken cancellationToken = default)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        return _saver.WriteAsync(filePrefix, options, cancellationToken);
+    }
+
+    /// <summary>
+    /// Write barrier for training loops: completes when no queued or running asynchronous save still needs
+    /// <paramref name="variable"/>'s current device bytes. The Nn optimizers call it (through their write barrier) before
+    /// updating a variable; it completes synchronously when nothing is pending.
+    /// </summary>
+    /// <param name="variable">The variable about to be mutated.</param>
+    /// <param name="cancellationToken">Cancels the wait.</param>
+    /// <exception cref="ArgumentNullException"><paramref name="variable"/> is null.</exception>
+    public ValueTask WaitUntilStagedAsync(Variable variable, CancellationToken cancellationToken = default) =>
+        _saver.WaitUntilStagedAsync(variable, cancellationToken);
+
+    /// <summary>Waits for queued asynchronous saves, frees the IO pipeline this checkpoint created, then disposes as <see cref="Dispose"/>.</summary>
+    public async ValueTask DisposeAsync()
+    {
+        await _saver.DisposeAsync().ConfigureAwait(false);
+        Dispose();
+    }
+
     /// <summary>Reports unmatched checkpoint values of this checkpoint's restores, then frees the save counter.</summary>
     public void Dispose()
     {
         if (_disposed) return;
         _disposed = true;
         _saver.ReleaseStatuses();
+        _saver.ReleasePipelineInBackground();   // queued async saves finish, then the ring is freed (no blocking here)
         _saveCounter?.Dispose();
         _counterAccelerator?.Dispose();
     }

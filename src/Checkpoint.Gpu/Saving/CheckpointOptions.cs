@@ -1,3 +1,4 @@
+using CheckpointGpu.Pipeline;
 namespace CheckpointGpu;
 
 /// <summary>
@@ -16,6 +17,7 @@ public sealed class CheckpointOptions
     private IReadOnlyList<Action<string>> _writeCallbacks = [];
     private bool _writeHasCheckpointValues = true;
     private Distributed.WorkerContext? _multiWorker;
+    private CheckpointPipeline? _pipeline;
     private volatile bool _frozen;
 
     /// <summary>Creates options with the defaults.</summary>
@@ -32,6 +34,7 @@ public sealed class CheckpointOptions
         _writeCallbacks = other._writeCallbacks;
         _writeHasCheckpointValues = other._writeHasCheckpointValues;
         _multiWorker = other._multiWorker;
+        _pipeline = other._pipeline;
     }
 
     /// <summary>Shared frozen defaults.</summary>
@@ -85,6 +88,16 @@ public sealed class CheckpointOptions
     /// </summary>
     /// <exception cref="InvalidOperationException">The options are frozen.</exception>
     public Distributed.WorkerContext? MultiWorker { get => _multiWorker; set { VerifyMutable(); _multiWorker = value; } }
+
+    /// <summary>
+    /// The IO device for asynchronous saves (<c>SaveAsync</c>/<c>WriteAsync</c>): a <see cref="CheckpointPipeline"/>
+    /// (pinned staging ring, copy engine, positional writers) on the accelerator that holds the variables. The caller
+    /// owns it and may share it between checkpoints. Default <see langword="null"/>: each saver creates one on first
+    /// use, on the accelerator of the first variable, and frees it on <c>DisposeAsync</c>. TF's analogue is
+    /// <c>experimental_io_device</c> + <c>enable_async</c>. Synchronous saves ignore it.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">The options are frozen.</exception>
+    public CheckpointPipeline? Pipeline { get => _pipeline; set { VerifyMutable(); _pipeline = value; } }
 
     /// <summary>True once the options were used (or <see cref="Freeze"/> was called).</summary>
     public bool IsFrozen => _frozen;

@@ -21,7 +21,7 @@ namespace CheckpointGpu;
 /// only into a tree with the same root.</para>
 /// <para>Thread-safety: not thread-safe.</para>
 /// </remarks>
-public sealed class TrackableSaver
+public sealed partial class TrackableSaver
 {
     private readonly List<LoadStatus> _statuses = [];
 
@@ -57,7 +57,7 @@ public sealed class TrackableSaver
     public string Save(string filePrefix, long checkpointNumber = 0, CheckpointOptions? options = null)
     {
         ArgumentException.ThrowIfNullOrEmpty(filePrefix);
-        var path = checkpointNumber != 0 ? $"{filePrefix}-{checkpointNumber.ToString(CultureInfo.InvariantCulture)}" : filePrefix;
+        var path = NumberedPrefix(filePrefix, checkpointNumber);
         WriteCore(path, options ?? CheckpointOptions.Default);
         return path;
     }
@@ -138,13 +138,7 @@ public sealed class TrackableSaver
         }
         else
         {
-            var units = new List<SaveUnit>(snapshot.Tensors.Count);
-            foreach (var t in snapshot.Tensors)
-            {
-                var tensor = t;
-                units.Add(new SaveUnit(tensor.Key, tensor.Attribute.EstimatedSizeInBytes, (writer, shardId) => tensor.Attribute.Save(writer, tensor.Key, shardId)));
-            }
-            WriteUnits(prefix, units, graphBytes, options.ShardingPolicy);
+            WriteUnits(prefix, BuildUnits(snapshot), graphBytes, options.ShardingPolicy);
         }
         foreach (var callback in options.WriteCallbacks) callback(prefix);
     }
@@ -155,12 +149,20 @@ public sealed class TrackableSaver
     /// <param name="Write">Writes the piece to the given data file.</param>
     internal sealed record SaveUnit(string Key, long EstimatedSizeInBytes, Action<ITensorWriter, int> Write);
 
-    /// <summary>
-    /// The write seam shared by single-process and multi-worker saves: writes <paramref name="units"/> (in order) and,
-    /// when <paramref name="graphBytes"/> is given, the object graph last, as one bundle at <paramref name="prefix"/>
-    /// with data files chosen by <paramref name="policy"/> (commit protocol of <see cref="TensorBundleWriter"/>).
-    /// </summary>
-    internal static void WriteUnits(string prefix, IReadOnlyList<SaveUnit> units, byte[]? graphBytes, IShardingPolicy policy)
+    /// <summary>One save unit per snapshot tensor, in data order.</summary>
+    internal static List<SaveUnit> BuildUnits(ObjectGraphSnapshot snapshot)
+    {
+        var units = new List<SaveUnit>(snapshot.Tensors.Count);
+        foreach (var t in snapshot.Tensors)
+        {
+            var tensor = t;
+            units.Add(new SaveUnit(tensor.Key, tensor.Attribute.EstimatedSizeInBytes, (writer, shardId) => tensor.Attribute.Save(writer, tensor.Key, shardId)));
+        }
+        return units;
+    }
+
+    /// <summary>Asks the sharding policy for every unit's shard (the object graph, when present, is the last tensor).</summary>
+    internal static ShardAssignment AssignShards(IReadOnlyList<SaveUnit> units, byte[]? graphBytes, IShardingPolicy policy)
     {
         var offered = new List<ShardableTensor>(units.Count + 1);
         foreach (var u in units)
@@ -169,6 +171,17 @@ public sealed class TrackableSaver
             offered.Add(new ShardableTensor(CheckpointNames.ObjectGraph, DType.String, TensorShape.Scalar, graphBytes.Length));
         var assignment = policy.AssignShards(offered);
         ValidateAssignment(assignment, offered.Count);
+        return assignment;
+    }
+
+    /// <summary>
+    /// The write seam shared by single-process and multi-worker saves: writes <paramref name="units"/> (in order) and,
+    /// when <paramref name="graphBytes"/> is given, the object graph last, as one bundle at <paramref name="prefix"/>
+    /// with data files chosen by <paramref name="policy"/> (commit protocol of <see cref="TensorBundleWriter"/>).
+    /// </summary>
+    internal static void WriteUnits(string prefix, IReadOnlyList<SaveUnit> units, byte[]? graphBytes, IShardingPolicy policy)
+    {
+        var assignment = AssignShards(units, graphBytes, policy);
 
         using var bundle = new TensorBundleWriter(prefix, new TensorBundleWriterOptions { ShardCount = assignment.ShardCount });
         var writer = new BundleTensorWriter(bundle);

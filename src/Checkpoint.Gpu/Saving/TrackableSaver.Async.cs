@@ -1,0 +1,195 @@
+using Google.Protobuf;
+using System.Globalization;
+using CheckpointGpu.Devices;
+using CheckpointGpu.IO;
+using CheckpointGpu.Pipeline;
+
+namespace CheckpointGpu;
+
+/// <summary>Asynchronous saves through the IO pipeline (TF's async checkpointing, done with a pinned staging ring).</summary>
+public sealed partial class TrackableSaver : IAsyncDisposable
+{
+    private readonly object _pipelineLock = new();
+    private readonly List<CheckpointPipeline> _pipelinesUsed = [];
+    private CheckpointPipeline? _ownedPipeline;
+    private int _queuing;
+    private Accelerator? _ownedAccelerator;
+
+    /// <summary>Tests only: when set, queuing waits for this task (makes "a call is still pending" deterministic).</summary>
+    internal Task? QueueGateForTests { get; set; }
+
+    /// <summary>Appends <c>-N</c> to <paramref name="filePrefix"/> when <paramref name="checkpointNumber"/> is non-zero (TF's <c>TrackableSaver.save</c>, spec §1.2).</summary>
+    internal static string NumberedPrefix(string filePrefix, long checkpointNumber) =>
+        checkpointNumber != 0 ? $"{filePrefix}-{checkpointNumber.ToString(CultureInfo.InvariantCulture)}" : filePrefix;
+
+    /// <summary>
+    /// Queues a save of the object graph to <c>filePrefix[-checkpointNumber]</c> on the IO pipeline and returns its handle
+    /// once the save's plan is fixed; the files are written in the background.
+    /// </summary>
+    /// <param name="filePrefix">Prefix; <c>-N</c> is appended when <paramref name="checkpointNumber"/> is non-zero.</param>
+    /// <param name="checkpointNumber">Checkpoint number, or 0 for none.</param>
+    /// <param name="options">Options; <see cref="CheckpointOptions.Pipeline"/> picks the IO device (default: one owned by this saver,
+    /// created on the accelerator of the first device variable with default <see cref="CheckpointPipelineOptions"/>).</param>
+    /// <param name="cancellationToken">Cancels queuing and the save itself (temporary files are removed).</param>
+    /// <returns>
+    /// The handle: <see cref="SaveHandle.Snapshotted"/> completes when no variable's device bytes are needed any more,
+    /// <see cref="SaveHandle.Completion"/> when the checkpoint is durable (or faults with the first error).
+    /// </returns>
+    /// <remarks>
+    /// Before the plan is fixed, the default streams of every accelerator holding a saved variable are drained, so device
+    /// work queued before the call is in the checkpoint. After the call, do not mutate a saved variable until
+    /// <see cref="SaveHandle.Snapshotted"/> or <see cref="WaitUntilStagedAsync"/> for that variable completes (the Nn
+    /// optimizers do the latter through their write barrier).
+    /// </remarks>
+    /// <exception cref="ArgumentException"><paramref name="filePrefix"/> is empty.</exception>
+    /// <exception cref="NotSupportedException">Multi-worker options or partitioned variables (use <see cref="Save"/>).</exception>
+    /// <exception cref="InvalidOperationException">A previous call has not returned yet (await each call before the next).</exception>
+    public ValueTask<SaveHandle> SaveAsync(string filePrefix, long checkpointNumber = 0, CheckpointOptions? options = null,
+        CancellationToken cancellationToken = default)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(filePrefix);
+        return SaveAsyncCore(NumberedPrefix(filePrefix, checkpointNumber), options ?? CheckpointOptions.Default, onCommitted: null, cancellationToken);
+    }
+
+    /// <summary>Queues a save to exactly <paramref name="filePrefix"/> (no number, no state file); see <see cref="SaveAsync"/>.</summary>
+    /// <param name="filePrefix">Prefix.</param>
+    /// <param name="options">Options (see <see cref="SaveAsync"/>).</param>
+    /// <param name="cancellationToken">Cancels the save.</param>
+    /// <returns>The save's handle.</returns>
+    /// <exception cref="ArgumentException"><paramref name="filePrefix"/> is empty.</exception>
+    public ValueTask<SaveHandle> WriteAsync(string filePrefix, CheckpointOptions? options = null, CancellationToken cancellationToken = default) =>
+        SaveAsync(filePrefix, 0, options, cancellationToken);
+
+    /// <summary>
+    /// Write barrier: completes when no queued or running save of this saver still needs <paramref name="variable"/>'s
+    /// current device bytes, so it may be mutated. Completes synchronously when nothing is pending.
+    /// </summary>
+    /// <param name="variable">The variable about to be written.</param>
+    /// <param name="cancellationToken">Cancels the wait (not the save).</param>
+    /// <exception cref="ArgumentNullException"><paramref name="variable"/> is null.</exception>
+    public ValueTask WaitUntilStagedAsync(Variable variable, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(variable);
+        CheckpointPipeline[] pipelines;
+        lock (_pipelineLock) pipelines = [.. _pipelinesUsed];
+        if (pipelines.Length == 0) return ValueTask.CompletedTask;
+        if (pipelines.Length == 1) return pipelines[0].WaitUntilStagedAsync(variable.Buffer, cancellationToken);
+        return WaitAllAsync(pipelines, variable.Buffer, cancellationToken);
+
+        static async ValueTask WaitAllAsync(CheckpointPipeline[] pipelines, DeviceBuffer buffer, CancellationToken ct)
+        {
+            foreach (var p in pipelines) await p.WaitUntilStagedAsync(buffer, ct).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>Throws when a previous async save call has not returned yet (checked before side effects such as the counter).</summary>
+    internal void ThrowIfQueuing()
+    {
+        if (Volatile.Read(ref _queuing) != 0)
+            throw new InvalidOperationException("A previous SaveAsync/WriteAsync call has not returned yet: await it before queuing another save (its handle lets the save overlap with training).");
+    }
+
+    internal ValueTask<SaveHandle> SaveAsyncCore(string prefix, CheckpointOptions options,
+        Func<string, CancellationToken, ValueTask>? onCommitted, CancellationToken cancellationToken)
+    {
+        cancellationToken.ThrowIfCancellationRequested();
+        options.Freeze();
+        if (options.MultiWorker is not null)
+            throw new NotSupportedException("Multi-worker saves run through the synchronous path for now: use Save/Write.");
+        // Saves are queued in call order, so a call must be awaited before the next one starts.
+        if (Interlocked.Exchange(ref _queuing, 1) != 0)
+            throw new InvalidOperationException("A previous SaveAsync/WriteAsync call has not returned yet: await it before queuing another save (its handle lets the save overlap with training).");
+        try
+        {
+            // Everything read from host-side state happens here, before the first await: the plan reflects the call's
+            // moment (values on other accelerators, such as the save counter, are copied to host memory now).
+            var snapshot = ObjectGraphSnapshot.Build(Root, includeSlotVariables: true, options.WriteHasCheckpointValues);
+            var graphBytes = snapshot.Proto.ToByteArray();
+            var variables = snapshot.Tensors.Select(t => t.Attribute).OfType<VariableSaveable>().Select(v => v.Variable).ToArray();
+            var pipeline = options.Pipeline ?? GetOrCreatePipeline(variables);
+            lock (_pipelineLock) if (!_pipelinesUsed.Contains(pipeline)) _pipelinesUsed.Add(pipeline);
+            var units = BuildUnits(snapshot);
+            var assignment = AssignShards(units, graphBytes, options.ShardingPolicy);
+            var collector = new SaveItemCollector(pipeline.Accelerator);
+            for (var i = 0; i < units.Count; i++) units[i].Write(collector, assignment.ShardIds[i]);
+            collector.AddObjectGraph(graphBytes, assignment.ShardIds[^1]);
+            var plan = SavePlan.Create(collector.Items, assignment.ShardCount);
+            var accelerators = variables.Select(v => v.Accelerator).Distinct().ToArray();
+            return QueueAsync(pipeline, prefix, plan, accelerators, options.WriteCallbacks, onCommitted, cancellationToken);
+        }
+        catch
+        {
+            Volatile.Write(ref _queuing, 0);
+            throw;
+        }
+    }
+
+    private async ValueTask<SaveHandle> QueueAsync(CheckpointPipeline pipeline, string prefix, SavePlan plan, Accelerator[] accelerators,
+        IReadOnlyList<Action<string>> callbacks, Func<string, CancellationToken, ValueTask>? onCommitted, CancellationToken cancellationToken)
+    {
+        try
+        {
+            if (QueueGateForTests is { } gate) await gate.WaitAsync(cancellationToken).ConfigureAwait(false);
+            // The pipeline copies on a stream of its own: work already queued on the variables' streams must land first.
+            foreach (var accelerator in accelerators)
+                await accelerator.DefaultStream.SynchronizeAsync(cancellationToken).ConfigureAwait(false);
+            return pipeline.SaveAsync(prefix, plan, async (path, ct) =>
+            {
+                foreach (var callback in callbacks) callback(path);
+                if (onCommitted is not null) await onCommitted(path, ct).ConfigureAwait(false);
+            }, cancellationToken);
+        }
+        finally
+        {
+            Volatile.Write(ref _queuing, 0);
+        }
+    }
+
+    private CheckpointPipeline GetOrCreatePipeline(Variable[] variables)
+    {
+        lock (_pipelineLock)
+        {
+            if (_ownedPipeline is not null) return _ownedPipeline;
+            // A graph without device variables (host state only) still needs a ring: use a small CPU accelerator of our own.
+            var accelerator = variables.Length > 0 ? variables[0].Accelerator : (_ownedAccelerator ??= Accelerator.Create(AcceleratorKind.Cpu));
+            return _ownedPipeline = new CheckpointPipeline(accelerator);
+        }
+    }
+
+    /// <summary>Waits for this saver's queued saves and frees the IO pipeline it created (not one passed in options).</summary>
+    public async ValueTask DisposeAsync()
+    {
+        CheckpointPipeline? owned;
+        lock (_pipelineLock)
+        {
+            owned = _ownedPipeline;
+            _ownedPipeline = null;
+            _pipelinesUsed.Clear();
+        }
+        if (owned is not null) await owned.DisposeAsync().ConfigureAwait(false);
+        if (_ownedAccelerator is not null) await _ownedAccelerator.DisposeAsync().ConfigureAwait(false);
+        _ownedAccelerator = null;
+        ReleaseStatuses();
+    }
+
+    /// <summary>Releases the owned pipeline without waiting: its queued saves finish in the background, then it frees its ring.</summary>
+    internal void ReleasePipelineInBackground()
+    {
+        CheckpointPipeline? owned;
+        lock (_pipelineLock)
+        {
+            owned = _ownedPipeline;
+            _ownedPipeline = null;
+            _pipelinesUsed.Clear();
+        }
+        var accelerator = _ownedAccelerator;
+        _ownedAccelerator = null;
+        if (owned is not null || accelerator is not null) _ = ReleaseAsync(owned, accelerator);
+
+        static async Task ReleaseAsync(CheckpointPipeline? pipeline, Accelerator? accelerator)
+        {
+            if (pipeline is not null) await pipeline.DisposeAsync().ConfigureAwait(false);
+            if (accelerator is not null) await accelerator.DisposeAsync().ConfigureAwait(false);
+        }
+    }
+}
