@@ -39,7 +39,7 @@ internal static class DemoCommand
               ckpt demo
               ckpt demo --device opencl --steps 400 --every 50 --params 1000000 --dir /tmp/demo
             """) { device, dir, steps, every, parameters, phase, stopAt };
-        command.SetAction(parse =>
+        command.SetAction(async (parse, cancellationToken) =>
         {
             var kind = parse.GetValue(device) == "opencl" ? AcceleratorKind.OpenCL : AcceleratorKind.Cpu;
             var n = parse.GetValue(steps);
@@ -47,13 +47,13 @@ internal static class DemoCommand
             if (n < 2 || k < 1 || k >= n) throw new CliException("--steps must be at least 2 and --every between 1 and steps - 1.", ExitCodes.UsageOrUnsupported);
             var settings = new DemoSettings(kind, n, k, DemoSettings.HiddenFor(parse.GetValue(parameters)));
             return parse.GetValue(phase) is { } childPhase
-                ? RunChild(settings, parse.GetValue(dir)!, parse.GetValue(stopAt), childPhase, Console.Out)
-                : Run(settings, parse.GetValue(dir), Console.Out);
+                ? await RunChildAsync(settings, parse.GetValue(dir)!, parse.GetValue(stopAt), childPhase, Console.Out, cancellationToken)
+                : await RunAsync(settings, parse.GetValue(dir), Console.Out, cancellationToken);
         });
         return command;
     }
 
-    internal static int Run(DemoSettings settings, string? directory, TextWriter output)
+    internal static async Task<int> RunAsync(DemoSettings settings, string? directory, TextWriter output, CancellationToken cancellationToken)
     {
         if (!Accelerator.IsSupported(settings.Device) || Accelerator.Enumerate(settings.Device).Count == 0)
             throw new CliException($"no {settings.Device} accelerator is available on this machine (for OpenCL install an ICD, e.g. Debian's pocl-opencl-icd).", ExitCodes.UsageOrUnsupported);
@@ -72,15 +72,15 @@ internal static class DemoCommand
         output.WriteLine($"checkpoints in {root}");
 
         var clock = Stopwatch.StartNew();
-        var straight = TrainWithProgress(settings, uninterruptedDir, output);
+        var straight = await TrainWithProgressAsync(settings, uninterruptedDir, output, cancellationToken);
         var trainSeconds = clock.Elapsed.TotalSeconds;
 
         // Crash mid-interval, so the restart must also redo the steps after the last checkpoint.
         var crashAt = Math.Clamp(settings.Steps * 3 / 5 + settings.Every / 2, settings.Every, settings.Steps - 1);
         output.WriteLine($"simulating a crash: a fresh process trains in {restartedDir} and stops at step {crashAt} without saving …");
-        var interrupted = Spawn(settings, restartedDir, crashAt, "interrupted");
+        var interrupted = await SpawnAsync(settings, restartedDir, crashAt, "interrupted", cancellationToken);
         output.WriteLine($"restarting: another fresh process calls RestoreOrInitialize before building the model …");
-        var resumed = Spawn(settings, restartedDir, settings.Steps, "resume");
+        var resumed = await SpawnAsync(settings, restartedDir, settings.Steps, "resume", cancellationToken);
 
         var mismatches = 0;
         for (var i = 0; i < resumed.LossBits.Length; i++)
@@ -91,11 +91,11 @@ internal static class DemoCommand
         var weightsEqual = straight.FinalWeightsCrc == resumed.FinalWeightsCrc;
         var ok = mismatches == 0 && weightsEqual && resumed.RestoredFrom is not null;
 
-        var table = new TextTable("run", "steps", "checkpoints", "bytes written", "save GB/s", "max blocked", "final loss").AlignRight(1, 2, 3, 4, 5, 6);
+        var table = new TextTable("run", "steps", "checkpoints", "bytes written", "save GB/s", "blocked per save (median)", "final loss").AlignRight(1, 2, 3, 4, 5, 6);
         table.Add("uninterrupted", $"1–{settings.Steps}", straight.CheckpointsWritten.ToString(CultureInfo.InvariantCulture),
             straight.BytesWritten.ToString("N0", CultureInfo.InvariantCulture),
             (straight.BytesWritten / 1e9 / Math.Max(straight.SaveTime.TotalSeconds, 1e-9)).ToString("F2", CultureInfo.InvariantCulture),
-            $"{straight.MaxBlocked.TotalMilliseconds.ToString("F1", CultureInfo.InvariantCulture)} ms",
+            $"{straight.MedianBlocked.TotalMilliseconds.ToString("F1", CultureInfo.InvariantCulture)} ms (first {straight.FirstBlocked.TotalMilliseconds.ToString("F0", CultureInfo.InvariantCulture)} ms)",
             straight.Losses[^1].ToString("G6", CultureInfo.InvariantCulture));
         table.Add("crashed", $"1–{crashAt}", interrupted.CheckpointsWritten.ToString(CultureInfo.InvariantCulture), "", "", "",
             BitConverter.UInt32BitsToSingle(interrupted.LossBits[^1]).ToString("G6", CultureInfo.InvariantCulture));
@@ -111,7 +111,7 @@ internal static class DemoCommand
         return ok ? ExitCodes.Ok : ExitCodes.DataProblem;
     }
 
-    private static DemoRunResult TrainWithProgress(DemoSettings settings, string directory, TextWriter output)
+    private static async Task<DemoRunResult> TrainWithProgressAsync(DemoSettings settings, string directory, TextWriter output, CancellationToken cancellationToken)
     {
         string Status(long step, float loss, string? last, double gbps, TimeSpan blocked) => string.Create(CultureInfo.InvariantCulture,
             $"step {step}/{settings.Steps}  loss {loss:G5}  last {(last is null ? "-" : Path.GetFileName(last))}  {gbps:F2} GB/s  blocked {blocked.TotalMilliseconds:F1} ms");
@@ -119,27 +119,27 @@ internal static class DemoCommand
         if (!Console.IsErrorRedirected)
         {
             var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Error) });
-            return console.Progress().AutoClear(true)
+            return await console.Progress().AutoClear(true)
                 .Columns(new TaskDescriptionColumn { Alignment = Justify.Left }, new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn())
-                .Start(ctx =>
+                .StartAsync(async ctx =>
                 {
                     var task = ctx.AddTask("training", maxValue: settings.Steps);
-                    return DemoTraining.Run(settings, directory, settings.Steps, (step, loss, last, gbps, blocked) =>
+                    return await DemoTraining.RunAsync(settings, directory, settings.Steps, (step, loss, last, gbps, blocked) =>
                     {
                         task.Description = Markup.Escape(Status(step, loss, last, gbps, blocked));
                         task.Value = step;
-                    });
-                });
+                    }, cancellationToken).ConfigureAwait(false);
+                }).ConfigureAwait(false);
         }
-        return DemoTraining.Run(settings, directory, settings.Steps, (step, loss, last, gbps, blocked) =>
+        return await DemoTraining.RunAsync(settings, directory, settings.Steps, (step, loss, last, gbps, blocked) =>
         {
             if (step % settings.Every == 0 || step == settings.Steps) output.WriteLine(Status(step, loss, last, gbps, blocked));
-        });
+        }, cancellationToken).ConfigureAwait(false);
     }
 
-    private static int RunChild(DemoSettings settings, string directory, int stopAt, string phase, TextWriter output)
+    private static async Task<int> RunChildAsync(DemoSettings settings, string directory, int stopAt, string phase, TextWriter output, CancellationToken cancellationToken)
     {
-        var result = DemoTraining.Run(settings, directory, stopAt, onStep: null);
+        var result = await DemoTraining.RunAsync(settings, directory, stopAt, onStep: null, cancellationToken).ConfigureAwait(false);
         if (phase == "resume" && result.RestoredFrom is null)
             throw new CliException($"{directory}: the restarted process found no checkpoint to resume from.", ExitCodes.DataProblem);
         var report = new ChildReport(result.FirstStep, result.Losses.Select(BitConverter.SingleToUInt32Bits).ToArray(),
@@ -148,7 +148,7 @@ internal static class DemoCommand
         return ExitCodes.Ok;   // the "crashed" phase simply stops: nothing is saved after its last checkpoint
     }
 
-    private static ChildReport Spawn(DemoSettings settings, string directory, int stopAt, string phase)
+    private static async Task<ChildReport> SpawnAsync(DemoSettings settings, string directory, int stopAt, string phase, CancellationToken cancellationToken)
     {
         var psi = new ProcessStartInfo(Environment.ProcessPath!) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
         // Under `dotnet ckpt.dll` the host is dotnet itself; as an apphost or tool shim the entry point is the process.
@@ -159,12 +159,12 @@ internal static class DemoCommand
                      "--every", settings.Every.ToString(CultureInfo.InvariantCulture), "--params", settings.ParameterCount.ToString(CultureInfo.InvariantCulture) })
             psi.ArgumentList.Add(a);
         using var child = Process.Start(psi)!;
-        var stdout = child.StandardOutput.ReadToEndAsync();
-        var stderr = child.StandardError.ReadToEndAsync();
-        child.WaitForExit();
-        var text = stdout.GetAwaiter().GetResult();
+        var stdout = child.StandardOutput.ReadToEndAsync(cancellationToken);
+        var stderr = child.StandardError.ReadToEndAsync(cancellationToken);
+        await child.WaitForExitAsync(cancellationToken).ConfigureAwait(false);
+        var text = await stdout.ConfigureAwait(false);
         if (child.ExitCode != 0)
-            throw new CliException($"the {phase} process failed with exit code {child.ExitCode}: {stderr.GetAwaiter().GetResult().Trim()}", ExitCodes.DataProblem);
+            throw new CliException($"the {phase} process failed with exit code {child.ExitCode}: {(await stderr.ConfigureAwait(false)).Trim()}", ExitCodes.DataProblem);
         var line = text.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).LastOrDefault()
             ?? throw new CliException($"the {phase} process printed no report.", ExitCodes.DataProblem);
         return JsonSerializer.Deserialize<ChildReport>(line) ?? throw new CliException($"the {phase} process printed an empty report.", ExitCodes.DataProblem);

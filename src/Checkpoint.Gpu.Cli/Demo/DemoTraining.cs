@@ -5,8 +5,18 @@ using CheckpointGpu.Nn;
 namespace CheckpointGpu.Cli.Demo;
 
 /// <summary>What one run of the demo's training loop measured.</summary>
+/// <param name="FirstStep">First step trained by this run (after a restored checkpoint's step).</param>
+/// <param name="Losses">Loss of every step trained, in order.</param>
+/// <param name="CheckpointsWritten">Checkpoints saved by this run.</param>
+/// <param name="BytesWritten">Bytes of those checkpoints' files.</param>
+/// <param name="SaveTime">Sum over checkpoints of the time from queuing to durable (saves overlap with training).</param>
+/// <param name="MedianBlocked">Median time the loop was held by one save call (planning and queuing; the first call also allocates the staging ring).</param>
+/// <param name="FirstBlocked">Time the loop was held by the first save call, which allocates and pre-faults the staging ring.</param>
+/// <param name="LastCheckpoint">Newest durable checkpoint, if any.</param>
+/// <param name="RestoredFrom">Checkpoint the run resumed from, or null for a fresh start.</param>
+/// <param name="FinalWeightsCrc">CRC32C over every layer's kernel and bias bytes after the last step.</param>
 internal sealed record DemoRunResult(long FirstStep, IReadOnlyList<float> Losses, int CheckpointsWritten, long BytesWritten,
-    TimeSpan SaveTime, TimeSpan MaxBlocked, string? LastCheckpoint, string? RestoredFrom, uint FinalWeightsCrc);
+    TimeSpan SaveTime, TimeSpan MedianBlocked, TimeSpan FirstBlocked, string? LastCheckpoint, string? RestoredFrom, uint FinalWeightsCrc);
 
 /// <summary>Settings shared by every phase of <c>ckpt demo</c>.</summary>
 internal sealed record DemoSettings(AcceleratorKind Device, int Steps, int Every, int Hidden, int MaxToKeep = 3)
@@ -36,7 +46,14 @@ internal static class DemoTraining
     /// <param name="directory">The CheckpointManager's directory (resumed from when it holds a checkpoint).</param>
     /// <param name="stopAtStep">Last step to train (1-based); a resumed run starts after its restored step.</param>
     /// <param name="onStep">Called after every step with (step, loss, last checkpoint, last save GB/s, last blocked time).</param>
-    public static DemoRunResult Run(DemoSettings settings, string directory, int stopAtStep, Action<long, float, string?, double, TimeSpan>? onStep)
+    /// <param name="cancellationToken">Stops training.</param>
+    /// <remarks>
+    /// Saves are asynchronous (<see cref="CheckpointManager.SaveAsync"/>): the loop blocks only while a save is planned and
+    /// queued, and at the optimizer's per-variable write barriers (<see cref="CheckpointWriteBarrier"/>) if it is about to
+    /// update a variable whose bytes are not yet staged. Every queued save is awaited before returning.
+    /// </remarks>
+    public static async Task<DemoRunResult> RunAsync(DemoSettings settings, string directory, int stopAtStep,
+        Action<long, float, string?, double, TimeSpan>? onStep, CancellationToken cancellationToken)
     {
         using var device = Accelerator.Create(settings.Device);
         var model = new Sequential();
@@ -44,7 +61,8 @@ internal static class DemoTraining
         model.Add(new Dense(device, settings.Hidden, Activation.Tanh, seed: DemoSettings.Seed + 1));
         model.Add(new Dense(device, 1, seed: DemoSettings.Seed + 2));
         var optimizer = new Adam(device, learningRate: 0.002f);
-        using var checkpoint = new Checkpoint(("model", model), ("optimizer", optimizer));
+        await using var checkpoint = new Checkpoint(("model", model), ("optimizer", optimizer));
+        optimizer.WriteBarrier = new CheckpointWriteBarrier(checkpoint);
         var manager = new CheckpointManager(checkpoint, directory, maxToKeep: settings.MaxToKeep);
 
         var restoredFrom = manager.RestoreOrInitialize();   // before Build: restore-on-create
@@ -54,30 +72,47 @@ internal static class DemoTraining
 
         var firstStep = optimizer.Iterations.Read<long>()[0] + 1;
         var losses = new List<float>();
+        var pending = new List<Task>();
         var saves = 0;
         var bytes = 0L;
         var saveTime = TimeSpan.Zero;
-        var maxBlocked = TimeSpan.Zero;
+        var blockedTimes = new List<TimeSpan>();
         string? last = restoredFrom;
         var lastGbps = 0.0;
         var lastBlocked = TimeSpan.Zero;
         for (var step = firstStep; step <= stopAtStep; step++)
         {
-            losses.Add(trainer.TrainStep());
+            var stepClock = Stopwatch.StartNew();
+            losses.Add(await trainer.TrainStepAsync(cancellationToken).ConfigureAwait(false));
             if (step % settings.Every == 0)
             {
                 var clock = Stopwatch.StartNew();
-                last = manager.Save();
+                var handle = (await manager.SaveAsync(cancellationToken: cancellationToken).ConfigureAwait(false))!;
                 lastBlocked = clock.Elapsed;
-                var written = CheckpointBytes(last!);
+                blockedTimes.Add(lastBlocked);
                 saves++;
-                bytes += written;
-                saveTime += lastBlocked;
-                maxBlocked = lastBlocked > maxBlocked ? lastBlocked : maxBlocked;
-                lastGbps = written / 1e9 / Math.Max(lastBlocked.TotalSeconds, 1e-9);
+                pending.Add(handle.Completion.ContinueWith(t =>
+                {
+                    if (t.IsCompletedSuccessfully)
+                    {
+                        var written = CheckpointBytes(handle.Prefix);
+                        lock (pending)
+                        {
+                            bytes += written;
+                            saveTime += clock.Elapsed;
+                            last = handle.Prefix;
+                            lastGbps = written / 1e9 / Math.Max(clock.Elapsed.TotalSeconds, 1e-9);
+                        }
+                    }
+                    return t;
+                }, TaskScheduler.Default).Unwrap());
             }
-            onStep?.Invoke(step, losses[^1], last, lastGbps, lastBlocked);
+            string? lastNow;
+            double gbpsNow;
+            lock (pending) { lastNow = last; gbpsNow = lastGbps; }
+            onStep?.Invoke(step, losses[^1], lastNow, gbpsNow, lastBlocked);
         }
+        await Task.WhenAll(pending).ConfigureAwait(false);   // surfaces the first failed save
 
         var crc = 0u;
         foreach (var layer in model.DenseLayers)
@@ -85,7 +120,9 @@ internal static class DemoTraining
             crc = Format.MaskedCrc32C.Extend(crc, layer.Kernel!.ReadBytes());
             crc = Format.MaskedCrc32C.Extend(crc, layer.Bias!.ReadBytes());
         }
-        return new DemoRunResult(firstStep, losses, saves, bytes, saveTime, maxBlocked, last, restoredFrom, crc);
+        var sorted = blockedTimes.Order().ToArray();
+        var median = sorted.Length == 0 ? TimeSpan.Zero : sorted[sorted.Length / 2];
+        return new DemoRunResult(firstStep, losses, saves, bytes, saveTime, median, blockedTimes.FirstOrDefault(), last, restoredFrom, crc);
     }
 
     private static long CheckpointBytes(string prefix)
