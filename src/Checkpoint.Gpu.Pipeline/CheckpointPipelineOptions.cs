@@ -32,9 +32,10 @@ public sealed class CheckpointPipelineOptions
 
     /// <summary>
     /// Size of one staging slot, in bytes: each slot is a file-aligned chunk of a data file and one write (or read)
-    /// request. A multiple of 4096 (for <c>O_DIRECT</c>), at least 4096. Default 8 MiB: on the reference VM the
-    /// fio limit is reached from 1 MiB requests with two in flight and reads want ≥ 4 MiB (MACHINE-LIMITS.md);
-    /// 8 MiB measured equal to 16–32 MiB and better than 1–2 MiB in the end-to-end sweep.
+    /// request. A multiple of 4096 (for <c>O_DIRECT</c>), at least 4096. Default 8 MiB: cold reads want ≥ 4 MiB
+    /// requests (MACHINE-LIMITS.md); in the end-to-end sweep (<c>e2e --sweep</c>, 1 GiB, CPU device, RESULTS.md)
+    /// saves with 1–32 MiB slots were all within the machine's noise (1.23–1.59 GB/s), so the read-side
+    /// requirement decides.
     /// </summary>
     /// <exception cref="ArgumentOutOfRangeException">Not a positive multiple of 4096.</exception>
     public int SlotSizeInBytes
@@ -52,7 +53,8 @@ public sealed class CheckpointPipelineOptions
     /// <summary>
     /// Number of slots in the ring, ≥ 2 (one filling while another is written). Ring memory is
     /// <see cref="SlotCount"/> × <see cref="SlotSizeInBytes"/>, allocated once per pipeline, pre-faulted and reused.
-    /// Default 8: enough for the copy engine to run ahead of two writers without stalling.
+    /// Default 8 (64 MiB): 4 and 8 slots were within noise in the sweep; 8 leaves the copy engine room to run
+    /// ahead of two writers.
     /// </summary>
     /// <exception cref="ArgumentOutOfRangeException">Less than 2.</exception>
     public int SlotCount
@@ -62,9 +64,9 @@ public sealed class CheckpointPipelineOptions
     }
 
     /// <summary>
-    /// Concurrent positional writes in flight, ≥ 1. Default 2: one writer already nearly saturates the virtio
-    /// disk with O_DIRECT; a second hides the per-request latency, more added nothing (MACHINE-LIMITS.md: "more
-    /// jobs add nothing").
+    /// Concurrent positional writes in flight, ≥ 1. Default 2: in the sweep one writer was the slowest
+    /// (1.15 GB/s vs 1.26–1.50 with two; each writer also checksums its slot before writing it), four were no
+    /// better than two.
     /// </summary>
     /// <exception cref="ArgumentOutOfRangeException">Less than 1.</exception>
     public int WriterCount
@@ -75,7 +77,8 @@ public sealed class CheckpointPipelineOptions
 
     /// <summary>
     /// Concurrent positional reads in flight during a restore, ≥ 1. Default 2: cold O_DIRECT reads reach the
-    /// disk limit with ≥ 4 MiB requests or two in flight (MACHINE-LIMITS.md), we do both.
+    /// disk limit with ≥ 4 MiB requests or two in flight (MACHINE-LIMITS.md); in the sweep one reader gave
+    /// 1.75 GB/s, two 1.80–2.13, four 1.89.
     /// </summary>
     /// <exception cref="ArgumentOutOfRangeException">Less than 1.</exception>
     public int ReaderCount

@@ -366,6 +366,9 @@ internal sealed class SaveOperation
                                 .CopyTo(slot.GetSpan(piece.OffsetInSlot, piece.LengthInBytes));
                         }
                     }
+                    // Staged signals come from the copies themselves (not the writers), so barriers and Snapshotted do
+                    // not wait for the disk once a tensor's bytes are in host memory (the arena, or a ring slot).
+                    SignalStaged(chunk, last);
                     // O_DIRECT writes whole 4 KiB blocks: zero the padding of a shard's unaligned tail (truncated at commit).
                     var padded = (int)AlignUp(chunk.LengthInBytes);
                     if (files[chunk.Shard]!.IsDirect && padded > chunk.LengthInBytes)
@@ -405,8 +408,6 @@ internal sealed class SaveOperation
                     var list = _pieceCrcs[piece.Tensor];
                     lock (list) list.Add((piece.OffsetInTensor, crc, piece.LengthInBytes));
                 }
-                // The stream is in order: this slot's copies completing implies every earlier piece's did.
-                if (piece.OffsetInTensor + piece.LengthInBytes == t.Size) MarkStaged(piece.Tensor);
             }
             job.Slot.Transition(SlotState.Writing);
             var file = files[job.Chunk.Shard]!;
@@ -416,6 +417,27 @@ internal sealed class SaveOperation
             if (ring is not null) ring.Return(job.Slot);
             else job.Slot.Transition(SlotState.Free);
         }
+    }
+
+    /// <summary>Marks the tensors whose last byte is in <paramref name="chunk"/> staged once <paramref name="lastCopy"/> completes
+    /// (the stream is in order, so every earlier piece's copy has completed too).</summary>
+    private void SignalStaged(SaveChunk chunk, DeviceEvent? lastCopy)
+    {
+        List<int>? ended = null;
+        foreach (var piece in chunk.Pieces)
+            if (piece.OffsetInTensor + piece.LengthInBytes == Plan.Tensors[piece.Tensor].Size) (ended ??= []).Add(piece.Tensor);
+        if (ended is null) return;
+        if (lastCopy is null || lastCopy.IsCompletedSuccessfully)
+        {
+            foreach (var t in ended) MarkStaged(t);
+            return;
+        }
+        _ = lastCopy.Completion.ContinueWith(static (task, state) =>
+        {
+            var (op, tensors) = ((SaveOperation, List<int>))state!;
+            // A failed copy fails the save; ReleaseBarriers unblocks waiters after the drain.
+            if (task.IsCompletedSuccessfully) foreach (var t in tensors) op.MarkStaged(t);
+        }, (this, ended), CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
     }
 
     /// <summary>Combines each tensor's piece CRCs in file order into its masked entry CRC.</summary>
