@@ -3,7 +3,7 @@ using CheckpointGpu.Cli;
 using CheckpointGpu.Cli.Commands;
 
 var root = new RootCommand("""
-    ckpt — inspect, verify, convert, diff and restore TensorFlow checkpoints with Checkpoint.Gpu; demo runs a training job with checkpoints and a restart.
+    ckpt — inspect, verify, convert, diff and restore TensorFlow checkpoints with Checkpoint.Gpu; demo runs a training job with checkpoints and a restart; bench measures the IO pipeline.
 
     Exit codes: 0 fine; 1 data problem (corrupt file, checksum mismatch); 2 usage error, missing file or unsupported input.
     """)
@@ -14,6 +14,7 @@ var root = new RootCommand("""
     DiffCommand.Create(),
     RestoreCommand.Create(),
     DemoCommand.Create(),
+    BenchCommand.Create(),
 };
 
 var parse = root.Parse(args);

@@ -165,7 +165,7 @@ public sealed class CliTests
     [Fact]
     public void Help_OnEveryCommand_ExitsZeroWithExamples()
     {
-        foreach (var command in new[] { "inspect", "verify", "convert", "diff", "restore", "demo" })
+        foreach (var command in new[] { "inspect", "verify", "convert", "diff", "restore", "demo", "bench" })
         {
             var r = CkptProcess.Run(command, "--help");
             Assert.Equal(0, r.ExitCode);
