@@ -8,10 +8,13 @@ namespace CheckpointGpu.Benchmarks;
 /// </summary>
 public static class Program
 {
-    /// <summary>Runs <c>e2e</c> (the end-to-end console mode, see EndToEnd/) or the benchmarks selected by <paramref name="args"/> (BenchmarkDotNet switcher syntax).</summary>
+    /// <summary>Runs <c>e2e</c> (the end-to-end console mode, see EndToEnd/; with <c>--workers</c> the multi-worker save mode) or the benchmarks selected by <paramref name="args"/> (BenchmarkDotNet switcher syntax).</summary>
     public static async Task<int> Main(string[] args)
     {
-        if (args.Length > 0 && args[0] == "e2e") return await EndToEnd.EndToEndBenchmark.RunAsync(args[1..]);
+        if (args.Length > 0 && args[0] == "e2e")
+            return args.Contains("--workers") ? await EndToEnd.MultiWorkerBenchmark.RunAsync(args[1..]) : await EndToEnd.EndToEndBenchmark.RunAsync(args[1..]);
+        // Hidden: one worker process of "e2e --workers N", started by LocalWorkerLauncher.
+        if (args.Length > 0 && args[0] == "e2e-worker") return EndToEnd.MultiWorkerBenchmark.RunWorker(args[1..]);
         BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args);
         return 0;
     }

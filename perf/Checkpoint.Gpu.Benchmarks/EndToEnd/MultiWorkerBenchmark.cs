@@ -1,0 +1,274 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json;
+using CheckpointGpu.Devices;
+using CheckpointGpu.Distributed;
+using CheckpointGpu.Format;
+using CheckpointGpu.Pipeline;
+
+namespace CheckpointGpu.Benchmarks.EndToEnd;
+
+/// <summary>
+/// <c>e2e --workers 1,2,4 --gib G [--device cpu|opencl] [--dir D] [--repeats R]</c>: aggregate durable save
+/// throughput of a multi-worker checkpoint (<see cref="CheckpointOptions.MultiWorker"/>) against a single-process
+/// <see cref="Checkpoint.Save(string, CheckpointOptions?)"/> of the same model.
+/// </summary>
+/// <remarks>
+/// Model parallelism: the model of <see cref="EndToEndBenchmark.ModelSizes"/> (float32, G GiB in total) is split over
+/// the N workers largest-tensor-first to the least-loaded rank; each worker allocates only its own variables (placed on
+/// its rank with <see cref="PlacementOwnership"/>) and tracks the others as <see cref="RemoteVariable"/> placeholders,
+/// so every worker's object graph is identical. Workers are this executable in the hidden <c>e2e-worker</c> mode,
+/// started by <see cref="LocalWorkerLauncher"/>. Before every save all ranks meet at a filesystem barrier, so the
+/// chief's clock (start of <c>Save</c> → returned, i.e. merged and published) does not include process start-up or
+/// allocation skew. One untimed warm-up save, then R timed saves with fresh prefixes (<c>mw-N-2</c>, …).
+/// </remarks>
+public static class MultiWorkerBenchmark
+{
+    private const double GB = 1e9;
+    private const string WorkerMode = "e2e-worker";
+
+    // ==================================================================== parent
+
+    public static async Task<int> RunAsync(string[] args)
+    {
+        var gib = double.Parse(Arg(args, "--gib") ?? "0.5", CultureInfo.InvariantCulture);
+        var device = (Arg(args, "--device") ?? "cpu").ToLowerInvariant();
+        var root = Path.GetFullPath(Arg(args, "--dir") ?? Path.Combine(Directory.GetCurrentDirectory(), "e2e-bench"));
+        var repeats = int.Parse(Arg(args, "--repeats") ?? "3", CultureInfo.InvariantCulture);
+        var counts = (Arg(args, "--workers") ?? "1,2,4").Split(',').Select(s => int.Parse(s, CultureInfo.InvariantCulture)).ToArray();
+        var totalBytes = (long)(gib * (1L << 30));
+        // A private scratch directory under D, removed at the end whatever happens.
+        var dir = Path.Combine(root, "mw-" + Guid.NewGuid().ToString("N")[..8]);
+        Directory.CreateDirectory(dir);
+        var sizes = EndToEndBenchmark.ModelSizes(totalBytes);
+        Info($"multi-worker: {sizes.Length} float32 tensors, {sizes.Sum()} bytes; workers {string.Join(",", counts)}; {repeats} repeats; dir {dir}");
+        try
+        {
+            // ---- single process: plain Checkpoint.Save of the whole model (same synchronous write path, no coordination)
+            double singleSeconds; long singleBytes;
+            {
+                using var acc = Accelerator.Create(Kind(device));
+                using var model = new BenchModel(acc, sizes, rank: 0, owners: new int[sizes.Length]);
+                var prefixBase = Path.Combine(dir, "single");
+                var last = model.Checkpoint.Save(prefixBase); // warm-up
+                var times = new List<double>();
+                for (var i = 0; i < repeats; i++)
+                {
+                    var sw = Stopwatch.StartNew();
+                    var prefix = model.Checkpoint.Save(prefixBase);
+                    times.Add(sw.Elapsed.TotalSeconds);
+                    CheckpointCommit.DeleteCheckpoint(last);
+                    last = prefix;
+                }
+                singleBytes = VerifyAndMeasure(last, sizes.Length);
+                CheckpointCommit.DeleteCheckpoint(last);
+                singleSeconds = Median(times);
+                Emit(new() { ["name"] = "single_process_save", ["device"] = device, ["workers"] = 1, ["bytes"] = singleBytes,
+                    ["seconds"] = Math.Round(singleSeconds, 4), ["gbps"] = Math.Round(singleBytes / singleSeconds / GB, 3), ["repeats"] = repeats,
+                    ["seconds_all"] = times.Select(t => Math.Round(t, 4)).ToArray() });
+            }
+            var singleGbps = singleBytes / singleSeconds / GB;
+
+            // ---- N worker processes
+            var (exe, lead) = SelfCommand();
+            foreach (var n in counts)
+            {
+                var name = $"mw-{n}";
+                var coord = Path.Combine(dir, $"coord-{n}");
+                var workerArgs = lead.Concat([WorkerMode, "--gib", gib.ToString("R", CultureInfo.InvariantCulture), "--device", device, "--dir", dir,
+                    "--repeats", repeats.ToString(CultureInfo.InvariantCulture), "--name", name]).ToArray();
+                using var launcher = LocalWorkerLauncher.Start(exe, _ => workerArgs, n, coord);
+                var results = await launcher.WaitAllAsync(TimeSpan.FromMinutes(20));
+                foreach (var r in results.Where(r => !r.Succeeded))
+                    throw new InvalidOperationException($"worker {r.Rank} of {n} failed (exit {r.ExitCode}, killed {r.Killed}):\n{r.StandardOutput}\n{r.StandardError}");
+                var perRank = results.Select(r => ParseSaved(r.StandardOutput)).ToArray();
+                if (perRank.Any(s => s.Count != repeats + 1))
+                    throw new InvalidOperationException($"expected {repeats + 1} SAVED lines per worker, got [{string.Join(",", perRank.Select(s => s.Count))}]");
+                var chief = perRank[0].Skip(1).Select(s => s.Seconds).ToList(); // drop the warm-up
+                var last = perRank[0][^1].Prefix;
+                if (perRank.Any(s => s[^1].Prefix != last)) throw new InvalidOperationException("workers disagree on the last prefix");
+                var bytes = VerifyAndMeasure(last, sizes.Length);
+                CheckpointCommit.DeleteCheckpoint(last);
+                var seconds = Median(chief);
+                var gbps = bytes / seconds / GB;
+                Emit(new() { ["name"] = "multiworker_save", ["device"] = device, ["workers"] = n, ["bytes"] = bytes,
+                    ["seconds"] = Math.Round(seconds, 4), ["gbps"] = Math.Round(gbps, 3), ["ratio_vs_single"] = Math.Round(gbps / singleGbps, 3),
+                    ["single_gbps"] = Math.Round(singleGbps, 3), ["repeats"] = repeats,
+                    ["seconds_all"] = chief.Select(t => Math.Round(t, 4)).ToArray(),
+                    ["rank_median_seconds"] = perRank.Select(s => Math.Round(Median(s.Skip(1).Select(x => x.Seconds).ToList()), 4)).ToArray() });
+            }
+            return 0;
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    /// <summary>Opens the checkpoint, checks every layer is present, verifies every entry (CRC); returns the data files' total size.</summary>
+    private static long VerifyAndMeasure(string prefix, int layers)
+    {
+        using var reader = TensorBundleReader.Open(prefix);
+        for (var i = 0; i < layers; i++)
+            if (!reader.TryGetEntry(BenchModel.Key(i), out _)) throw new InvalidOperationException($"{prefix}: entry '{BenchModel.Key(i)}' is missing");
+        foreach (var e in reader.Entries) reader.VerifyEntry(e); // throws CheckpointFormatException on a bad entry
+        long bytes = 0;
+        for (var s = 0; s < reader.Header.ShardCount; s++) bytes += new FileInfo(reader.GetDataFilePath(s)).Length;
+        Info($"verified {prefix}: {reader.Entries.Count} entries, {reader.Header.ShardCount} data files, {bytes} bytes");
+        return bytes;
+    }
+
+    private static List<(string Prefix, double Seconds)> ParseSaved(string output) =>
+        output.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+            .Where(l => l.StartsWith("SAVED ", StringComparison.Ordinal))
+            .Select(l => l.Split(' '))
+            .Select(p => (p[1], double.Parse(p[2]["ms=".Length..], CultureInfo.InvariantCulture) / 1000))
+            .ToList();
+
+    /// <summary>How to start this program again: the apphost directly, or <c>dotnet &lt;dll&gt;</c>.</summary>
+    private static (string Exe, string[] Lead) SelfCommand()
+    {
+        var path = Environment.ProcessPath ?? throw new InvalidOperationException("no process path");
+        return Path.GetFileNameWithoutExtension(path) == "dotnet" ? (path, [typeof(MultiWorkerBenchmark).Assembly.Location]) : (path, []);
+    }
+
+    // ==================================================================== worker (hidden mode)
+
+    /// <summary><c>e2e-worker --gib G --device D --dir D --repeats R --name NAME</c>, rank etc. from the environment.</summary>
+    public static int RunWorker(string[] args)
+    {
+        var worker = WorkerContext.FromEnvironment() ?? throw new InvalidOperationException("e2e-worker runs under LocalWorkerLauncher (CKPT_* environment)");
+        var gib = double.Parse(Arg(args, "--gib")!, CultureInfo.InvariantCulture);
+        var dir = Arg(args, "--dir")!;
+        var repeats = int.Parse(Arg(args, "--repeats")!, CultureInfo.InvariantCulture);
+        var name = Arg(args, "--name")!;
+        var sizes = EndToEndBenchmark.ModelSizes((long)(gib * (1L << 30)));
+        var owners = Owners(sizes, worker.WorldSize);
+        using var acc = Accelerator.Create(Kind(Arg(args, "--device") ?? "cpu"));
+        using var model = new BenchModel(acc, sizes, worker.Rank, owners);
+        var options = new CheckpointOptions { MultiWorker = worker.With(ownership: model.Ownership) };
+        var prefixBase = Path.Combine(dir, name);
+        var barrier = Path.Combine(dir, $"barrier-{name}-{worker.JobId}");
+        Directory.CreateDirectory(barrier);
+        string? previous = null;
+        for (var k = 0; k <= repeats; k++) // k = 0 is the warm-up
+        {
+            Barrier(barrier, k, worker);
+            var sw = Stopwatch.StartNew();
+            var prefix = model.Checkpoint.Save(prefixBase, options);
+            var ms = sw.Elapsed.TotalMilliseconds;
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"SAVED {prefix} ms={ms:0.0}"));
+            // The chief owns the merged files; it removes the previous (already published) checkpoint outside the clock.
+            if (worker.IsChief && previous is not null) CheckpointCommit.DeleteCheckpoint(previous);
+            previous = prefix;
+        }
+        if (worker.IsChief)
+        {
+            Barrier(barrier, repeats + 1, worker); // everyone is done with the barrier directory
+            Directory.Delete(barrier, recursive: true);
+            File.Delete(Path.Combine(dir, "checkpoint"));
+        }
+        else
+        {
+            Touch(barrier, repeats + 1, worker.Rank);
+        }
+        return 0;
+    }
+
+    /// <summary>Model parallelism: largest tensor first, each to the rank with the fewest bytes (ties to the lowest rank).</summary>
+    private static int[] Owners(long[] sizes, int worldSize)
+    {
+        var owners = new int[sizes.Length];
+        var load = new long[worldSize];
+        foreach (var i in Enumerable.Range(0, sizes.Length).OrderByDescending(i => sizes[i]).ThenBy(i => i))
+        {
+            var best = 0;
+            for (var r = 1; r < worldSize; r++) if (load[r] < load[best]) best = r;
+            owners[i] = best;
+            load[best] += sizes[i];
+        }
+        return owners;
+    }
+
+    /// <summary>Every rank drops a file for round <paramref name="round"/> and waits for all N (1 ms polling).</summary>
+    private static void Barrier(string directory, int round, WorkerContext worker)
+    {
+        Touch(directory, round, worker.Rank);
+        var deadline = Stopwatch.StartNew();
+        while (Directory.EnumerateFiles(directory, $"r{round}.*").Count() < worker.WorldSize)
+        {
+            if (deadline.Elapsed > TimeSpan.FromMinutes(5)) throw new TimeoutException($"barrier round {round}: not every worker arrived");
+            Thread.Sleep(1);
+        }
+    }
+
+    private static void Touch(string directory, int round, int rank) =>
+        File.WriteAllText(Path.Combine(directory, string.Create(CultureInfo.InvariantCulture, $"r{round}.{rank}")), "");
+
+    // ==================================================================== model
+
+    /// <summary>Variables <c>model/layer_i</c>: local ones allocated (and placed on this rank), the others as <see cref="RemoteVariable"/>.</summary>
+    private sealed class BenchModel : IDisposable
+    {
+        private readonly List<Variable> _local = [];
+
+        public BenchModel(Accelerator acc, long[] sizes, int rank, int[] owners)
+        {
+            var root = new AutoTrackable();
+            for (var i = 0; i < sizes.Length; i++)
+            {
+                var edge = $"layer_{i}";
+                var shape = new TensorShape(sizes[i] / 4);
+                if (owners[i] == rank)
+                {
+                    var seed = (byte)(i * 37 + 11);
+                    var v = Variable.Create(root, edge, acc, DType.Float, shape, VariableInitializer.FromHost(span => Fill(span, seed)), fullName: edge);
+                    Ownership.Place(v, rank);
+                    _local.Add(v);
+                }
+                else
+                {
+                    root.Track(edge, new RemoteVariable(edge, DType.Float, shape, owners[i]));
+                }
+            }
+            Checkpoint = new Checkpoint(("model", root)) { Log = null };
+        }
+
+        public static string Key(int i) => $"model/layer_{i}/.ATTRIBUTES/VARIABLE_VALUE";
+
+        public Checkpoint Checkpoint { get; }
+
+        public PlacementOwnership Ownership { get; } = new();
+
+        private static void Fill(Span<byte> span, byte seed)
+        {
+            for (var j = 0; j < span.Length; j++) span[j] = (byte)(seed + (j * 131 >> 7));
+        }
+
+        public void Dispose()
+        {
+            Checkpoint.Dispose();
+            foreach (var v in _local) v.Dispose();
+        }
+    }
+
+    // ==================================================================== plumbing
+
+    private static AcceleratorKind Kind(string device) => device == "opencl" ? AcceleratorKind.OpenCL : AcceleratorKind.Cpu;
+
+    private static double Median(List<double> xs)
+    {
+        var s = xs.Order().ToArray();
+        return s.Length % 2 == 1 ? s[s.Length / 2] : (s[(s.Length / 2) - 1] + s[s.Length / 2]) / 2;
+    }
+
+    private static void Emit(Dictionary<string, object> d) => Console.WriteLine(JsonSerializer.Serialize(d));
+
+    private static void Info(string s) => Console.Error.WriteLine("# " + s);
+
+    private static string? Arg(string[] args, string name)
+    {
+        var i = Array.IndexOf(args, name);
+        return i >= 0 && i + 1 < args.Length ? args[i + 1] : null;
+    }
+}
