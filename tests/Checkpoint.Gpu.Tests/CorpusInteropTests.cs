@@ -74,6 +74,56 @@ public sealed class CorpusInteropTests : IClassFixture<CpuFixture>
     }
 
     [CorpusFact]
+    public async Task Keras3_RestoreAsyncThroughPipeline_IntoBuiltTree_ValuesMatchTf()
+    {
+        var (ckpt, model, adam) = BuildKeras3(_cpu, build: true);
+        await using var _ = ckpt;
+        using var __ = adam;
+        var tf = Keras3("ckpt-9");
+        (await ckpt.RestoreAsync(tf)).AssertConsumed().AssertExistingObjectsMatched();
+        AssertKeras3Values(tf, model, adam);
+        Assert.Equal(9L, ckpt.SaveCounter.Read<long>()[0]);
+    }
+
+    [CorpusTheory]
+    [InlineData(1L << 30)]   // every value prefetched into the host cache
+    [InlineData(0L)]         // no cache: every value read on demand
+    public async Task Keras3_RestoreAsyncBeforeBuild_EveryValueLandsAtCreation(long cacheBudgetInBytes)
+    {
+        var (ckpt, model, adam) = BuildKeras3(_cpu, build: false);
+        await using var _ = ckpt;
+        using var __ = adam;
+        await using var pipeline = new Pipeline.CheckpointPipeline(_cpu, new Pipeline.CheckpointPipelineOptions { RestoreCacheBudgetInBytes = cacheBudgetInBytes });
+        var tf = Keras3("ckpt-10");
+        var status = await ckpt.RestoreAsync(tf, new CheckpointOptions { Pipeline = pipeline });
+        Assert.Throws<CheckpointMismatchException>(() => status.AssertConsumed());
+        Assert.Null(model.Fc1.Kernel);
+        model.Build();                                              // restore-on-create from the prefetch cache
+        adam.Build(model.TrainableVariables, Keras3LayerNames);
+        status.AssertConsumed();
+        AssertKeras3Values(tf, model, adam);
+        Assert.Equal(10L, ckpt.SaveCounter.Read<long>()[0]);
+    }
+
+    [CorpusFact]
+    public async Task RestoreAsync_FlippedDataByte_ThrowsChecksumMismatchAndAssignsNothing()
+    {
+        using var dir = new TempDir("k3-corrupt");
+        var tf = Keras3("ckpt-9");
+        File.Copy(tf + ".index", dir.File("ckpt-9.index"));
+        var data = File.ReadAllBytes(tf + ".data-00000-of-00001");
+        data[100] ^= 0x10;   // inside the first layer kernel (offsets 20..620 hold a [5, 30] float32 tensor)
+        File.WriteAllBytes(dir.File("ckpt-9.data-00000-of-00001"), data);
+        var (ckpt, model, adam) = BuildKeras3(_cpu, build: true);
+        await using var _ = ckpt;
+        using var __ = adam;
+        var before = model.Fc1.Kernel!.ReadBytes();
+        var ex = await Assert.ThrowsAsync<CheckpointFormatException>(() => ckpt.RestoreAsync(dir.File("ckpt-9")));
+        Assert.Equal(CheckpointFormatError.ChecksumMismatch, ex.Error);
+        Assert.Equal(before, model.Fc1.Kernel!.ReadBytes());
+    }
+
+    [CorpusFact]
     public void Keras3_RestoreIntoEmptyCheckpoint_WholeSubtreeRestoredWhenTracked()
     {
         using var ckpt = new Checkpoint { Log = null };

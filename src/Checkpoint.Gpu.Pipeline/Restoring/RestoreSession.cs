@@ -169,6 +169,31 @@ public sealed class RestoreSession : IAsyncDisposable
         return true;
     }
 
+    /// <summary>
+    /// Takes the prefetched, checksum-verified bytes of <paramref name="key"/> out of the cache, if they are there and
+    /// ready, and marks the key claimed. For callers that copy to the device themselves, synchronously and in their own
+    /// stream order (restore-on-create of a variable that is used right after it is created).
+    /// </summary>
+    /// <param name="key">The key.</param>
+    /// <param name="data">The payload (exactly the entry's size), owned by the caller from now on.</param>
+    /// <returns>False when the key was not prefetched, is still in flight, failed, or was already claimed.</returns>
+    /// <exception cref="ObjectDisposedException">The session is disposed.</exception>
+    public bool TryTakeCached(string key, out ReadOnlyMemory<byte> data)
+    {
+        ArgumentNullException.ThrowIfNull(key);
+        data = default;
+        lock (_sync)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            if (!_cache.TryGetValue(key, out var cached) || !cached.Ready.Task.IsCompletedSuccessfully || _claimed.Contains(key)) return false;
+            _claimed.Add(key);
+            _cache.Remove(key);
+            _cacheReserved -= cached.Entry.Size;
+            data = cached.Data;
+            return true;
+        }
+    }
+
     private async Task ClaimFromCacheAsync(CacheEntry cached, DeviceView destination)
     {
         try

@@ -139,10 +139,35 @@ public sealed class Checkpoint : AutoTrackable, IDisposable, IAsyncDisposable
     public LoadStatus Restore(string? savePath, CheckpointOptions? options = null)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
-        if (savePath is not null && Directory.Exists(savePath)
-            && (File.Exists(Path.Combine(savePath, "saved_model.pb")) || File.Exists(Path.Combine(savePath, "saved_model.pbtxt"))))
-            savePath = Path.Combine(savePath, "variables", "variables");
-        var status = _saver.Restore(savePath, options);
+        return AfterRestore(_saver.Restore(SavedModelVariables(savePath), options));
+    }
+
+    /// <summary>
+    /// <see cref="Restore"/> with the values read through the IO pipeline (sequential O_DIRECT reads through the staging
+    /// ring into a bounded, checksum-verified host cache), so restoring a variable — now, or when it is created later —
+    /// costs one host-to-device copy. See <see cref="TrackableSaver.RestoreAsync"/>.
+    /// </summary>
+    /// <param name="savePath">Checkpoint prefix, a SavedModel directory, or <see langword="null"/> for an initialization-only status.</param>
+    /// <param name="options">Options; <see cref="CheckpointOptions.Pipeline"/> picks the IO device.</param>
+    /// <param name="cancellationToken">Cancels the reads.</param>
+    /// <returns>The load status (assertions as for <see cref="Restore"/>).</returns>
+    /// <exception cref="ObjectDisposedException">The checkpoint is disposed.</exception>
+    /// <exception cref="FileNotFoundException">The checkpoint does not exist.</exception>
+    /// <exception cref="CheckpointFormatException">A corrupt file or a checksum mismatch.</exception>
+    public async Task<LoadStatus> RestoreAsync(string? savePath, CheckpointOptions? options = null, CancellationToken cancellationToken = default)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        return AfterRestore(await _saver.RestoreAsync(SavedModelVariables(savePath), options, cancellationToken).ConfigureAwait(false));
+    }
+
+    private static string? SavedModelVariables(string? savePath) =>
+        savePath is not null && Directory.Exists(savePath)
+            && (File.Exists(Path.Combine(savePath, "saved_model.pb")) || File.Exists(Path.Combine(savePath, "saved_model.pbtxt")))
+            ? Path.Combine(savePath, "variables", "variables")
+            : savePath;
+
+    private LoadStatus AfterRestore(LoadStatus status)
+    {
         _ = SaveCounter;   // created after matching: consumes a deferred "save_counter" value (spec §7.6)
         if (status is NameBasedLoadStatus nameBased) nameBased.AddToOptionallyRestored(SaveCounter);
         return status;

@@ -208,10 +208,15 @@ public sealed partial class TrackableSaver
     internal LoadStatus RestoreCore(string savePath, CheckpointOptions options)
     {
         options.Freeze();
-        BundleTensorReader reader;
+        return RestoreWith(savePath, options, OpenForRestore(savePath));
+    }
+
+    /// <summary>Opens the bundle at <paramref name="savePath"/>, with TF's friendlier message when it is missing.</summary>
+    internal static BundleTensorReader OpenForRestore(string savePath)
+    {
         try
         {
-            reader = BundleTensorReader.Open(savePath);
+            return BundleTensorReader.Open(savePath);
         }
         catch (FileNotFoundException ex)
         {
@@ -219,6 +224,11 @@ public sealed partial class TrackableSaver
                 $"Error when restoring from checkpoint or SavedModel at {savePath}: {ex.Message} Please double-check that the path is correct. You may be missing the checkpoint suffix (e.g. the '-1' in 'path/to/ckpt-1').",
                 ex.FileName, ex);
         }
+    }
+
+    /// <summary>Matches the checkpoint read by <paramref name="reader"/> against the live objects (takes ownership of the reader).</summary>
+    internal LoadStatus RestoreWith(string savePath, CheckpointOptions options, ITensorReader reader)
+    {
         RestoreCoordinator? coordinator = null;
         try
         {
