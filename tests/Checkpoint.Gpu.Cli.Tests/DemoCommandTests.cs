@@ -19,6 +19,23 @@ public sealed class DemoCommandTests
     }
 
     [Fact]
+    public void Demo_Json_ReportsIdenticalResumeAndNothingElseOnStdout()
+    {
+        using var tmp = new TempDir("demo-json");
+        var r = CkptProcess.Run("demo", "--steps", "30", "--every", "10", "--params", "1500", "--dir", tmp.Path, "--json");
+        Assert.True(r.ExitCode == 0, r.StdOut + r.StdErr);
+        using var doc = System.Text.Json.JsonDocument.Parse(r.StdOut);   // stdout is exactly one JSON document
+        var root = doc.RootElement;
+        Assert.True(root.GetProperty("ok").GetBoolean());
+        Assert.Equal(0, root.GetProperty("differing_losses").GetInt32());
+        Assert.True(root.GetProperty("final_weights_identical").GetBoolean());
+        Assert.Equal(3, root.GetProperty("checkpoints_written").GetInt32());
+        // Crash at step 30*3/5 + 10/2 = 23: the restart resumes from ckpt-2 (step 20) and trains 21..30.
+        Assert.Equal(21, root.GetProperty("resumed_first_step").GetInt32());
+        Assert.Contains("training an MLP", r.StdErr);
+    }
+
+    [Fact]
     public void Demo_NonEmptyDirectory_ExitsTwo()
     {
         using var tmp = new TempDir("demo-busy");

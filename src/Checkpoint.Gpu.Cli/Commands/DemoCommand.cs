@@ -29,6 +29,7 @@ internal static class DemoCommand
         var parameters = new Option<long>("--params") { Description = "Approximate number of model parameters (weights); Adam adds two slots per weight.", DefaultValueFactory = _ => 100_000 };
         var phase = new Option<string?>("--phase") { Hidden = true };
         var stopAt = new Option<int>("--stop-at") { Hidden = true };
+        var json = new Option<bool>("--json") { Description = "Print the summary as one JSON document on standard output (progress goes to standard error)." };
         var command = new Command("demo", """
             The main job: train a small MLP regression with Adam on an accelerator, checkpointing with a CheckpointManager
             (max_to_keep 3) every K steps; then simulate a crash and a restart in fresh processes that call
@@ -38,7 +39,7 @@ internal static class DemoCommand
             Examples:
               ckpt demo
               ckpt demo --device opencl --steps 400 --every 50 --params 1000000 --dir /tmp/demo
-            """) { device, dir, steps, every, parameters, phase, stopAt };
+            """) { device, dir, steps, every, parameters, phase, stopAt, json };
         command.SetAction(async (parse, cancellationToken) =>
         {
             var kind = parse.GetValue(device) == "opencl" ? AcceleratorKind.OpenCL : AcceleratorKind.Cpu;
@@ -48,13 +49,15 @@ internal static class DemoCommand
             var settings = new DemoSettings(kind, n, k, DemoSettings.HiddenFor(parse.GetValue(parameters)));
             return parse.GetValue(phase) is { } childPhase
                 ? await RunChildAsync(settings, parse.GetValue(dir)!, parse.GetValue(stopAt), childPhase, Console.Out, cancellationToken)
-                : await RunAsync(settings, parse.GetValue(dir), Console.Out, cancellationToken);
+                : await RunAsync(settings, parse.GetValue(dir), Console.Out, parse.GetValue(json), cancellationToken);
         });
         return command;
     }
 
-    internal static async Task<int> RunAsync(DemoSettings settings, string? directory, TextWriter output, CancellationToken cancellationToken)
+    internal static async Task<int> RunAsync(DemoSettings settings, string? directory, TextWriter output, bool json, CancellationToken cancellationToken)
     {
+        // With --json, standard output carries only the JSON document; the narrative goes to standard error.
+        var log = json ? Console.Error : output;
         if (!Accelerator.IsSupported(settings.Device) || Accelerator.Enumerate(settings.Device).Count == 0)
             throw new CliException($"no {settings.Device} accelerator is available on this machine (for OpenCL install an ICD, e.g. Debian's pocl-opencl-icd).", ExitCodes.UsageOrUnsupported);
         var root = Path.GetFullPath(directory ?? Path.Combine(Path.GetTempPath(), $"ckpt-demo-{DateTime.UtcNow:yyyyMMdd-HHmmss}-{Environment.ProcessId}"));
@@ -67,19 +70,19 @@ internal static class DemoCommand
             Directory.CreateDirectory(d);
         }
 
-        output.WriteLine(string.Create(CultureInfo.InvariantCulture,
+        log.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"training an MLP {DemoSettings.InputSize}→{settings.Hidden}→{settings.Hidden}→1 ({settings.ParameterCount:N0} parameters, Adam) on {settings.Device} for {settings.Steps} steps, checkpoint every {settings.Every}"));
-        output.WriteLine($"checkpoints in {root}");
+        log.WriteLine($"checkpoints in {root}");
 
         var clock = Stopwatch.StartNew();
-        var straight = await TrainWithProgressAsync(settings, uninterruptedDir, output, cancellationToken);
+        var straight = await TrainWithProgressAsync(settings, uninterruptedDir, log, cancellationToken);
         var trainSeconds = clock.Elapsed.TotalSeconds;
 
         // Crash mid-interval, so the restart must also redo the steps after the last checkpoint.
         var crashAt = Math.Clamp(settings.Steps * 3 / 5 + settings.Every / 2, settings.Every, settings.Steps - 1);
-        output.WriteLine($"simulating a crash: a fresh process trains in {restartedDir} and stops at step {crashAt} without saving …");
+        log.WriteLine($"simulating a crash: a fresh process trains in {restartedDir} and stops at step {crashAt} without saving …");
         var interrupted = await SpawnAsync(settings, restartedDir, crashAt, "interrupted", cancellationToken);
-        output.WriteLine($"restarting: another fresh process calls RestoreOrInitialize before building the model …");
+        log.WriteLine($"restarting: another fresh process calls RestoreOrInitialize before building the model …");
         var resumed = await SpawnAsync(settings, restartedDir, settings.Steps, "resume", cancellationToken);
 
         var mismatches = 0;
@@ -90,6 +93,33 @@ internal static class DemoCommand
         }
         var weightsEqual = straight.FinalWeightsCrc == resumed.FinalWeightsCrc;
         var ok = mismatches == 0 && weightsEqual && resumed.RestoredFrom is not null;
+
+        if (json)
+        {
+            JsonOutput.Write(output, w =>
+            {
+                w.WriteBoolean("ok", ok);
+                w.WriteString("device", settings.Device.ToString().ToLowerInvariant());
+                w.WriteNumber("parameters", settings.ParameterCount);
+                w.WriteNumber("steps", settings.Steps);
+                w.WriteNumber("every", settings.Every);
+                w.WriteString("directory", root);
+                w.WriteNumber("checkpoints_written", straight.CheckpointsWritten);
+                w.WriteNumber("bytes_written", straight.BytesWritten);
+                w.WriteNumber("save_gbps", Math.Round(straight.BytesWritten / 1e9 / Math.Max(straight.SaveTime.TotalSeconds, 1e-9), 4));
+                w.WriteNumber("blocked_seconds_median", Math.Round(straight.MedianBlocked.TotalSeconds, 6));
+                w.WriteNumber("blocked_seconds_first", Math.Round(straight.FirstBlocked.TotalSeconds, 6));
+                w.WriteNumber("crash_at_step", crashAt);
+                w.WriteString("resumed_from", resumed.RestoredFrom);
+                w.WriteNumber("resumed_first_step", resumed.FirstStep);
+                w.WriteNumber("resumed_steps", resumed.LossBits.Length);
+                w.WriteNumber("differing_losses", mismatches);
+                w.WriteBoolean("final_weights_identical", weightsEqual);
+                w.WriteNumber("final_loss", straight.Losses[^1]);
+                w.WriteNumber("train_seconds", Math.Round(trainSeconds, 3));
+            });
+            return ok ? ExitCodes.Ok : ExitCodes.DataProblem;
+        }
 
         var table = new TextTable("run", "steps", "checkpoints", "bytes written", "save GB/s", "blocked per save (median)", "final loss").AlignRight(1, 2, 3, 4, 5, 6);
         table.Add("uninterrupted", $"1–{settings.Steps}", straight.CheckpointsWritten.ToString(CultureInfo.InvariantCulture),
