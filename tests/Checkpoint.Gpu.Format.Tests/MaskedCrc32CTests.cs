@@ -72,4 +72,25 @@ public sealed class MaskedCrc32CTests
         }
         return ~crc;
     }
+
+    [Theory]
+    [InlineData(0, 0)]
+    [InlineData(0, 17)]
+    [InlineData(9, 0)]
+    [InlineData(1, 1)]
+    [InlineData(8193, 70001)]
+    [InlineData(3 * 8192 + 5, 1 << 20)]
+    public void Combine_TwoParts_EqualsCrcOfConcatenation(int lengthA, int lengthB)
+    {
+        var rng = new Random(lengthA * 31 + lengthB);
+        var bytes = new byte[lengthA + lengthB];
+        rng.NextBytes(bytes);
+        var whole = MaskedCrc32C.Compute(bytes);
+        var combined = MaskedCrc32C.Combine(MaskedCrc32C.Compute(bytes.AsSpan(0, lengthA)), MaskedCrc32C.Compute(bytes.AsSpan(lengthA)), lengthB);
+        Assert.Equal(whole, combined);
+    }
+
+    [Fact]
+    public void Combine_NegativeLength_Throws() =>
+        Assert.Throws<ArgumentOutOfRangeException>(() => MaskedCrc32C.Combine(0, 0, -1));
 }

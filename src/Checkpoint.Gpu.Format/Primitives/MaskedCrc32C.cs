@@ -57,6 +57,22 @@ public static class MaskedCrc32C
     /// <param name="data">The bytes.</param>
     public static uint ComputeMasked(ReadOnlySpan<byte> data) => Mask(Compute(data));
 
+    /// <summary>
+    /// The CRC-32C of the concatenation A‖B from <c>crc(A)</c>, <c>crc(B)</c> and the length of B (zlib's
+    /// <c>crc32_combine</c>): lets pieces of one payload be checksummed in parallel and joined in order afterwards.
+    /// </summary>
+    /// <param name="crcA">Unmasked CRC-32C of the first part.</param>
+    /// <param name="crcB">Unmasked CRC-32C of the second part.</param>
+    /// <param name="lengthB">Length of the second part in bytes (≥ 0).</param>
+    /// <returns>The unmasked CRC-32C of A‖B.</returns>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="lengthB"/> is negative.</exception>
+    public static uint Combine(uint crcA, uint crcB, long lengthB)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(lengthB);
+        // Both CRCs include the init/final XOR; by linearity crc(A‖B) = x^(8|B|)·crc(A) ⊕ crc(B) in reflected GF(2).
+        return lengthB == 0 ? crcA : MultiplyModP(XPow8N(lengthB), crcA) ^ crcB;
+    }
+
     /// <summary>Updates a raw (pre-inverted, not finalized) CRC register; the hot loop.</summary>
     internal static uint Update(uint state, ReadOnlySpan<byte> data)
     {

@@ -450,7 +450,7 @@ internal sealed class SaveOperation
             var pieces = _pieceCrcs[i];
             pieces.Sort((a, b) => a.FileOrder.CompareTo(b.FileOrder));
             var crc = 0u;
-            foreach (var (_, pieceCrc, length) in pieces) crc = Crc32CCombine.Combine(crc, pieceCrc, length);
+            foreach (var (_, pieceCrc, length) in pieces) crc = MaskedCrc32C.Combine(crc, pieceCrc, length);
             _crc[i] = MaskedCrc32C.Mask(crc);
             pieces.Clear();
         }
