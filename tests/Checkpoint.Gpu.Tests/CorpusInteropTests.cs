@@ -106,6 +106,24 @@ public sealed class CorpusInteropTests : IClassFixture<CpuFixture>
     }
 
     [CorpusFact]
+    public void Restore_FlippedDataByte_ThrowsChecksumMismatchAndLeavesTheVariableUntouched()
+    {
+        using var dir = new TempDir("k3-corrupt-sync");
+        var tf = Keras3("ckpt-9");
+        File.Copy(tf + ".index", dir.File("ckpt-9.index"));
+        var data = File.ReadAllBytes(tf + ".data-00000-of-00001");
+        data[100] ^= 0x10;   // inside compensator/fc1/_kernel
+        File.WriteAllBytes(dir.File("ckpt-9.data-00000-of-00001"), data);
+        var (ckpt, model, adam) = BuildKeras3(_cpu, build: true);
+        using var _ = ckpt;
+        using var __ = adam;
+        var before = model.Fc1.Kernel!.ReadBytes();
+        var ex = Assert.Throws<CheckpointFormatException>(() => ckpt.Restore(dir.File("ckpt-9")));
+        Assert.Equal(CheckpointFormatError.ChecksumMismatch, ex.Error);
+        Assert.Equal(before, model.Fc1.Kernel!.ReadBytes());
+    }
+
+    [CorpusFact]
     public async Task RestoreAsync_FlippedDataByte_ThrowsChecksumMismatchAndAssignsNothing()
     {
         using var dir = new TempDir("k3-corrupt");

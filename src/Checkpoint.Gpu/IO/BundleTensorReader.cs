@@ -10,6 +10,9 @@ internal sealed class BundleTensorReader : ITensorReader
 {
     // Chunk size for file → device copies (bounded host memory per read).
     private const int ChunkBytes = 4 << 20;
+
+    // Tensors up to this size are read and checksum-verified in host memory before they reach the device.
+    private const long VerifyFirstLimitBytes = 64L << 20;
     private readonly TensorBundleReader _reader;
 
     private BundleTensorReader(TensorBundleReader reader) { _reader = reader; }
@@ -54,6 +57,16 @@ internal sealed class BundleTensorReader : ITensorReader
                 "entry size does not match its dtype and shape", key, entry.ShardId, entry.Offset, entry.Size,
                 comparison: $"expected {variable.LengthInBytes} bytes");
         if (entry.Size == 0) return;
+        if (entry.Size <= VerifyFirstLimitBytes)
+        {
+            // Verify the checksum before the variable is touched: a corrupt value never lands, even partly.
+            var bytes = GC.AllocateUninitializedArray<byte>((int)entry.Size);
+            _reader.ReadTensor(entry, bytes);
+            variable.CopyFromHost(bytes, 0);
+            return;
+        }
+        // Larger tensors stream in bounded chunks; the CRC is checked at the end (a mismatch then leaves the
+        // variable partly overwritten — RestoreAsync, which verifies in its prefetch cache first, avoids that).
         _reader.ReadTensor(entry, (chunk, offset) => variable.CopyFromHost(chunk, offset), ChunkBytes);
     }
 
