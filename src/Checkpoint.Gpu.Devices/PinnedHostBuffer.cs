@@ -97,7 +97,9 @@ public sealed class PinnedHostBuffer : MemoryManager<byte>, IAcceleratorChild
     {
         ObjectDisposedException.ThrowIf(IsDisposed, this);
         ThrowHelper.ThrowIfRangeInvalid(offsetInBytes, lengthInBytes, LengthInBytes, nameof(offsetInBytes), "pinned host buffer");
-        return offsetInBytes + lengthInBytes <= int.MaxValue
+        // A Memory built on this manager reads GetSpan() of the whole buffer, which cannot exist past 2 GiB:
+        // such buffers always hand out slices with a manager of their own.
+        return LengthInBytes <= int.MaxValue
             ? CreateMemory((int)offsetInBytes, lengthInBytes)
             : new Slice(this, offsetInBytes, lengthInBytes).Memory;
     }
