@@ -39,12 +39,16 @@ public abstract class AcceleratorLeakTests(ITestOutputHelper output)
 
         var rssStart = 0L;
         var gcStart = 0L;
+        var rssMid = 0L;
+        var gcMid = 0L;
+        var mid = 1000 + (Cycles - 1000) / 2;
         using (var accelerator = CreateAccelerator())
         {
             var stream = accelerator.CreateStream();
             for (var i = 0; i < Cycles; i++)
             {
                 if (i == 1000) { ForceCollection(); rssStart = TestData.ResidentBytes(); gcStart = GC.GetGCMemoryInfo().TotalCommittedBytes; }
+                if (i == mid) { ForceCollection(); rssMid = TestData.ResidentBytes(); gcMid = GC.GetGCMemoryInfo().TotalCommittedBytes; }
                 using var buffer = accelerator.Allocate(Size);
                 using var pinned = accelerator.AllocatePinned(4096);
                 stream.EnqueueCopyFromHost(data, buffer.AsView());
@@ -60,13 +64,19 @@ public abstract class AcceleratorLeakTests(ITestOutputHelper output)
         var rssEnd = TestData.ResidentBytes();
         var gcEnd = GC.GetGCMemoryInfo().TotalCommittedBytes;
         var nativeGrowth = (rssEnd - gcEnd) - (rssStart - gcStart);
+        // The exact leak check is the native object counters above. RSS is a backstop for untracked native leaks:
+        // allocator arenas (glibc's per-thread heaps, PoCL's pools) grow for tens of thousands of cycles before they
+        // plateau (measured: ~40 MiB at 40k and 80k cycles on PoCL; 8–11 MiB in the second half of a 10k run), while
+        // leaking one 64 KiB buffer per cycle would add ~280 MiB there. The bounds sit between the two.
+        var secondHalfGrowth = (rssEnd - gcEnd) - (rssMid - gcMid);
         var after = NativeObjectCounters.Snapshot();
         output.WriteLine($"baseline {baseline}");
         output.WriteLine($"after    {after}");
-        output.WriteLine($"RSS from cycle 1000 to the end: {rssStart / 1048576.0:F1} MiB -> {rssEnd / 1048576.0:F1} MiB; GC committed {gcStart / 1048576.0:F1} -> {gcEnd / 1048576.0:F1} MiB; native growth {nativeGrowth / 1048576.0:F1} MiB");
+        output.WriteLine($"RSS from cycle 1000 to the end: {rssStart / 1048576.0:F1} MiB -> {rssEnd / 1048576.0:F1} MiB; GC committed {gcStart / 1048576.0:F1} -> {gcEnd / 1048576.0:F1} MiB; native growth {nativeGrowth / 1048576.0:F1} MiB, of which {secondHalfGrowth / 1048576.0:F1} MiB in the second half");
 
         Assert.Equal(baseline, after);
-        Assert.True(nativeGrowth < 24L << 20, $"native RSS grew by {nativeGrowth / 1048576.0:F1} MiB over {Cycles - 1000} cycles");
+        Assert.True(secondHalfGrowth < 24L << 20, $"native RSS grew by {secondHalfGrowth / 1048576.0:F1} MiB over the last {Cycles - mid} cycles (a leak of ~{Math.Max(secondHalfGrowth, 0) / Math.Max(Cycles - mid, 1)} bytes per cycle)");
+        Assert.True(nativeGrowth < 64L << 20, $"native RSS grew by {nativeGrowth / 1048576.0:F1} MiB over {Cycles - 1000} cycles");
         Assert.True(rssEnd - rssStart < 96L << 20, $"RSS grew by {(rssEnd - rssStart) / 1048576.0:F1} MiB over {Cycles - 1000} cycles");
     }
 
