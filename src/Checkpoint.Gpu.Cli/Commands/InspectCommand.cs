@@ -52,7 +52,7 @@ internal static class InspectCommand
         if (graph is null) return;
         output.WriteLine();
         output.WriteLine($"object graph ({graph.Nodes.Count} nodes)");
-        var paths = ObjectGraphPaths.Compute(graph);
+        var paths = ObjectGraphNames.Compute(graph);
         for (var id = 0; id < graph.Nodes.Count; id++)
         {
             var node = graph.Nodes[id];
@@ -101,7 +101,7 @@ internal static class InspectCommand
 
     private static void WriteGraph(Utf8JsonWriter w, TrackableObjectGraph graph)
     {
-        var paths = ObjectGraphPaths.Compute(graph);
+        var paths = ObjectGraphNames.Compute(graph);
         w.WriteStartObject("object_graph");
         w.WriteStartArray("nodes");
         for (var id = 0; id < graph.Nodes.Count; id++)

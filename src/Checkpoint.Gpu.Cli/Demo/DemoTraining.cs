@@ -73,6 +73,7 @@ internal static class DemoTraining
         var firstStep = optimizer.Iterations.Read<long>()[0] + 1;
         var losses = new List<float>();
         var pending = new List<Task>();
+        var gate = new Lock();   // completions of queued saves update these from pool threads
         var saves = 0;
         var bytes = 0L;
         var saveTime = TimeSpan.Zero;
@@ -80,9 +81,22 @@ internal static class DemoTraining
         string? last = restoredFrom;
         var lastGbps = 0.0;
         var lastBlocked = TimeSpan.Zero;
+
+        async Task RecordWhenDurableAsync(Pipeline.SaveHandle handle, Stopwatch sinceQueued)
+        {
+            await handle.Completion.ConfigureAwait(false);   // a failed save surfaces from Task.WhenAll below
+            var written = CheckpointBytes(handle.Prefix);
+            lock (gate)
+            {
+                bytes += written;
+                saveTime += sinceQueued.Elapsed;
+                last = handle.Prefix;
+                lastGbps = written / 1e9 / Math.Max(sinceQueued.Elapsed.TotalSeconds, 1e-9);
+            }
+        }
+
         for (var step = firstStep; step <= stopAtStep; step++)
         {
-            var stepClock = Stopwatch.StartNew();
             losses.Add(await trainer.TrainStepAsync(cancellationToken).ConfigureAwait(false));
             if (step % settings.Every == 0)
             {
@@ -91,25 +105,11 @@ internal static class DemoTraining
                 lastBlocked = clock.Elapsed;
                 blockedTimes.Add(lastBlocked);
                 saves++;
-                pending.Add(handle.Completion.ContinueWith(t =>
-                {
-                    if (t.IsCompletedSuccessfully)
-                    {
-                        var written = CheckpointBytes(handle.Prefix);
-                        lock (pending)
-                        {
-                            bytes += written;
-                            saveTime += clock.Elapsed;
-                            last = handle.Prefix;
-                            lastGbps = written / 1e9 / Math.Max(clock.Elapsed.TotalSeconds, 1e-9);
-                        }
-                    }
-                    return t;
-                }, TaskScheduler.Default).Unwrap());
+                pending.Add(RecordWhenDurableAsync(handle, clock));
             }
             string? lastNow;
             double gbpsNow;
-            lock (pending) { lastNow = last; gbpsNow = lastGbps; }
+            lock (gate) { lastNow = last; gbpsNow = lastGbps; }
             onStep?.Invoke(step, losses[^1], lastNow, gbpsNow, lastBlocked);
         }
         await Task.WhenAll(pending).ConfigureAwait(false);   // surfaces the first failed save

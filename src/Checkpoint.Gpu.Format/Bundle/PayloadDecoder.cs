@@ -116,12 +116,7 @@ internal sealed class PayloadDecoder
                 }
                 case Phase.Checksum:
                 {
-                    var take = Math.Min(4 - _wordFill, chunk.Length - i);
-                    chunk.Slice(i, take).CopyTo(_word.AsSpan(_wordFill));
-                    _wordFill += take;
-                    i += take;
-                    if (_wordFill < 4) break;
-                    _wordFill = 0;
+                    if (!TryCompleteWord(chunk, ref i)) break;
                     var stored = _bigEndian ? BinaryPrimitives.ReadUInt32BigEndian(_word) : BinaryPrimitives.ReadUInt32LittleEndian(_word);
                     var expected = MaskedCrc32C.Mask(_crc);
                     if (_verify && stored != expected)
@@ -170,12 +165,7 @@ internal sealed class PayloadDecoder
                 }
                 case Phase.VariantChecksum:
                 {
-                    var take = Math.Min(4 - _wordFill, chunk.Length - i);
-                    chunk.Slice(i, take).CopyTo(_word.AsSpan(_wordFill));
-                    _wordFill += take;
-                    i += take;
-                    if (_wordFill < 4) break;
-                    _wordFill = 0;
+                    if (!TryCompleteWord(chunk, ref i)) break;
                     var stored = BinaryPrimitives.ReadUInt32LittleEndian(_word);
                     var expected = MaskedCrc32C.Mask(_crc);
                     if (_verify && stored != expected)
@@ -266,4 +256,16 @@ internal sealed class PayloadDecoder
     private void Fail(CheckpointFormatError error, string what, long? payloadOffset, string? comparison) =>
         ThrowHelper.Format(error, _loc.FilePath, what, _loc.Key, _loc.ShardId,
             payloadOffset is null ? _loc.FileOffset : _loc.FileOffset + payloadOffset.Value, _loc.Size, comparison);
+
+    /// <summary>Collects the 4 bytes of a stored checksum that may straddle chunks; true once all 4 are in <c>_word</c>.</summary>
+    private bool TryCompleteWord(ReadOnlySpan<byte> chunk, ref int i)
+    {
+        var take = Math.Min(4 - _wordFill, chunk.Length - i);
+        chunk.Slice(i, take).CopyTo(_word.AsSpan(_wordFill));
+        _wordFill += take;
+        i += take;
+        if (_wordFill < 4) return false;
+        _wordFill = 0;
+        return true;
+    }
 }

@@ -29,7 +29,7 @@ internal sealed class RestoreCoordinator : IDisposable
         Graph = graph;
         Options = options;
         Log = log;
-        NodeNames = ComputeNodeNames(graph);
+        NodeNames = Format.ObjectGraphNames.Compute(graph);
         for (var id = 0; id < graph.Nodes.Count; id++)
         {
             var node = graph.Nodes[id];
@@ -274,31 +274,6 @@ internal sealed class RestoreCoordinator : IDisposable
         _reader = null;
     }
 
-    /// <summary>TF's <c>ObjectGraphProtoPrettyPrinter.node_names</c>.</summary>
-    internal static string[] ComputeNodeNames(TrackableObjectGraph graph)
-    {
-        var names = new string?[graph.Nodes.Count];
-        if (names.Length == 0) return [];
-        names[0] = "(root)";
-        var queue = new Queue<int>();
-        queue.Enqueue(0);
-        while (queue.Count > 0)
-        {
-            var id = queue.Dequeue();
-            foreach (var child in graph.Nodes[id].Children)
-            {
-                if (child.NodeId < 0 || child.NodeId >= names.Length || names[child.NodeId] is not null) continue;
-                names[child.NodeId] = names[id] + "." + child.LocalName;
-                queue.Enqueue(child.NodeId);
-            }
-        }
-        for (var id = 0; id < graph.Nodes.Count; id++)
-            foreach (var slot in graph.Nodes[id].SlotVariables)
-                if (slot.SlotVariableNodeId >= 0 && slot.SlotVariableNodeId < names.Length && slot.OriginalVariableNodeId >= 0 && slot.OriginalVariableNodeId < names.Length)
-                    names[slot.SlotVariableNodeId] = $"{names[id]}'s state '{slot.SlotName}' for {names[slot.OriginalVariableNodeId]}";
-        for (var i = 0; i < names.Length; i++) names[i] ??= $"(unreachable node {i})";
-        return names!;
-    }
 }
 
 /// <summary>A slot to restore when its original variable is bound.</summary>
