@@ -3,7 +3,9 @@ using System.Text;
 namespace CheckpointGpu.Format;
 
 /// <summary>Converts raw table keys to the text form exposed as <see cref="BundleEntry.Key"/>.</summary>
-internal static class KeyText
+/// <remarks>Public so that writers outside this assembly (the IO pipeline's save plan) name slice entries exactly as
+/// <see cref="TensorBundleWriter.AddSlice"/> and the reader do. Stateless and thread-safe.</remarks>
+public static class KeyText
 {
     private static readonly UTF8Encoding s_strictUtf8 = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
 
@@ -12,8 +14,12 @@ internal static class KeyText
     /// (e.g. <c>w:0,5:-</c>), readable and unique per slice. Anything else → lossy UTF-8 decoding
     /// (the exact bytes stay in <see cref="BundleEntry.KeyUtf8"/>).
     /// </summary>
+    /// <param name="key">The raw table key bytes; not retained.</param>
+    /// <returns>The display text.</returns>
+    /// <exception cref="ArgumentNullException"><paramref name="key"/> is null.</exception>
     public static string ToDisplay(byte[] key)
     {
+        ArgumentNullException.ThrowIfNull(key);
         if (key.Length > 0 && key[0] == 0 && TensorSlice.TryDecodeSliceKey(key, out var name, out var slice) && slice is not null)
             return Encoding.UTF8.GetString(name) + ":" + slice;
         try
@@ -27,6 +33,6 @@ internal static class KeyText
     }
 
     /// <summary>True when <see cref="ToDisplay"/> round-trips to the same bytes through UTF-8.</summary>
-    public static bool IsPlainUtf8(byte[] key, string display) =>
+    internal static bool IsPlainUtf8(byte[] key, string display) =>
         Encoding.UTF8.GetByteCount(display) == key.Length && Encoding.UTF8.GetBytes(display).AsSpan().SequenceEqual(key);
 }

@@ -35,7 +35,10 @@ public sealed class SaveHandle
     /// </summary>
     public Task Completion => _operation.Completion;
 
-    /// <summary>The index entries written (with checksums), once <see cref="Completion"/> succeeded; otherwise null.</summary>
+    /// <summary>
+    /// The index entries written (with checksums), once <see cref="Completion"/> succeeded; otherwise null. As
+    /// <see cref="SavePlan.ToEntries"/> returns them: one per payload in plan order, then one full-tensor entry per partitioned key.
+    /// </summary>
     public IReadOnlyList<BundleEntry>? Entries => _operation.Entries;
 
     /// <summary>Time from the start of execution (not from queueing) until every byte was written, before the commit.</summary>

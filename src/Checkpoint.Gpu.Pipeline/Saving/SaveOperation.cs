@@ -64,7 +64,7 @@ internal sealed class SaveOperation
             {
                 var buffer = t.Item.Source.Device.Buffer!;
                 if (!ReferenceEquals(buffer.Accelerator, pipeline.Accelerator))
-                    throw new ArgumentException($"'{t.Key}': the device source belongs to {buffer.Accelerator}, not to the pipeline's accelerator {pipeline.Accelerator}.", nameof(plan));
+                    throw new ArgumentException($"'{t.EntryKey}': the device source belongs to {buffer.Accelerator}, not to the pipeline's accelerator {pipeline.Accelerator}.", nameof(plan));
                 if (!_byBuffer.TryGetValue(buffer, out var list)) _byBuffer[buffer] = list = [];
                 list.Add(i);
             }
