@@ -36,9 +36,9 @@ namespace CheckpointGpu.Pipeline;
 /// <para>On failure before the commit point every temporary (and already renamed data) file is deleted.</para>
 /// <para><b>Queued saves.</b> Saves run one at a time in call order; a queued save reads nothing until it starts.
 /// A save never mixes values of two steps provided the caller does not mutate a buffer between
-/// <see cref="SaveAsync"/> and that buffer's barrier (<see cref="WaitUntilStagedAsync(DeviceBuffer, CancellationToken)"/>,
+/// <see cref="SaveAsync(string, SavePlan, Func{string, CancellationToken, ValueTask}?, CancellationToken)"/> and that buffer's barrier (<see cref="WaitUntilStagedAsync(DeviceBuffer, CancellationToken)"/>,
 /// which covers every queued save) or the save's <see cref="SaveHandle.Snapshotted"/>; device work that produced the
-/// values must have completed before <see cref="SaveAsync"/> is called (the pipeline reads on its own stream).</para>
+/// values must have completed before <see cref="SaveAsync(string, SavePlan, Func{string, CancellationToken, ValueTask}?, CancellationToken)"/> is called (the pipeline reads on its own stream).</para>
 /// <para><b>Threads.</b> File IO on Unix blocks a thread-pool thread per request in flight; the constructor raises
 /// the pool's minimum worker count (process-wide, never lowered) to cores + writers + readers + 4.</para>
 /// <para><b>Thread-safety.</b> All public members are thread-safe. Dispose with <see cref="DisposeAsync"/>, which
@@ -110,12 +110,56 @@ public sealed class CheckpointPipeline : IAsyncDisposable
     /// <exception cref="ArgumentNullException"><paramref name="plan"/> is null.</exception>
     /// <exception cref="ObjectDisposedException">The pipeline is disposed.</exception>
     public SaveHandle SaveAsync(string prefix, SavePlan plan, Func<string, CancellationToken, ValueTask>? onCommitted = null,
+        CancellationToken cancellationToken = default) =>
+        SaveAsync(prefix, plan, onCommitted, onFailed: null, cancellationToken);
+
+    /// <summary>
+    /// <see cref="SaveAsync(string, SavePlan, Func{string, CancellationToken, ValueTask}?, CancellationToken)"/> with a
+    /// failure callback: <paramref name="onFailed"/> receives the first failure (including cancellation and a failure of
+    /// <paramref name="onCommitted"/>) after temporaries are removed and before the handle faults — the place to tell
+    /// others that this save will not arrive (a multi-worker save's <c>failed</c> marker).
+    /// </summary>
+    /// <param name="prefix">Checkpoint prefix.</param>
+    /// <param name="plan">What to write where.</param>
+    /// <param name="onCommitted">Runs after the commit point (see the other overload). May be null.</param>
+    /// <param name="onFailed">Runs once on failure; an exception it throws is added to the handle's failures. May be null.</param>
+    /// <param name="cancellationToken">Cancels the save.</param>
+    /// <returns>The handle.</returns>
+    /// <exception cref="ArgumentException"><paramref name="prefix"/> is empty, or a device source belongs to another accelerator.</exception>
+    /// <exception cref="ArgumentNullException"><paramref name="plan"/> is null.</exception>
+    /// <exception cref="ObjectDisposedException">The pipeline is disposed.</exception>
+    public SaveHandle SaveAsync(string prefix, SavePlan plan, Func<string, CancellationToken, ValueTask>? onCommitted, Action<Exception>? onFailed,
         CancellationToken cancellationToken = default)
     {
         ArgumentException.ThrowIfNullOrEmpty(prefix);
         ArgumentNullException.ThrowIfNull(plan);
+        return Enqueue(new SaveOperation(this, prefix, plan, onCommitted, onFailed, writesFiles: true, cancellationToken));
+    }
+
+    /// <summary>
+    /// Queues a step that writes no files but runs <paramref name="onCommitted"/> in queue order with the saves (after
+    /// every earlier save's callback, before any later save starts): for a participant of a coordinated save that has
+    /// nothing to write, such as a multi-worker save's worker that owns no tensor.
+    /// </summary>
+    /// <param name="prefix">The checkpoint the step belongs to (reported by <see cref="SaveHandle.Prefix"/>; nothing is written there).</param>
+    /// <param name="onCommitted">The step.</param>
+    /// <param name="onFailed">Runs once if the step fails or is cancelled, before the handle faults. May be null.</param>
+    /// <param name="cancellationToken">Cancels the step.</param>
+    /// <returns>A handle with an empty plan: <see cref="SaveHandle.Snapshotted"/> is already complete.</returns>
+    /// <exception cref="ArgumentException"><paramref name="prefix"/> is empty.</exception>
+    /// <exception cref="ArgumentNullException"><paramref name="onCommitted"/> is null.</exception>
+    /// <exception cref="ObjectDisposedException">The pipeline is disposed.</exception>
+    public SaveHandle EnqueueCommitOnly(string prefix, Func<string, CancellationToken, ValueTask> onCommitted, Action<Exception>? onFailed = null,
+        CancellationToken cancellationToken = default)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(prefix);
+        ArgumentNullException.ThrowIfNull(onCommitted);
+        return Enqueue(new SaveOperation(this, prefix, SavePlan.Create([]), onCommitted, onFailed, writesFiles: false, cancellationToken));
+    }
+
+    private SaveHandle Enqueue(SaveOperation op)
+    {
         ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
-        var op = new SaveOperation(this, prefix, plan, onCommitted, cancellationToken);
         lock (_sync) _pending.Add(op);
         if (!_queue.Writer.TryWrite(op))
         {

@@ -21,6 +21,8 @@ internal sealed class SaveOperation
     private readonly CheckpointPipeline _pipeline;
     private readonly CheckpointPipelineOptions _options;
     private readonly Func<string, CancellationToken, ValueTask>? _onCommitted;
+    private readonly Action<Exception>? _onFailed;
+    private readonly bool _writesFiles;
     private readonly CancellationToken _userToken;
     private readonly TaskCompletionSource _snapshotted = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly TaskCompletionSource _completion = new(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -39,14 +41,24 @@ internal sealed class SaveOperation
     private CancellationTokenSource? _cts;
     private IReadOnlyList<BundleEntry>? _entries;
 
+    /// <summary>Creates the operation (see <see cref="CheckpointPipeline.EnqueueCommitOnly"/> for <paramref name="writesFiles"/> false).</summary>
+    /// <param name="pipeline">The owning pipeline.</param>
+    /// <param name="prefix">Checkpoint prefix.</param>
+    /// <param name="plan">What to write where.</param>
+    /// <param name="onCommitted">Runs after the commit point, in queue order.</param>
+    /// <param name="onFailed">Runs once on failure, before the handle faults.</param>
+    /// <param name="writesFiles">False for a commit-only step: no files, <paramref name="onCommitted"/> runs in queue order.</param>
+    /// <param name="cancellationToken">The caller's token.</param>
     public SaveOperation(CheckpointPipeline pipeline, string prefix, SavePlan plan, Func<string, CancellationToken, ValueTask>? onCommitted,
-        CancellationToken cancellationToken)
+        Action<Exception>? onFailed, bool writesFiles, CancellationToken cancellationToken)
     {
         _pipeline = pipeline;
         _options = pipeline.Options;
         Prefix = prefix;
         Plan = plan;
         _onCommitted = onCommitted;
+        _onFailed = onFailed;
+        _writesFiles = writesFiles;
         _userToken = cancellationToken;
         var n = plan.Tensors.Count;
         _staged = new TaskCompletionSource[n];
@@ -176,6 +188,16 @@ internal sealed class SaveOperation
         try
         {
             ct.ThrowIfCancellationRequested();
+            if (!_writesFiles)
+            {
+                // Commit-only step: nothing to stage or write; the callback runs in queue order like a save's.
+                committed = true;
+                Volatile.Write(ref _entries, Array.Empty<BundleEntry>());
+                if (_onCommitted is not null) await _onCommitted(Prefix, _userToken).ConfigureAwait(false);
+                TotalDuration = stopwatch.Elapsed;
+                _completion.TrySetResult();
+                return;
+            }
             var dir = Path.GetDirectoryName(Path.GetFullPath(Prefix))!;
             Directory.CreateDirectory(dir);
             for (var s = 0; s < Plan.ShardCount; s++)
@@ -251,6 +273,12 @@ internal sealed class SaveOperation
             lock (_sync) failures = [.. _failures];
             // Staging has stopped and every device read has drained: buffers are free to mutate.
             ReleaseBarriers();
+            // The failure callback runs before the handle faults, so what it reports is out before anyone observes the failure.
+            if (_onFailed is not null)
+            {
+                try { _onFailed(failures[0]); }
+                catch (Exception callbackFailure) { failures = [.. failures, callbackFailure]; }
+            }
             if (failures.Length == 1 && failures[0] is OperationCanceledException oce)
             {
                 _snapshotted.TrySetCanceled(oce.CancellationToken);
@@ -538,8 +566,10 @@ internal sealed class SaveOperation
         catch (IOException) { }
     }
 
-    private static void DeleteQuietly(IShardStorage storage, string path)
+    private static void DeleteQuietly(IShardStorage storage, string? path)
     {
+        // A save that failed (or was cancelled) before creating some of its files has null paths for them.
+        if (path is null) return;
         try { storage.Delete(path); }
         catch (IOException) { }
         catch (UnauthorizedAccessException) { }
