@@ -26,13 +26,19 @@ public sealed class MultiWorkerTests(ITestOutputHelper output) : IDisposable
 
     private string[] SaveArgs(params string[] extra) => ["save", "--dir", _dir["ckpts"], .. extra];
 
+    /// <summary>Save arguments; <paramref name="async"/> makes the worker save through the IO pipeline (SaveAsync).</summary>
+    private string[] SaveArgs(bool async, params string[] extra) => async ? SaveArgs([.. extra, "--async"]) : SaveArgs(extra);
+
     [Theory]
-    [InlineData(1)]
-    [InlineData(2)]
-    [InlineData(4)]
-    public async Task Save_OnNWorkers_MatchesSingleProcess_AndRestoresOnAnyWorkerCount(int n)
+    [InlineData(1, false)]
+    [InlineData(2, false)]
+    [InlineData(4, false)]
+    [InlineData(1, true)]
+    [InlineData(2, true)]
+    [InlineData(4, true)]
+    public async Task Save_OnNWorkers_MatchesSingleProcess_AndRestoresOnAnyWorkerCount(int n, bool async)
     {
-        var results = await RunAsync(n, _ => SaveArgs());
+        var results = await RunAsync(n, _ => SaveArgs(async));
         Assert.All(results, r => Assert.True(r.Succeeded, r.StandardOutput + r.StandardError));
         var prefix = _dir["ckpts/ckpt-1"];
         Assert.True(CheckpointManager.TryGetLatestCheckpoint(_dir["ckpts"], out var latest));
@@ -60,7 +66,7 @@ public sealed class MultiWorkerTests(ITestOutputHelper output) : IDisposable
             single.ReadRawBytes(s, 0, b);
             Assert.Equal(b, a);
         }
-        output.WriteLine($"N={n}: {merged.Entries.Count} entries, {merged.Header.ShardCount} data files; equal to the single-process save");
+        output.WriteLine($"N={n} async={async}: {merged.Entries.Count} entries, {merged.Header.ShardCount} data files; equal to the single-process save");
 
         foreach (var m in new[] { 1, 2, 3, 4 })
         {
@@ -69,10 +75,38 @@ public sealed class MultiWorkerTests(ITestOutputHelper output) : IDisposable
         }
     }
 
-    [Fact]
-    public async Task ManagerSave_OnTwoWorkers_OnlyChiefRecordsAndPrunes()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task Save_WhenOnlyTheChiefOwnsTensors_OtherWorkersWriteNothingAndStillReport(bool async)
     {
-        var results = await RunAsync(2, _ => SaveArgs("--manager", "--saves", "3", "--keep", "2"));
+        // Three workers, two saves: ranks 1 and 2 own nothing, so they write no part (async: a commit-only pipeline step)
+        // and only report; the chief's part is the whole checkpoint.
+        var results = await RunAsync(3, _ => SaveArgs(async, "--chief-holds-all", "--saves", "2"), new() { [WorkerContext.TimeoutVariable] = "60" });
+        Assert.All(results, r => Assert.True(r.Succeeded, r.StandardOutput + r.StandardError));
+        Assert.All(results, r => Assert.Contains($"SAVED {_dir["ckpts/ckpt-2"]} ", r.StandardOutput, StringComparison.Ordinal));
+        AssertNoTemporaries("ckpt-1");
+        AssertNoTemporaries("ckpt-2");
+        using (var accelerator = Accelerator.Create(AcceleratorKind.Cpu))
+        using (var reference = new WorkerModel(accelerator, [0, 1, 2], 3, fill: true))
+        {
+            reference.Checkpoint.Save(_dir["ref/ckpt"]);
+            reference.Checkpoint.Save(_dir["ref/ckpt"]);   // save_counter 2, as in ckpt-2
+        }
+        using var merged = TensorBundleReader.Open(_dir["ckpts/ckpt-2"]);
+        using var single = TensorBundleReader.Open(_dir["ref/ckpt-2"]);
+        Assert.Equal(1, merged.Header.ShardCount);
+        Assert.Equal(single.Entries.Select(e => (e.Key, e.DType, e.Shape, e.Size, e.Crc32C)), merged.Entries.Select(e => (e.Key, e.DType, e.Shape, e.Size, e.Crc32C)));
+        foreach (var e in merged.Entries) merged.VerifyEntry(e);
+        Assert.False(Directory.EnumerateFiles(_dir["ckpts"], "ckpt-*.data-*-of-00003").Any(), "a worker that owns nothing must not count as a data file");
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task ManagerSave_OnTwoWorkers_OnlyChiefRecordsAndPrunes(bool async)
+    {
+        var results = await RunAsync(2, _ => SaveArgs(async, "--manager", "--saves", "3", "--keep", "2"));
         Assert.All(results, r => Assert.True(r.Succeeded, r.StandardOutput + r.StandardError));
         Assert.True(CheckpointManager.TryGetLatestCheckpoint(_dir["ckpts"], out var latest));
         Assert.EndsWith("ckpt-3", latest, StringComparison.Ordinal);
@@ -87,11 +121,13 @@ public sealed class MultiWorkerTests(ITestOutputHelper output) : IDisposable
         Assert.Empty(Directory.EnumerateFiles(_dir["coord"], "*.rank-*"));
     }
 
-    [Fact]
-    public async Task WorkerKilledMidSave_NothingPublished_PreviousCheckpointIntact_NoTemporaries()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task WorkerKilledMidSave_NothingPublished_PreviousCheckpointIntact_NoTemporaries(bool async)
     {
         var env = new Dictionary<string, string> { [WorkerContext.TimeoutVariable] = "3" };
-        var results = await RunAsync(3, _ => SaveArgs("--saves", "2", "--hang-rank", "1", "--fault-save", "2"), env, async launcher =>
+        var results = await RunAsync(3, _ => SaveArgs(async, "--saves", "2", "--hang-rank", "1", "--fault-save", "2"), env, async launcher =>
         {
             Assert.True(await launcher.WaitForOutputAsync(1, "SAVING", TimeSpan.FromSeconds(60)));
             Assert.True(Directory.EnumerateFiles(_dir["ckpts/ckpt-2_temp"], "*tempstate*").Any(), "the killed worker had a part in progress");
@@ -112,11 +148,13 @@ public sealed class MultiWorkerTests(ITestOutputHelper output) : IDisposable
         Assert.True(restored[0].Succeeded, restored[0].StandardOutput);
     }
 
-    [Fact]
-    public async Task WorkerTimesOut_ChiefAbortsNamingIt_LateWorkerCleansUp()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task WorkerTimesOut_ChiefAbortsNamingIt_LateWorkerCleansUp(bool async)
     {
         var env = new Dictionary<string, string> { [WorkerContext.TimeoutVariable] = "2" };
-        var results = await RunAsync(2, _ => SaveArgs("--delay-rank", "1", "--delay-ms", "5000"), env);
+        var results = await RunAsync(2, _ => SaveArgs(async, "--delay-rank", "1", "--delay-ms", "5000"), env);
         Assert.Equal(3, results[0].ExitCode);
         Assert.Contains("no completion marker from rank(s) 1", results[0].StandardOutput, StringComparison.Ordinal);
         Assert.Equal(3, results[1].ExitCode);
@@ -124,22 +162,27 @@ public sealed class MultiWorkerTests(ITestOutputHelper output) : IDisposable
         Assert.False(File.Exists(_dir["ckpts/checkpoint"]));
     }
 
-    [Fact]
-    public async Task WorkerFails_ChiefAbortsAtOnce()
+    [Theory]
+    [InlineData(false, "--fail-rank", "injected failure on rank 1")]
+    [InlineData(true, "--fail-rank", "injected failure on rank 1")]
+    [InlineData(true, "--fail-write-rank", "injected write failure")]
+    public async Task WorkerFails_ChiefAbortsAtOnce(bool async, string fault, string reported)
     {
         var clock = Stopwatch.StartNew();
-        var results = await RunAsync(2, _ => SaveArgs("--fail-rank", "1"), new() { [WorkerContext.TimeoutVariable] = "60" });
+        var results = await RunAsync(2, _ => SaveArgs(async, fault, "1"), new() { [WorkerContext.TimeoutVariable] = "60" });
         Assert.True(clock.Elapsed < TimeSpan.FromSeconds(45), "did not wait for the timeout");
         Assert.Equal(3, results[0].ExitCode);
         Assert.Contains("failed=[1]", results[0].StandardOutput, StringComparison.Ordinal);
-        Assert.Contains("injected failure on rank 1", results[0].StandardOutput, StringComparison.Ordinal);
+        Assert.Contains(reported, results[0].StandardOutput, StringComparison.Ordinal);
         AssertNotPublished("ckpt-1");
     }
 
-    [Fact]
-    public async Task WorkersBuildDifferentGraphs_ChiefRefusesToMerge()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task WorkersBuildDifferentGraphs_ChiefRefusesToMerge(bool async)
     {
-        var results = await RunAsync(2, _ => SaveArgs("--extra-node-rank", "1"), new() { [WorkerContext.TimeoutVariable] = "60" });
+        var results = await RunAsync(2, _ => SaveArgs(async, "--extra-node-rank", "1"), new() { [WorkerContext.TimeoutVariable] = "60" });
         Assert.Equal(3, results[0].ExitCode);
         Assert.Contains("different object graph", results[0].StandardOutput, StringComparison.Ordinal);
         AssertNotPublished("ckpt-1");

@@ -5,6 +5,7 @@ using CheckpointGpu.Devices;
 using CheckpointGpu.Distributed;
 using CheckpointGpu.Distributed.Worker;
 using CheckpointGpu.Format;
+using CheckpointGpu.Pipeline;
 
 // A worker process for the multi-worker tests and demo. Rank, world size and coordination directory come from the
 // environment (LocalWorkerLauncher). Exit codes: 0 ok, 3 checkpoint aborted, 4 verification failed, 1 other error.
@@ -15,6 +16,7 @@ try
     using var accelerator = Accelerator.Create(AcceleratorKind.Cpu);
     return options["mode"] switch
     {
+        "save" when options.ContainsKey("async") => await SaveAsync(accelerator, worker, options),
         "save" => Save(accelerator, worker, options),
         "restore" => Restore(accelerator, worker, options),
         _ => throw new ArgumentException("mode must be save or restore"),
@@ -39,7 +41,7 @@ static int Save(Accelerator accelerator, WorkerContext worker, Dictionary<string
         if (rank == hangRank) { Console.WriteLine("SAVING"); Console.Out.Flush(); Thread.Sleep(Timeout.Infinite); }
         if (rank == failRank) throw new IOException($"injected failure on rank {rank}");
     };
-    var parts = worker.WorldSize <= WorkerModel.EmbShape[0] ? new[] { rank } : rank < WorkerModel.EmbShape[0] ? [rank] : Array.Empty<int>();
+    var parts = EmbeddingParts(worker, o);
     using var model = new WorkerModel(accelerator, parts, (int)Math.Min(worker.WorldSize, WorkerModel.EmbShape[0]), fill: true, onSave);
     if (hangRank >= 0) model.Ownership.Place(model.StateObject, hangRank);
     if (failRank >= 0) model.Ownership.Place(model.StateObject, failRank);
@@ -51,7 +53,7 @@ static int Save(Accelerator accelerator, WorkerContext worker, Dictionary<string
         for (var i = 0; i < mb; i++)
             blobs.Add(Variable.Create(holder, "b" + i.ToString(CultureInfo.InvariantCulture), accelerator, DType.Float, new TensorShape(256, 1024), VariableInitializer.Constant(i + 0.5f)));
     }
-    var context = worker.With(ownership: model.Ownership);
+    var context = worker.With(ownership: o.ContainsKey("chief-holds-all") ? new PlacementOwnership() : model.Ownership);
     var saves = Int(o, "saves", 1);
     var manager = o.ContainsKey("manager") ? new CheckpointManager(model.Checkpoint, o["dir"], maxToKeep: Int(o, "keep", 2)) : null;
     for (var k = 1; k <= saves; k++)
@@ -64,6 +66,58 @@ static int Save(Accelerator accelerator, WorkerContext worker, Dictionary<string
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"SAVED {prefix} ms={clock.Elapsed.TotalMilliseconds:0.0}"));
     }
     foreach (var b in blobs) b.Dispose();
+    return 0;
+}
+
+// The same saves through the IO pipeline (Checkpoint.SaveAsync / CheckpointManager.SaveAsync): each save is queued
+// once the previous one is snapshotted, so a save's coordination overlaps the next one's staging; all handles are
+// awaited at the end. --hang-rank blocks that rank's part writes inside the pipeline (then prints SAVING), and
+// --fail-write-rank fails them, so the faults hit mid-write rather than while planning.
+static async Task<int> SaveAsync(Accelerator accelerator, WorkerContext worker, Dictionary<string, string> o)
+{
+    var rank = worker.Rank;
+    var hangRank = Int(o, "hang-rank", -1);
+    var failRank = Int(o, "fail-rank", -1);
+    var failWriteRank = Int(o, "fail-write-rank", -1);
+    var faultSave = Int(o, "fault-save", 1);
+    var saveIndex = 0;
+    Action? onSave = () =>
+    {
+        if (saveIndex == faultSave && rank == failRank) throw new IOException($"injected failure on rank {rank}");
+    };
+    var parts = EmbeddingParts(worker, o);
+    using var model = new WorkerModel(accelerator, parts, (int)Math.Min(worker.WorldSize, WorkerModel.EmbShape[0]), fill: true, onSave);
+    if (hangRank >= 0) model.Ownership.Place(model.StateObject, hangRank);
+    if (failRank >= 0) model.Ownership.Place(model.StateObject, failRank);
+    if (failWriteRank >= 0) model.Ownership.Place(model.StateObject, failWriteRank);
+    if (Int(o, "extra-node-rank", -1) == rank) model.Model.Track("extra", new AutoTrackable());
+    var name = o.GetValueOrDefault("name", "ckpt");
+    var faultyPart = $"{name}-{faultSave.ToString(CultureInfo.InvariantCulture)}_temp";
+    var storage = new FaultStorage(
+        hang: rank == hangRank ? path => path.Contains(faultyPart, StringComparison.Ordinal) : null,
+        fail: rank == failWriteRank ? path => path.Contains(faultyPart, StringComparison.Ordinal) : null);
+    await using var pipeline = new CheckpointPipeline(accelerator, new CheckpointPipelineOptions { Storage = storage, SlotSizeInBytes = 1 << 20, SlotCount = 4 });
+    var context = worker.With(ownership: o.ContainsKey("chief-holds-all") ? new PlacementOwnership() : model.Ownership);
+    var saves = Int(o, "saves", 1);
+    var manager = o.ContainsKey("manager") ? new CheckpointManager(model.Checkpoint, o["dir"], maxToKeep: Int(o, "keep", 2)) : null;
+    var pending = new List<(SaveHandle Handle, string Prefix, Stopwatch Clock)>();
+    for (var k = 1; k <= saves; k++)
+    {
+        saveIndex = k;
+        if (k == saves && Int(o, "delay-rank", -1) == rank) await Task.Delay(Int(o, "delay-ms", 0));
+        var clock = Stopwatch.StartNew();
+        var opts = new CheckpointOptions { MultiWorker = context, Pipeline = pipeline };
+        var handle = manager is not null ? (await manager.SaveAsync(options: opts))! : await model.Checkpoint.SaveAsync(Path.Combine(o["dir"], name), opts);
+        await handle.Snapshotted;
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"QUEUED {handle.Prefix} snapshotted ms={clock.Elapsed.TotalMilliseconds:0.0}"));
+        // The handle names what this worker wrote (its part); the checkpoint is <dir>/<name>-<save number>.
+        pending.Add((handle, Path.Combine(o["dir"], manager is null ? name : "ckpt") + "-" + k.ToString(CultureInfo.InvariantCulture), clock));
+    }
+    foreach (var (handle, prefix, clock) in pending)
+    {
+        await handle.Completion;
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"SAVED {prefix} ms={clock.Elapsed.TotalMilliseconds:0.0} part={handle.Prefix}"));
+    }
     return 0;
 }
 
@@ -89,6 +143,15 @@ static int Restore(Accelerator accelerator, WorkerContext worker, Dictionary<str
     }
     Console.WriteLine($"RESTORED OK rank {worker.Rank} of {m}: {WorkerModel.Variables.Length} variables, emb parts [{string.Join(" ", model.Embedding.Parts.Select(p => p.Slice))}]");
     return 0;
+}
+
+// Worker r holds embedding row slice r (of min(N, rows)); with --chief-holds-all the chief holds every slice and, with
+// the default PlacementOwnership, writes everything: the other workers own nothing and only report.
+static int[] EmbeddingParts(WorkerContext worker, Dictionary<string, string> o)
+{
+    var count = (int)Math.Min(worker.WorldSize, WorkerModel.EmbShape[0]);
+    if (o.ContainsKey("chief-holds-all")) return worker.IsChief ? Enumerable.Range(0, count).ToArray() : [];
+    return worker.Rank < count ? [worker.Rank] : [];
 }
 
 static int Int(Dictionary<string, string> o, string key, int fallback) =>

@@ -7,27 +7,68 @@ using CheckpointGpu.Pipeline;
 namespace CheckpointGpu.Distributed;
 
 /// <summary>
-/// One multi-worker save, run by every worker (protocol on <see cref="WorkerContext"/>): write the owned part, report,
-/// and — on the chief — wait, verify, merge, publish; or abort cleanly.
+/// One attempt of a multi-worker save, run by every worker (protocol on <see cref="WorkerContext"/>): decide what this
+/// worker owns (<see cref="Begin"/>), write that part (the synchronous writer in <see cref="Run"/>, the IO pipeline in
+/// <see cref="TrackableSaver.SaveAsync"/>), then <see cref="FinishAsync"/>: report, and — on the chief — wait, verify,
+/// merge, publish; or abort cleanly. A failure before the report goes through <see cref="ReportFailure"/>.
 /// </summary>
 /// <remarks>
-/// The waits poll the shared filesystem synchronously (exponential backoff, bounded by <see cref="WorkerContext.Timeout"/>)
-/// because the public save API this runs under (<see cref="Checkpoint.Save"/>) is synchronous; the per-worker write goes
-/// through <see cref="TrackableSaver.WriteUnits"/>, the seam the async pipeline replaces.
+/// Sync and async saves share this one protocol. <see cref="FinishAsync"/> takes an <c>async</c> flag (the pattern of
+/// the .NET runtime's own sync/async code paths): with <see langword="false"/> every wait is a
+/// <see cref="Thread.Sleep(TimeSpan)"/> and the returned task is already complete when the method returns, so the
+/// synchronous save never blocks on an incomplete task; with <see langword="true"/> the waits are
+/// <see cref="Task.Delay(TimeSpan, CancellationToken)"/> and no thread is held while other workers finish.
 /// </remarks>
-internal static class MultiWorkerSave
+internal sealed class MultiWorkerSave
 {
     private static readonly TimeSpan s_firstDelay = TimeSpan.FromMilliseconds(5);
     private static readonly TimeSpan s_maxDelay = TimeSpan.FromMilliseconds(200);
 
-    public static void Run(WorkerContext worker, string prefix, ObjectGraphSnapshot snapshot, byte[] graphBytes, CheckpointOptions options)
+    private readonly WorkerContext _worker;
+    private readonly CoordinationFiles _files;
+    private readonly ObjectGraphSnapshot _snapshot;
+    private readonly string _graphHash;
+    private readonly CompletionMarker _marker;
+    private int _reported;
+
+    private MultiWorkerSave(WorkerContext worker, CoordinationFiles files, string fullPrefix, ObjectGraphSnapshot snapshot, string graphHash,
+        string? partPrefix, IReadOnlyList<TrackableSaver.SaveUnit> ownedUnits, byte[]? partGraphBytes, CompletionMarker marker)
+    {
+        _worker = worker;
+        _files = files;
+        FullPrefix = fullPrefix;
+        _snapshot = snapshot;
+        _graphHash = graphHash;
+        PartPrefix = partPrefix;
+        OwnedUnits = ownedUnits;
+        PartGraphBytes = partGraphBytes;
+        _marker = marker;
+    }
+
+    /// <summary>Absolute prefix of the merged checkpoint.</summary>
+    public string FullPrefix { get; }
+
+    /// <summary>This worker's part bundle (<c>&lt;prefix&gt;_temp/part-0000r-of-0000N</c>), or null when it writes none (owns nothing and is not the chief).</summary>
+    public string? PartPrefix { get; }
+
+    /// <summary>The save units this worker owns, in data order.</summary>
+    public IReadOnlyList<TrackableSaver.SaveUnit> OwnedUnits { get; }
+
+    /// <summary>The object graph for the part (chief only: the graph is written once), or null.</summary>
+    public byte[]? PartGraphBytes { get; }
+
+    /// <summary>
+    /// Starts an attempt: expands the snapshot into ownership units (one per tensor, one per local slice of a partitioned
+    /// variable), asks the ownership policy, and fixes the part's name and the marker this worker will report.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">The ownership policy returned a wrong count or an out-of-range rank.</exception>
+    public static MultiWorkerSave Begin(WorkerContext worker, string prefix, ObjectGraphSnapshot snapshot, byte[] graphBytes)
     {
         var fullPrefix = Path.GetFullPath(prefix);
         var files = new CoordinationFiles(worker, fullPrefix, worker.NextAttempt(fullPrefix));
         Directory.CreateDirectory(worker.CoordinationDirectory);
         var graphHash = Convert.ToHexString(SHA256.HashData(graphBytes));
 
-        // Expand the snapshot into ownership units: one per tensor, one per local slice of a partitioned variable.
         var units = new List<OwnershipUnit>();
         var writes = new List<TrackableSaver.SaveUnit>();
         foreach (var t in snapshot.Tensors)
@@ -62,8 +103,9 @@ internal static class MultiWorkerSave
             bytes += units[i].EstimatedSizeInBytes;
         }
 
-        var partPrefix = BundleNaming.ShardedPrefix(fullPrefix + "_temp/part", worker.Rank, worker.WorldSize);
+        // A worker owning nothing writes no bundle: TF would count an empty shard in num_shards.
         var writesPart = mine.Count > 0 || worker.IsChief;
+        var partPrefix = writesPart ? BundleNaming.ShardedPrefix(fullPrefix + "_temp/part", worker.Rank, worker.WorldSize) : null;
         var marker = new CompletionMarker
         {
             Status = CompletionMarker.Ok,
@@ -72,66 +114,101 @@ internal static class MultiWorkerSave
             Prefix = fullPrefix,
             JobId = worker.JobId,
             GraphSha256 = graphHash,
-            PartPrefix = writesPart ? partPrefix : null,
+            PartPrefix = partPrefix,
             EntryCount = mine.Count + (worker.IsChief ? 1 : 0),
             BytesWritten = bytes,
         };
+        return new MultiWorkerSave(worker, files, fullPrefix, snapshot, graphHash, partPrefix, mine, worker.IsChief ? graphBytes : null, marker);
+    }
+
+    /// <summary>The synchronous save: writes the part with <see cref="TrackableSaver.WriteUnits"/>, then finishes the protocol on this thread.</summary>
+    public static void Run(WorkerContext worker, string prefix, ObjectGraphSnapshot snapshot, byte[] graphBytes, CheckpointOptions options)
+    {
+        var save = Begin(worker, prefix, snapshot, graphBytes);
         try
         {
-            if (writesPart)
-            {
-                TrackableSaver.WriteUnits(partPrefix, mine, worker.IsChief ? graphBytes : null, options.ShardingPolicy);
-                LocalShardStorage.Instance.FlushDirectory(Path.GetDirectoryName(partPrefix)!);
-            }
+            if (save.PartPrefix is { } part) TrackableSaver.WriteUnits(part, save.OwnedUnits, save.PartGraphBytes, options.ShardingPolicy);
         }
         catch (Exception ex)
         {
-            // Report, so the chief aborts at once instead of waiting for the timeout.
-            files.TryWrite(files.WorkerMarker(worker.Rank), marker with { Status = CompletionMarker.Failed, PartPrefix = null, Error = $"{ex.GetType().Name}: {ex.Message}" });
+            save.ReportFailure(ex);
             throw;
         }
-        files.Write(files.WorkerMarker(worker.Rank), marker);
+        var finish = save.FinishAsync(async: false, CancellationToken.None);
+        // With async: false no wait yields, so the task is complete here; anything else is a bug in FinishAsync.
+        if (!finish.IsCompleted) throw new UnreachableException("The synchronous multi-worker protocol yielded.");
+        finish.GetAwaiter().GetResult();
+    }
 
-        if (worker.IsChief)
+    /// <summary>
+    /// Reports a failure before this worker's completion marker (planning or writing the part failed) as a
+    /// <c>failed</c> marker, so the chief aborts at once instead of waiting for the timeout. Best effort; does nothing
+    /// once a marker was written.
+    /// </summary>
+    public void ReportFailure(Exception error)
+    {
+        if (Interlocked.Exchange(ref _reported, 1) != 0) return;
+        RemovePart(PartPrefix, FullPrefix);
+        _files.TryWrite(_files.WorkerMarker(_worker.Rank),
+            _marker with { Status = CompletionMarker.Failed, PartPrefix = null, Error = $"{error.GetType().Name}: {error.Message}" });
+    }
+
+    /// <summary>
+    /// After the part is durable (files renamed, directory flushed): writes the completion marker; the chief then
+    /// waits for every marker, verifies, merges and publishes; other workers wait for the verdict
+    /// (<see cref="WorkerContext.WaitForPublished"/>).
+    /// </summary>
+    /// <param name="async">False: waits sleep the calling thread and the task returned is complete. True: waits are asynchronous.</param>
+    /// <param name="cancellationToken">Cancels the waits; a cancelled chief aborts the checkpoint (nothing published).</param>
+    /// <exception cref="MultiWorkerCheckpointException">The checkpoint was aborted (by this chief, or found aborted by the chief).</exception>
+    /// <exception cref="OperationCanceledException">Cancelled while waiting.</exception>
+    public async Task FinishAsync(bool async, CancellationToken cancellationToken)
+    {
+        if (PartPrefix is not null) LocalShardStorage.Instance.FlushDirectory(Path.GetDirectoryName(PartPrefix)!);
+        if (Interlocked.Exchange(ref _reported, 1) != 0)
+            throw new InvalidOperationException($"{FullPrefix}: worker {_worker.Rank} already reported this checkpoint.");
+        _files.Write(_files.WorkerMarker(_worker.Rank), _marker);
+
+        if (_worker.IsChief)
         {
-            FinishAsChief(worker, files, fullPrefix, graphHash, snapshot);
+            var markers = await WaitForMarkersAsync(async, cancellationToken).ConfigureAwait(false);
+            Publish(markers);
         }
-        else if (worker.WaitForPublished)
+        else if (_worker.WaitForPublished)
         {
-            WaitForVerdict(worker, files, fullPrefix, writesPart ? partPrefix : null);
+            await WaitForVerdictAsync(async, cancellationToken).ConfigureAwait(false);
         }
-        else if (files.TryReadVerdict(out var verdict) && verdict.Status == CompletionMarker.Aborted)
+        else if (_files.TryReadVerdict(out var verdict) && verdict.Status == CompletionMarker.Aborted)
         {
             // The chief already gave up on this checkpoint; do not leave our part behind.
-            RemovePart(writesPart ? partPrefix : null, fullPrefix);
-            CoordinationFiles.TryDelete(files.WorkerMarker(worker.Rank));
-            throw AbortedByChief(fullPrefix, verdict);
+            RemovePart(PartPrefix, FullPrefix);
+            CoordinationFiles.TryDelete(_files.WorkerMarker(_worker.Rank));
+            throw AbortedByChief(FullPrefix, verdict);
         }
     }
 
-    private static void FinishAsChief(WorkerContext worker, CoordinationFiles files, string fullPrefix, string graphHash, ObjectGraphSnapshot snapshot)
+    private void Publish(CompletionMarker[] markers)
     {
-        var markers = WaitForMarkers(worker, files, fullPrefix, graphHash);
         var parts = markers.Where(m => m.PartPrefix is not null).OrderBy(m => m.Rank).Select(m => m.PartPrefix!).ToArray();
         try
         {
-            VerifyParts(parts, snapshot, fullPrefix);
-            TensorBundle.Merge(parts, fullPrefix);
+            VerifyParts(parts);
+            TensorBundle.Merge(parts, FullPrefix);
         }
         catch (Exception ex) when (ex is IOException or CheckpointFormatException or InvalidOperationException or UnauthorizedAccessException)
         {
-            throw Abort(files, fullPrefix, [], [], $"merging the parts failed: {ex.Message}", ex);
+            throw Abort([], [], $"merging the parts failed: {ex.Message}", ex);
         }
-        RemoveTempDirectory(fullPrefix);
-        files.Write(files.Verdict, new CompletionMarker { Status = CompletionMarker.Published, Rank = 0, WorldSize = worker.WorldSize, Prefix = fullPrefix, JobId = worker.JobId, GraphSha256 = graphHash });
-        files.DeleteWorkerMarkers();
+        RemoveTempDirectory(FullPrefix);
+        _files.Write(_files.Verdict, new CompletionMarker { Status = CompletionMarker.Published, Rank = 0, WorldSize = _worker.WorldSize, Prefix = FullPrefix, JobId = _worker.JobId, GraphSha256 = _graphHash });
+        _files.DeleteWorkerMarkers();
         // Workers of the previous checkpoint have all moved on (they reported for this one): its verdict is no longer read.
-        if (worker.ExchangeLastVerdict(files.Verdict) is { } previous && previous != files.Verdict) CoordinationFiles.TryDelete(previous);
+        if (_worker.ExchangeLastVerdict(_files.Verdict) is { } previous && previous != _files.Verdict) CoordinationFiles.TryDelete(previous);
     }
 
-    private static CompletionMarker[] WaitForMarkers(WorkerContext worker, CoordinationFiles files, string fullPrefix, string graphHash)
+    private async Task<CompletionMarker[]> WaitForMarkersAsync(bool async, CancellationToken cancellationToken)
     {
-        var markers = new CompletionMarker?[worker.WorldSize];
+        var markers = new CompletionMarker?[_worker.WorldSize];
         var clock = Stopwatch.StartNew();
         var delay = s_firstDelay;
         while (true)
@@ -142,54 +219,76 @@ internal static class MultiWorkerSave
             {
                 if (markers[r] is null)
                 {
-                    markers[r] = CompletionMarker.TryRead(files.WorkerMarker(r), out var error);
+                    markers[r] = CompletionMarker.TryRead(_files.WorkerMarker(r), out var error);
                     if (error is not null) { failed.Add(r); reasons.Add($"rank {r}: {error}"); continue; }
                 }
                 if (markers[r] is not { } m) continue;
                 var problem = m.Status != CompletionMarker.Ok ? $"failed: {m.Error ?? "no detail"}"
-                    : m.Rank != r || m.WorldSize != worker.WorldSize ? $"reports rank {m.Rank} of {m.WorldSize}, expected {r} of {worker.WorldSize}"
-                    : !string.Equals(m.Prefix, fullPrefix, StringComparison.Ordinal) ? $"saved prefix '{m.Prefix}', the chief '{fullPrefix}' (save counters disagree?)"
-                    : !string.Equals(m.GraphSha256, graphHash, StringComparison.Ordinal) ? $"built a different object graph (SHA-256 {m.GraphSha256} vs the chief's {graphHash}); every worker must build the same graph"
+                    : m.Rank != r || m.WorldSize != _worker.WorldSize ? $"reports rank {m.Rank} of {m.WorldSize}, expected {r} of {_worker.WorldSize}"
+                    : !string.Equals(m.Prefix, FullPrefix, StringComparison.Ordinal) ? $"saved prefix '{m.Prefix}', the chief '{FullPrefix}' (save counters disagree?)"
+                    : !string.Equals(m.GraphSha256, _graphHash, StringComparison.Ordinal) ? $"built a different object graph (SHA-256 {m.GraphSha256} vs the chief's {_graphHash}); every worker must build the same graph"
                     : null;
                 if (problem is not null) { failed.Add(r); reasons.Add($"rank {r} {problem}"); }
             }
             if (failed.Count > 0)
-                throw Abort(files, fullPrefix, [], failed, string.Join("; ", reasons));
+                throw Abort([], failed, string.Join("; ", reasons));
             var missing = Enumerable.Range(0, markers.Length).Where(r => markers[r] is null).ToArray();
             if (missing.Length == 0) return markers!;
-            if (clock.Elapsed >= worker.Timeout)
-                throw Abort(files, fullPrefix, missing, [],
-                    $"no completion marker from rank(s) {string.Join(", ", missing)} after {worker.Timeout.TotalSeconds.ToString("0.###", CultureInfo.InvariantCulture)} s{files.DescribeOtherMarkers(missing)}");
-            Thread.Sleep(delay);
+            if (clock.Elapsed >= _worker.Timeout)
+                throw Abort(missing, [],
+                    $"no completion marker from rank(s) {string.Join(", ", missing)} after {Seconds(_worker.Timeout)} s{_files.DescribeOtherMarkers(missing)}");
+            try
+            {
+                await DelayAsync(delay, async, cancellationToken).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException ex)
+            {
+                // The chief alone can publish: once it stops waiting, nobody will, so abort for everyone.
+                _ = Abort(missing, [], "the chief's save was cancelled", ex);
+                throw;
+            }
             delay = TimeSpan.FromTicks(Math.Min(delay.Ticks * 2, s_maxDelay.Ticks));
         }
     }
 
-    private static void WaitForVerdict(WorkerContext worker, CoordinationFiles files, string fullPrefix, string? partPrefix)
+    private async Task WaitForVerdictAsync(bool async, CancellationToken cancellationToken)
     {
         var clock = Stopwatch.StartNew();
         var delay = s_firstDelay;
         while (true)
         {
-            if (files.TryReadVerdict(out var verdict))
+            if (_files.TryReadVerdict(out var verdict))
             {
                 if (verdict.Status == CompletionMarker.Published) return;
-                RemovePart(partPrefix, fullPrefix);
-                CoordinationFiles.TryDelete(files.WorkerMarker(worker.Rank));
-                throw AbortedByChief(fullPrefix, verdict);
+                RemovePart(PartPrefix, FullPrefix);
+                CoordinationFiles.TryDelete(_files.WorkerMarker(_worker.Rank));
+                throw AbortedByChief(FullPrefix, verdict);
             }
             // The chief's own wait for the markers may take up to Timeout, then it merges: allow twice that.
-            if (clock.Elapsed >= 2 * worker.Timeout)
+            if (clock.Elapsed >= 2 * _worker.Timeout)
                 throw new MultiWorkerCheckpointException(
-                    $"{fullPrefix}: worker {worker.Rank} got no verdict from the chief (rank 0) after {(2 * worker.Timeout).TotalSeconds.ToString("0.###", CultureInfo.InvariantCulture)} s; the checkpoint may or may not be published.",
-                    fullPrefix, [0], []);
-            Thread.Sleep(delay);
+                    $"{FullPrefix}: worker {_worker.Rank} got no verdict from the chief (rank 0) after {Seconds(2 * _worker.Timeout)} s; the checkpoint may or may not be published.",
+                    FullPrefix, [0], []);
+            await DelayAsync(delay, async, cancellationToken).ConfigureAwait(false);
             delay = TimeSpan.FromTicks(Math.Min(delay.Ticks * 2, s_maxDelay.Ticks));
         }
     }
 
+    private static async ValueTask DelayAsync(TimeSpan delay, bool async, CancellationToken cancellationToken)
+    {
+        if (async)
+        {
+            await Task.Delay(delay, cancellationToken).ConfigureAwait(false);
+            return;
+        }
+        cancellationToken.ThrowIfCancellationRequested();
+        Thread.Sleep(delay);
+    }
+
+    private static string Seconds(TimeSpan t) => t.TotalSeconds.ToString("0.###", CultureInfo.InvariantCulture);
+
     /// <summary>Before merging: every key of the object graph is in some part, and partitioned tensors are fully covered.</summary>
-    private static void VerifyParts(IReadOnlyList<string> parts, ObjectGraphSnapshot snapshot, string fullPrefix)
+    private void VerifyParts(IReadOnlyList<string> parts)
     {
         var keys = new HashSet<string>(StringComparer.Ordinal);
         var slices = new Dictionary<string, (TensorShape Shape, List<TensorSlice> Slices)>(StringComparer.Ordinal);
@@ -205,30 +304,30 @@ internal static class MultiWorkerSave
                 list.Slices.AddRange(e.Slices);
             }
         }
-        var missing = snapshot.Tensors.Where(t => !t.Attribute.IsGroup && !keys.Contains(t.Key)).Select(t => t.Key).Distinct(StringComparer.Ordinal).ToList();
+        var missing = _snapshot.Tensors.Where(t => !t.Attribute.IsGroup && !keys.Contains(t.Key)).Select(t => t.Key).Distinct(StringComparer.Ordinal).ToList();
         if (!keys.Contains(CheckpointNames.ObjectGraph)) missing.Add(CheckpointNames.ObjectGraph);
         if (missing.Count > 0)
-            throw new InvalidOperationException($"{fullPrefix}: no worker wrote {missing.Count} key(s): {string.Join(", ", missing.Take(10))}{(missing.Count > 10 ? ", …" : "")} (ownership policies disagree, or a RemoteVariable's owner does not hold it).");
+            throw new InvalidOperationException($"{FullPrefix}: no worker wrote {missing.Count} key(s): {string.Join(", ", missing.Take(10))}{(missing.Count > 10 ? ", …" : "")} (ownership policies disagree, or a RemoteVariable's owner does not hold it).");
         foreach (var (key, (shape, list)) in slices)
         {
             long covered = 0;
             foreach (var s in list) covered += s.GetSliceShape(shape).ElementCount;
             if (covered != shape.ElementCount)
-                throw new InvalidOperationException($"{fullPrefix}: the slices written for partitioned '{key}' cover {covered} of {shape.ElementCount} elements of {shape} (slices: {string.Join(", ", list)}).");
+                throw new InvalidOperationException($"{FullPrefix}: the slices written for partitioned '{key}' cover {covered} of {shape.ElementCount} elements of {shape} (slices: {string.Join(", ", list)}).");
         }
     }
 
-    private static MultiWorkerCheckpointException Abort(CoordinationFiles files, string fullPrefix, IReadOnlyList<int> missing, IReadOnlyList<int> failed, string reason, Exception? inner = null)
+    private MultiWorkerCheckpointException Abort(IReadOnlyList<int> missing, IReadOnlyList<int> failed, string reason, Exception? inner = null)
     {
-        var message = $"{fullPrefix}: multi-worker checkpoint aborted, nothing published: {reason}.";
-        files.TryWrite(files.Verdict, new CompletionMarker
+        var message = $"{FullPrefix}: multi-worker checkpoint aborted, nothing published: {reason}.";
+        _files.TryWrite(_files.Verdict, new CompletionMarker
         {
-            Status = CompletionMarker.Aborted, Rank = 0, WorldSize = files.Worker.WorldSize, Prefix = fullPrefix, JobId = files.Worker.JobId,
+            Status = CompletionMarker.Aborted, Rank = 0, WorldSize = _worker.WorldSize, Prefix = FullPrefix, JobId = _worker.JobId,
             Error = reason, MissingRanks = missing, FailedRanks = failed,
         });
-        RemoveTempDirectory(fullPrefix);
-        files.DeleteWorkerMarkers();
-        return new MultiWorkerCheckpointException(message, fullPrefix, missing, failed, inner);
+        RemoveTempDirectory(FullPrefix);
+        _files.DeleteWorkerMarkers();
+        return new MultiWorkerCheckpointException(message, FullPrefix, missing, failed, inner);
     }
 
     private static MultiWorkerCheckpointException AbortedByChief(string fullPrefix, CompletionMarker verdict) =>

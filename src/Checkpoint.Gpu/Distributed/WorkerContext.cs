@@ -6,7 +6,8 @@ namespace CheckpointGpu.Distributed;
 /// Identity of this process within a multi-worker job and how its checkpoint saves coordinate: rank, world size and a
 /// coordination directory on the filesystem every worker shares (NFS, Lustre, a FUSE-mounted object store; a local
 /// disk in tests). Set it on <see cref="CheckpointOptions.MultiWorker"/> to make <see cref="Checkpoint.Save"/>,
-/// <see cref="Checkpoint.Write"/> and <see cref="CheckpointManager.Save"/> multi-worker saves.
+/// <see cref="Checkpoint.Write"/>, <see cref="CheckpointManager.Save"/> and their async forms
+/// (<see cref="Checkpoint.SaveAsync"/>, <see cref="CheckpointManager.SaveAsync"/>, through the IO pipeline) multi-worker saves.
 /// </summary>
 /// <remarks>
 /// <para><b>Model (SPMD).</b> Every worker runs the same program and builds the same object graph (same nodes, edges,

@@ -23,11 +23,12 @@ internal sealed class SaveItemCollector(Accelerator pipelineAccelerator) : ITens
 
     public void AddVariable(string key, Variable variable, int shardId)
     {
-        var source = ReferenceEquals(variable.Accelerator, pipelineAccelerator)
-            ? SaveSource.FromDevice(variable.Buffer.AsView())
-            : SaveSource.FromHost(variable.ReadBytes());
-        _items.Add(new SaveItem(key, variable.DType, variable.Shape, source, shardId));
+        _items.Add(new SaveItem(key, variable.DType, variable.Shape, Source(variable), shardId));
     }
+
+    private SaveSource Source(Variable variable) => ReferenceEquals(variable.Accelerator, pipelineAccelerator)
+        ? SaveSource.FromDevice(variable.Buffer.AsView())
+        : SaveSource.FromHost(variable.ReadBytes());
 
     public void AddHost(string key, HostTensor tensor, int shardId)
     {
@@ -37,8 +38,9 @@ internal sealed class SaveItemCollector(Accelerator pipelineAccelerator) : ITens
         _items.Add(new SaveItem(key, tensor.DType, tensor.Shape, source, shardId));
     }
 
+    /// <summary>One slice of a partitioned variable (TF's slice entries, written by the pipeline like <c>BundleWriter::AddSlice</c>).</summary>
     public void AddVariableSlice(string fullKey, TensorShape fullShape, TensorSlice slice, Variable variable, int shardId) =>
-        throw new NotSupportedException($"'{fullKey}': partitioned variables are saved by the synchronous path only (Save/Write), not by the IO pipeline yet.");
+        _items.Add(SaveItem.ForSlice(fullKey, variable.DType, fullShape, slice, Source(variable), shardId));
 
     /// <summary>The object graph, last in the data file (TF's order, spec §4.1).</summary>
     public void AddObjectGraph(byte[] graphBytes, int shardId) =>

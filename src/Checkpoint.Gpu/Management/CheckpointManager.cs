@@ -153,15 +153,19 @@ public sealed class CheckpointManager
     {
         if (NextPrefix(checkpointNumber, checkInterval) is not { } prefix) return null;
         Checkpoint.WriteUnnumbered(prefix, options);
-        if (options?.MultiWorker is { IsChief: false })
+        lock (_bookkeeping)
         {
-            // Non-chief workers track the checkpoint but never write the state file or delete files.
-            Upsert(prefix, Now());
-            LatestCheckpoint = prefix;
-            return prefix;
+            if (options?.MultiWorker is { IsChief: false }) Track(prefix);
+            else RecordAndSweep(prefix);
         }
-        lock (_bookkeeping) RecordAndSweep(prefix);
         return prefix;
+    }
+
+    /// <summary>Non-chief workers of a multi-worker save track the checkpoint but never write the state file or delete files.</summary>
+    private void Track(string prefix)
+    {
+        Upsert(prefix, Now());
+        LatestCheckpoint = prefix;
     }
 
     /// <summary>
@@ -191,15 +195,14 @@ public sealed class CheckpointManager
     /// <param name="checkInterval">When false, saves even if the interval has not passed.</param>
     /// <param name="options">Options; <see cref="CheckpointOptions.Pipeline"/> picks the IO device.</param>
     /// <param name="cancellationToken">Cancels the save.</param>
-    /// <returns>The save's handle (<c>Handle.Prefix</c> is the checkpoint's prefix), or null when skipped.</returns>
-    /// <exception cref="NotSupportedException">Multi-worker options (use <see cref="Save"/>).</exception>
+    /// <returns>The save's handle (<c>Handle.Prefix</c> is the checkpoint's prefix; in a multi-worker save, this worker's
+    /// part, and <c>Completion</c> means the chief published the merged checkpoint), or null when skipped.</returns>
     /// <remarks>Not thread-safe; await each call before the next. The manager's bookkeeping runs on the pipeline's
     /// completion path and is serialized with the synchronous methods by a lock.</remarks>
     public ValueTask<Pipeline.SaveHandle?> SaveAsync(long? checkpointNumber = null, bool checkInterval = true, CheckpointOptions? options = null,
         CancellationToken cancellationToken = default)
     {
         cancellationToken.ThrowIfCancellationRequested();
-        if (options?.MultiWorker is not null) throw new NotSupportedException("Multi-worker saves run through the synchronous path for now: use Save.");
         Checkpoint.ThrowIfQueuingAsyncSave();
         if (NextPrefix(checkpointNumber, checkInterval) is not { } prefix) return ValueTask.FromResult<Pipeline.SaveHandle?>(null);
         return Queue(prefix);
@@ -207,7 +210,11 @@ public sealed class CheckpointManager
         async ValueTask<Pipeline.SaveHandle?> Queue(string prefix) =>
             await Checkpoint.WriteUnnumberedAsync(prefix, options, (path, _) =>
             {
-                lock (_bookkeeping) RecordAndSweep(path);
+                lock (_bookkeeping)
+                {
+                    if (options?.MultiWorker is { IsChief: false }) Track(path);
+                    else RecordAndSweep(path);
+                }
                 return ValueTask.CompletedTask;
             }, cancellationToken).ConfigureAwait(false);
     }

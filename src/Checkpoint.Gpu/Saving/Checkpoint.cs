@@ -217,7 +217,8 @@ public sealed class Checkpoint : AutoTrackable, IDisposable, IAsyncDisposable
     /// <returns>The save's handle: <c>Snapshotted</c> (variables may be mutated) and <c>Completion</c> (durable, state file written).</returns>
     /// <exception cref="ArgumentException"><paramref name="filePrefix"/> is empty.</exception>
     /// <exception cref="ObjectDisposedException">The checkpoint is disposed.</exception>
-    /// <exception cref="NotSupportedException">Multi-worker options or partitioned variables (use <see cref="Save"/>).</exception>
+    /// <remarks>With <see cref="CheckpointOptions.MultiWorker"/>, see <see cref="TrackableSaver.SaveAsync"/>: <c>Completion</c>
+    /// means published by the chief, which alone rewrites the state file.</remarks>
     public ValueTask<Pipeline.SaveHandle> SaveAsync(string filePrefix, CheckpointOptions? options = null, CancellationToken cancellationToken = default)
     {
         ArgumentException.ThrowIfNullOrEmpty(filePrefix);
@@ -230,7 +231,8 @@ public sealed class Checkpoint : AutoTrackable, IDisposable, IAsyncDisposable
         return _saver.SaveAsyncCore(TrackableSaver.NumberedPrefix(filePrefix, number), options ?? CheckpointOptions.Default,
             (path, _) =>
             {
-                TrackableSaver.UpdateStateFile(path);
+                // In a multi-worker save only the chief records the checkpoint (after the merge published it).
+                if (options?.MultiWorker is not { IsChief: false }) TrackableSaver.UpdateStateFile(path);
                 return ValueTask.CompletedTask;
             }, cancellationToken);
     }

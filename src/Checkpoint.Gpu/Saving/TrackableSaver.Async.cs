@@ -40,10 +40,17 @@ public sealed partial class TrackableSaver : IAsyncDisposable
     /// work queued before the call is in the checkpoint. After the call, do not mutate a saved variable until
     /// <see cref="SaveHandle.Snapshotted"/> or <see cref="WaitUntilStagedAsync"/> for that variable completes (the Nn
     /// optimizers do the latter through their write barrier).
+    /// <para><b>Multi-worker</b> (<see cref="CheckpointOptions.MultiWorker"/>): the tensors this worker owns go through the
+    /// pipeline to its part (<c>&lt;prefix&gt;_temp/part-0000r-of-0000N</c>); after the part commits, the protocol of
+    /// <see cref="Distributed.WorkerContext"/> runs on the pipeline's completion path, waiting asynchronously (no thread
+    /// held) — the chief merges and publishes, the others wait for its verdict. <see cref="SaveHandle.Completion"/> then
+    /// completes when the merged checkpoint is published (faults with <see cref="Distributed.MultiWorkerCheckpointException"/>
+    /// when it was aborted), and <see cref="SaveHandle.Prefix"/> names the part. A worker that owns nothing writes no
+    /// files; its handle's plan is empty. Queued saves still finish in call order.</para>
     /// </remarks>
     /// <exception cref="ArgumentException"><paramref name="filePrefix"/> is empty.</exception>
-    /// <exception cref="NotSupportedException">Multi-worker options or partitioned variables (use <see cref="Save"/>).</exception>
     /// <exception cref="InvalidOperationException">A previous call has not returned yet (await each call before the next).</exception>
+    /// <exception cref="Distributed.MultiWorkerCheckpointException">Multi-worker options: the checkpoint was aborted (faults <see cref="SaveHandle.Completion"/>).</exception>
     public ValueTask<SaveHandle> SaveAsync(string filePrefix, long checkpointNumber = 0, CheckpointOptions? options = null,
         CancellationToken cancellationToken = default)
     {
@@ -94,38 +101,76 @@ public sealed partial class TrackableSaver : IAsyncDisposable
     {
         cancellationToken.ThrowIfCancellationRequested();
         options.Freeze();
-        if (options.MultiWorker is not null)
-            throw new NotSupportedException("Multi-worker saves run through the synchronous path for now: use Save/Write.");
         // Saves are queued in call order, so a call must be awaited before the next one starts.
         if (Interlocked.Exchange(ref _queuing, 1) != 0)
             throw new InvalidOperationException("A previous SaveAsync/WriteAsync call has not returned yet: await it before queuing another save (its handle lets the save overlap with training).");
+        Distributed.MultiWorkerSave? multiWorker = null;
         try
         {
             // Everything read from host-side state happens here, before the first await: the plan reflects the call's
             // moment (values on other accelerators, such as the save counter, are copied to host memory now).
             var snapshot = ObjectGraphSnapshot.Build(Root, includeSlotVariables: true, options.WriteHasCheckpointValues);
             var graphBytes = snapshot.Proto.ToByteArray();
-            var variables = snapshot.Tensors.Select(t => t.Attribute).OfType<VariableSaveable>().Select(v => v.Variable).ToArray();
+            var variables = SavedVariables(snapshot);
             var pipeline = options.Pipeline ?? GetOrCreatePipeline(variables);
             lock (_pipelineLock) if (!_pipelinesUsed.Contains(pipeline)) _pipelinesUsed.Add(pipeline);
-            var units = BuildUnits(snapshot);
-            var assignment = AssignShards(units, graphBytes, options.ShardingPolicy);
-            var collector = new SaveItemCollector(pipeline.Accelerator);
-            for (var i = 0; i < units.Count; i++) units[i].Write(collector, assignment.ShardIds[i]);
-            collector.AddObjectGraph(graphBytes, assignment.ShardIds[^1]);
-            var plan = SavePlan.Create(collector.Items, assignment.ShardCount);
+            // Multi-worker: this worker writes only the units it owns, to its part; the protocol finishes after the part commits.
+            IReadOnlyList<SaveUnit> units;
+            byte[]? planGraph;
+            string? writePrefix;
+            if (options.MultiWorker is { } worker)
+            {
+                multiWorker = Distributed.MultiWorkerSave.Begin(worker, prefix, snapshot, graphBytes);
+                (units, planGraph, writePrefix) = (multiWorker.OwnedUnits, multiWorker.PartGraphBytes, multiWorker.PartPrefix);
+            }
+            else
+            {
+                (units, planGraph, writePrefix) = (BuildUnits(snapshot), graphBytes, prefix);
+            }
+            SavePlan? plan = null;
+            if (writePrefix is not null)
+            {
+                var assignment = AssignShards(units, planGraph, options.ShardingPolicy);
+                var collector = new SaveItemCollector(pipeline.Accelerator);
+                for (var i = 0; i < units.Count; i++) units[i].Write(collector, assignment.ShardIds[i]);
+                if (planGraph is not null) collector.AddObjectGraph(planGraph, assignment.ShardIds[^1]);
+                plan = SavePlan.Create(collector.Items, assignment.ShardCount);
+            }
+            var finalPrefix = multiWorker?.FullPrefix ?? prefix;
+            var callbacks = options.WriteCallbacks;
+            var multi = multiWorker;
+            async ValueTask Committed(string _, CancellationToken ct)
+            {
+                if (multi is not null) await multi.FinishAsync(async: true, ct).ConfigureAwait(false);
+                foreach (var callback in callbacks) callback(finalPrefix);
+                if (onCommitted is not null) await onCommitted(finalPrefix, ct).ConfigureAwait(false);
+            }
             var accelerators = variables.Select(v => v.Accelerator).Distinct().ToArray();
-            return QueueAsync(pipeline, prefix, plan, accelerators, options.WriteCallbacks, onCommitted, cancellationToken);
+            return QueueAsync(pipeline, writePrefix ?? finalPrefix, plan, accelerators, Committed, multi is null ? null : multi.ReportFailure, cancellationToken);
         }
-        catch
+        catch (Exception ex)
         {
+            multiWorker?.ReportFailure(ex);
             Volatile.Write(ref _queuing, 0);
             throw;
         }
     }
 
-    private async ValueTask<SaveHandle> QueueAsync(CheckpointPipeline pipeline, string prefix, SavePlan plan, Accelerator[] accelerators,
-        IReadOnlyList<Action<string>> callbacks, Func<string, CancellationToken, ValueTask>? onCommitted, CancellationToken cancellationToken)
+    /// <summary>Every device variable a save of <paramref name="snapshot"/> reads (including the local parts of partitioned variables).</summary>
+    private static Variable[] SavedVariables(ObjectGraphSnapshot snapshot)
+    {
+        var variables = new List<Variable>();
+        foreach (var t in snapshot.Tensors)
+        {
+            if (t.Attribute is VariableSaveable v) variables.Add(v.Variable);
+            else if (t.Attribute is Distributed.PartitionedSaveable p) variables.AddRange(p.Owner.Parts.Select(part => part.Variable));
+        }
+        return [.. variables];
+    }
+
+    // plan: null for a save that writes no files here (a multi-worker save's worker that owns nothing: it only reports).
+    private async ValueTask<SaveHandle> QueueAsync(CheckpointPipeline pipeline, string prefix, SavePlan? plan, Accelerator[] accelerators,
+        Func<string, CancellationToken, ValueTask> onCommitted, Action<Exception>? onFailed, CancellationToken cancellationToken)
     {
         try
         {
@@ -133,11 +178,14 @@ public sealed partial class TrackableSaver : IAsyncDisposable
             // The pipeline copies on a stream of its own: work already queued on the variables' streams must land first.
             foreach (var accelerator in accelerators)
                 await accelerator.DefaultStream.SynchronizeAsync(cancellationToken).ConfigureAwait(false);
-            return pipeline.SaveAsync(prefix, plan, async (path, ct) =>
-            {
-                foreach (var callback in callbacks) callback(path);
-                if (onCommitted is not null) await onCommitted(path, ct).ConfigureAwait(false);
-            }, cancellationToken);
+            return plan is null
+                ? pipeline.EnqueueCommitOnly(prefix, onCommitted, onFailed, cancellationToken)
+                : pipeline.SaveAsync(prefix, plan, onCommitted, onFailed, cancellationToken);
+        }
+        catch (Exception ex)
+        {
+            onFailed?.Invoke(ex);
+            throw;
         }
         finally
         {
