@@ -38,6 +38,24 @@ public sealed class AsyncSaveTests(CpuFixture cpu) : IClassFixture<CpuFixture>
     }
 
     [Fact]
+    public async Task SaveAsync_DefaultPipeline_StreamsModelVariablesFromTheirDevice_NotFromTheCountersAccelerator()
+    {
+        // Regression: the saver's own pipeline went on the accelerator of the first saved variable in node order — the save
+        // counter's small CPU accelerator — so every model variable was read into host memory while the save was planned.
+        using var dir = new TempDir("async-default-pipeline");
+        var root = new AutoTrackable();
+        using var v = Variable.Create(root, "v", cpu.Accelerator, DType.Float, new TensorShape(1 << 16), VariableInitializer.Constant(2f));
+        await using var checkpoint = new Checkpoint(("model", root));
+        var handle = await checkpoint.SaveAsync(dir.File("ckpt"));
+        await handle.Completion;
+        var planned = handle.Plan.Tensors.Single(t => t.Key == "model/v/.ATTRIBUTES/VARIABLE_VALUE");
+        Assert.Equal(SaveSourceKind.Device, planned.Item.Source.Kind);
+        Assert.Same(cpu.Accelerator, planned.Item.Source.Device.Buffer!.Accelerator);
+        var counter = handle.Plan.Tensors.Single(t => t.Key == "save_counter/.ATTRIBUTES/VARIABLE_VALUE");
+        Assert.Equal(SaveSourceKind.Host, counter.Item.Source.Kind);
+    }
+
+    [Fact]
     public async Task SaveAsync_MutateAfterSnapshotted_CheckpointHoldsValuesAtTheCall()
     {
         using var dir = new TempDir("async-snapshot");

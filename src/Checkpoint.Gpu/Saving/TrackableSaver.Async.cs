@@ -29,7 +29,9 @@ public sealed partial class TrackableSaver : IAsyncDisposable
     /// <param name="filePrefix">Prefix; <c>-N</c> is appended when <paramref name="checkpointNumber"/> is non-zero.</param>
     /// <param name="checkpointNumber">Checkpoint number, or 0 for none.</param>
     /// <param name="options">Options; <see cref="CheckpointOptions.Pipeline"/> picks the IO device (default: one owned by this saver,
-    /// created on the accelerator of the first device variable with default <see cref="CheckpointPipelineOptions"/>).</param>
+    /// created at its first async save or restore on the accelerator holding the most bytes of saved variables, with
+    /// default <see cref="CheckpointPipelineOptions"/>; values on other accelerators are copied to host memory while the
+    /// save is planned).</param>
     /// <param name="cancellationToken">Cancels queuing and the save itself (temporary files are removed).</param>
     /// <returns>
     /// The handle: <see cref="SaveHandle.Snapshotted"/> completes when no variable's device bytes are needed any more,
@@ -239,8 +241,12 @@ public sealed partial class TrackableSaver : IAsyncDisposable
         lock (_pipelineLock)
         {
             if (_ownedPipeline is not null) return _ownedPipeline;
+            // The ring goes on the accelerator holding the most bytes: values elsewhere (the save counter's own small CPU
+            // accelerator comes first in node order) are copied to host memory while planning, which is meant for small state.
             // A graph without device variables (host state only) still needs a ring: use a small CPU accelerator of our own.
-            var accelerator = variables.Length > 0 ? variables[0].Accelerator : (_ownedAccelerator ??= Accelerator.Create(AcceleratorKind.Cpu));
+            var accelerator = variables.Length > 0
+                ? variables.GroupBy(v => v.Accelerator).MaxBy(g => g.Sum(v => v.LengthInBytes))!.Key
+                : (_ownedAccelerator ??= Accelerator.Create(AcceleratorKind.Cpu));
             return _ownedPipeline = new CheckpointPipeline(accelerator);
         }
     }
