@@ -14,7 +14,7 @@ public static class Program
         if (args.Length > 0 && args[0] == "e2e")
             return args.Contains("--workers") ? await EndToEnd.MultiWorkerBenchmark.RunAsync(args[1..]) : await EndToEnd.EndToEndBenchmark.RunAsync(args[1..]);
         // Hidden: one worker process of "e2e --workers N", started by LocalWorkerLauncher.
-        if (args.Length > 0 && args[0] == "e2e-worker") return EndToEnd.MultiWorkerBenchmark.RunWorker(args[1..]);
+        if (args.Length > 0 && args[0] == "e2e-worker") return await EndToEnd.MultiWorkerBenchmark.RunWorkerAsync(args[1..]);
         BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args);
         return 0;
     }

@@ -9,9 +9,11 @@ using CheckpointGpu.Pipeline;
 namespace CheckpointGpu.Benchmarks.EndToEnd;
 
 /// <summary>
-/// <c>e2e --workers 1,2,4 --gib G [--device cpu|opencl] [--dir D] [--repeats R]</c>: aggregate durable save
-/// throughput of a multi-worker checkpoint (<see cref="CheckpointOptions.MultiWorker"/>) against a single-process
-/// <see cref="Checkpoint.Save(string, CheckpointOptions?)"/> of the same model.
+/// <c>e2e --workers 1,2,4 --gib G [--device cpu|opencl] [--dir D] [--repeats R] [--modes sync,async]</c>: aggregate
+/// durable save throughput of a multi-worker checkpoint (<see cref="CheckpointOptions.MultiWorker"/>) against a
+/// single-process save of the same model, for each mode: <c>sync</c> = <see cref="Checkpoint.Save(string, CheckpointOptions?)"/>
+/// (the synchronous writer), <c>async</c> = <see cref="Checkpoint.SaveAsync"/> through the IO pipeline, timed from the
+/// call to <see cref="SaveHandle.Completion"/> (merged and published).
 /// </summary>
 /// <remarks>
 /// Model parallelism: the model of <see cref="EndToEndBenchmark.ModelSizes"/> (float32, G GiB in total) is split over
@@ -36,26 +38,51 @@ public static class MultiWorkerBenchmark
         var root = Path.GetFullPath(Arg(args, "--dir") ?? Path.Combine(Directory.GetCurrentDirectory(), "e2e-bench"));
         var repeats = int.Parse(Arg(args, "--repeats") ?? "3", CultureInfo.InvariantCulture);
         var counts = (Arg(args, "--workers") ?? "1,2,4").Split(',').Select(s => int.Parse(s, CultureInfo.InvariantCulture)).ToArray();
+        var modes = (Arg(args, "--modes") ?? "sync,async").Split(',');
+        if (modes.Any(m => m is not ("sync" or "async"))) throw new ArgumentException("--modes takes sync, async or both (comma-separated)");
         var totalBytes = (long)(gib * (1L << 30));
         // A private scratch directory under D, removed at the end whatever happens.
         var dir = Path.Combine(root, "mw-" + Guid.NewGuid().ToString("N")[..8]);
         Directory.CreateDirectory(dir);
         var sizes = EndToEndBenchmark.ModelSizes(totalBytes);
-        Info($"multi-worker: {sizes.Length} float32 tensors, {sizes.Sum()} bytes; workers {string.Join(",", counts)}; {repeats} repeats; dir {dir}");
+        Info($"multi-worker: {sizes.Length} float32 tensors, {sizes.Sum()} bytes; workers {string.Join(",", counts)}; modes {string.Join(",", modes)}; {repeats} repeats; dir {dir}");
         try
         {
-            // ---- single process: plain Checkpoint.Save of the whole model (same synchronous write path, no coordination)
+            // The limit, in the same run: fio O_DIRECT sequential write + fsync, one job per worker (1 for the single process).
+            var fio = new Dictionary<int, double>();
+            foreach (var jobs in counts.Append(1).Distinct().Order())
+            {
+                var times = new List<double>();
+                for (var i = 0; i < repeats; i++) times.Add(FioWrite(dir, sizes.Sum(), jobs));
+                fio[jobs] = sizes.Sum() / Median(times) / GB;
+                Emit(new() { ["name"] = "fio_write_odirect_fsync", ["jobs"] = jobs, ["bytes"] = sizes.Sum(), ["seconds"] = Math.Round(Median(times), 4),
+                    ["gbps"] = Math.Round(fio[jobs], 3), ["seconds_all"] = times.Select(t => Math.Round(t, 4)).ToArray() });
+            }
+            foreach (var mode in modes) await RunModeAsync(mode, device, gib, sizes, repeats, counts, dir, fio);
+            return 0;
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    private static async Task RunModeAsync(string mode, string device, double gib, long[] sizes, int repeats, int[] counts, string dir, Dictionary<int, double> fio)
+    {
+        var async = mode == "async";
+        {
+            // ---- single process: the whole model in one process, same write path as the workers, no coordination
             double singleSeconds; long singleBytes;
             {
                 using var acc = Accelerator.Create(Kind(device));
                 using var model = new BenchModel(acc, sizes, rank: 0, owners: new int[sizes.Length]);
-                var prefixBase = Path.Combine(dir, "single");
-                var last = model.Checkpoint.Save(prefixBase); // warm-up
+                var prefixBase = Path.Combine(dir, $"single-{mode}");
+                var (last, _) = await SaveAsync(model.Checkpoint, prefixBase, null, async); // warm-up
                 var times = new List<double>();
                 for (var i = 0; i < repeats; i++)
                 {
                     var sw = Stopwatch.StartNew();
-                    var prefix = model.Checkpoint.Save(prefixBase);
+                    var (prefix, _) = await SaveAsync(model.Checkpoint, prefixBase, null, async);
                     times.Add(sw.Elapsed.TotalSeconds);
                     CheckpointCommit.DeleteCheckpoint(last);
                     last = prefix;
@@ -63,8 +90,9 @@ public static class MultiWorkerBenchmark
                 singleBytes = VerifyAndMeasure(last, sizes.Length);
                 CheckpointCommit.DeleteCheckpoint(last);
                 singleSeconds = Median(times);
-                Emit(new() { ["name"] = "single_process_save", ["device"] = device, ["workers"] = 1, ["bytes"] = singleBytes,
-                    ["seconds"] = Math.Round(singleSeconds, 4), ["gbps"] = Math.Round(singleBytes / singleSeconds / GB, 3), ["repeats"] = repeats,
+                Emit(new() { ["name"] = "single_process_save", ["mode"] = mode, ["device"] = device, ["workers"] = 1, ["bytes"] = singleBytes,
+                    ["seconds"] = Math.Round(singleSeconds, 4), ["gbps"] = Math.Round(singleBytes / singleSeconds / GB, 3),
+                    ["ratio_vs_fio"] = Math.Round(singleBytes / singleSeconds / GB / fio[1], 3), ["repeats"] = repeats,
                     ["seconds_all"] = times.Select(t => Math.Round(t, 4)).ToArray() });
             }
             var singleGbps = singleBytes / singleSeconds / GB;
@@ -73,10 +101,10 @@ public static class MultiWorkerBenchmark
             var (exe, lead) = SelfCommand();
             foreach (var n in counts)
             {
-                var name = $"mw-{n}";
-                var coord = Path.Combine(dir, $"coord-{n}");
+                var name = $"mw-{mode}-{n}";
+                var coord = Path.Combine(dir, $"coord-{mode}-{n}");
                 var workerArgs = lead.Concat([WorkerMode, "--gib", gib.ToString("R", CultureInfo.InvariantCulture), "--device", device, "--dir", dir,
-                    "--repeats", repeats.ToString(CultureInfo.InvariantCulture), "--name", name]).ToArray();
+                    "--repeats", repeats.ToString(CultureInfo.InvariantCulture), "--name", name, "--mode", mode]).ToArray();
                 using var launcher = LocalWorkerLauncher.Start(exe, _ => workerArgs, n, coord);
                 var results = await launcher.WaitAllAsync(TimeSpan.FromMinutes(20));
                 foreach (var r in results.Where(r => !r.Succeeded))
@@ -91,18 +119,60 @@ public static class MultiWorkerBenchmark
                 CheckpointCommit.DeleteCheckpoint(last);
                 var seconds = Median(chief);
                 var gbps = bytes / seconds / GB;
-                Emit(new() { ["name"] = "multiworker_save", ["device"] = device, ["workers"] = n, ["bytes"] = bytes,
+                var row = new Dictionary<string, object> { ["name"] = "multiworker_save", ["mode"] = mode, ["device"] = device, ["workers"] = n, ["bytes"] = bytes,
                     ["seconds"] = Math.Round(seconds, 4), ["gbps"] = Math.Round(gbps, 3), ["ratio_vs_single"] = Math.Round(gbps / singleGbps, 3),
+                    ["ratio_vs_fio_jobs"] = Math.Round(gbps / fio[n], 3),
                     ["single_gbps"] = Math.Round(singleGbps, 3), ["repeats"] = repeats,
                     ["seconds_all"] = chief.Select(t => Math.Round(t, 4)).ToArray(),
-                    ["rank_median_seconds"] = perRank.Select(s => Math.Round(Median(s.Skip(1).Select(x => x.Seconds).ToList()), 4)).ToArray() });
+                    ["rank_median_seconds"] = perRank.Select(s => Math.Round(Median(s.Skip(1).Select(x => x.Seconds).ToList()), 4)).ToArray() };
+                if (async)
+                {
+                    row["chief_stream_median_seconds"] = Math.Round(Median(perRank[0].Skip(1).Select(x => x.Stream).ToList()), 4);
+                    row["chief_commit_median_seconds"] = Math.Round(Median(perRank[0].Skip(1).Select(x => x.Commit).ToList()), 4);
+                }
+                Emit(row);
             }
-            return 0;
         }
-        finally
-        {
-            Directory.Delete(dir, recursive: true);
-        }
+    }
+
+    /// <summary>One numbered save: <see cref="Checkpoint.Save(string, CheckpointOptions?)"/>, or <see cref="Checkpoint.SaveAsync"/> awaited to <see cref="SaveHandle.Completion"/>.</summary>
+    /// <returns>The prefix, and for async the handle (its durations split the part write from the coordination).</returns>
+    private static async Task<(string Prefix, SaveHandle? Handle)> SaveAsync(Checkpoint checkpoint, string prefixBase, CheckpointOptions? options, bool async)
+    {
+        if (!async) return (checkpoint.Save(prefixBase, options), null);
+        var sw = Stopwatch.StartNew();
+        var handle = await checkpoint.SaveAsync(prefixBase, options);
+        var queued = sw.Elapsed.TotalMilliseconds;
+        await handle.Snapshotted;
+        var snap = sw.Elapsed.TotalMilliseconds;
+        await handle.Completion;
+        Info(string.Create(CultureInfo.InvariantCulture, $"queued {queued:0.0} ms, snapshotted {snap:0.0} ms, completed {sw.Elapsed.TotalMilliseconds:0.0} ms; stream {handle.StreamDuration.TotalMilliseconds:0.0} total {handle.TotalDuration.TotalMilliseconds:0.0}"));
+        // The handle names what this process wrote (a worker's part); the checkpoint's prefix follows the save counter.
+        return (prefixBase + "-" + checkpoint.SaveCounter.Read<long>()[0].ToString(CultureInfo.InvariantCulture), handle);
+    }
+
+    /// <summary>
+    /// fio with <paramref name="jobs"/> concurrent jobs, each writing its own file of total/jobs bytes with O_DIRECT and
+    /// an fsync at the end; returns the seconds of the slowest job (its runtime includes the fsync), i.e. the aggregate time.
+    /// </summary>
+    private static double FioWrite(string dir, long total, int jobs)
+    {
+        var fioDir = Path.Combine(dir, "fio");
+        Directory.CreateDirectory(fioDir);
+        var per = total / jobs / (1 << 20) * (1 << 20);
+        string[] args = ["--name=mwwrite", $"--directory={fioDir}", "--rw=write", "--bs=8M", $"--size={per}", "--direct=1", "--ioengine=psync",
+            "--end_fsync=1", $"--numjobs={jobs}", "--output-format=json"];
+        Info("fio command: fio " + string.Join(' ', args));
+        var psi = new ProcessStartInfo("fio") { RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (var a in args) psi.ArgumentList.Add(a);
+        using var p = Process.Start(psi)!;
+        var json = p.StandardOutput.ReadToEnd();
+        p.WaitForExit();
+        Directory.Delete(fioDir, recursive: true);
+        if (p.ExitCode != 0) throw new InvalidOperationException($"fio exited with {p.ExitCode}: {p.StandardError.ReadToEnd()}");
+        using var doc = JsonDocument.Parse(json[json.IndexOf('{')..]);
+        var slowest = doc.RootElement.GetProperty("jobs").EnumerateArray().Max(j => j.GetProperty("job_runtime").GetDouble());
+        return slowest / 1000 * total / (per * jobs); // scaled to the model's exact byte count
     }
 
     /// <summary>Opens the checkpoint, checks every layer is present, verifies every entry (CRC); returns the data files' total size.</summary>
@@ -118,12 +188,15 @@ public static class MultiWorkerBenchmark
         return bytes;
     }
 
-    private static List<(string Prefix, double Seconds)> ParseSaved(string output) =>
+    private static List<(string Prefix, double Seconds, double Stream, double Commit)> ParseSaved(string output) =>
         output.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
             .Where(l => l.StartsWith("SAVED ", StringComparison.Ordinal))
             .Select(l => l.Split(' '))
-            .Select(p => (p[1], double.Parse(p[2]["ms=".Length..], CultureInfo.InvariantCulture) / 1000))
+            .Select(p => (p[1], Ms(p, "ms="), Ms(p, "stream_ms="), Ms(p, "commit_ms=")))
             .ToList();
+
+    private static double Ms(string[] fields, string name) =>
+        fields.FirstOrDefault(f => f.StartsWith(name, StringComparison.Ordinal)) is { } f ? double.Parse(f[name.Length..], CultureInfo.InvariantCulture) / 1000 : double.NaN;
 
     /// <summary>How to start this program again: the apphost directly, or <c>dotnet &lt;dll&gt;</c>.</summary>
     private static (string Exe, string[] Lead) SelfCommand()
@@ -134,8 +207,8 @@ public static class MultiWorkerBenchmark
 
     // ==================================================================== worker (hidden mode)
 
-    /// <summary><c>e2e-worker --gib G --device D --dir D --repeats R --name NAME</c>, rank etc. from the environment.</summary>
-    public static int RunWorker(string[] args)
+    /// <summary><c>e2e-worker --gib G --device D --dir D --repeats R --name NAME --mode sync|async</c>, rank etc. from the environment.</summary>
+    public static async Task<int> RunWorkerAsync(string[] args)
     {
         var worker = WorkerContext.FromEnvironment() ?? throw new InvalidOperationException("e2e-worker runs under LocalWorkerLauncher (CKPT_* environment)");
         var gib = double.Parse(Arg(args, "--gib")!, CultureInfo.InvariantCulture);
@@ -146,6 +219,7 @@ public static class MultiWorkerBenchmark
         var owners = Owners(sizes, worker.WorldSize);
         using var acc = Accelerator.Create(Kind(Arg(args, "--device") ?? "cpu"));
         using var model = new BenchModel(acc, sizes, worker.Rank, owners);
+        var async = Arg(args, "--mode") == "async";
         var options = new CheckpointOptions { MultiWorker = worker.With(ownership: model.Ownership) };
         var prefixBase = Path.Combine(dir, name);
         var barrier = Path.Combine(dir, $"barrier-{name}-{worker.JobId}");
@@ -155,9 +229,12 @@ public static class MultiWorkerBenchmark
         {
             Barrier(barrier, k, worker);
             var sw = Stopwatch.StartNew();
-            var prefix = model.Checkpoint.Save(prefixBase, options);
+            var (prefix, handle) = await SaveAsync(model.Checkpoint, prefixBase, options, async);
             var ms = sw.Elapsed.TotalMilliseconds;
-            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"SAVED {prefix} ms={ms:0.0}"));
+            // Async: stream_ms = the pipeline writing this worker's part; commit_ms = its commit plus the coordination (markers, merge, verdict).
+            var phases = handle is null ? "" : string.Create(CultureInfo.InvariantCulture,
+                $" stream_ms={handle.StreamDuration.TotalMilliseconds:0.0} commit_ms={(handle.TotalDuration - handle.StreamDuration).TotalMilliseconds:0.0}");
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"SAVED {prefix} ms={ms:0.0}{phases}"));
             // The chief owns the merged files; it removes the previous (already published) checkpoint outside the clock.
             if (worker.IsChief && previous is not null) CheckpointCommit.DeleteCheckpoint(previous);
             previous = prefix;
