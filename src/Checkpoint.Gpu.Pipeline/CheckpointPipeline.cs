@@ -111,7 +111,7 @@ public sealed class CheckpointPipeline : IAsyncDisposable
     /// <exception cref="ObjectDisposedException">The pipeline is disposed.</exception>
     public SaveHandle SaveAsync(string prefix, SavePlan plan, Func<string, CancellationToken, ValueTask>? onCommitted = null,
         CancellationToken cancellationToken = default) =>
-        SaveAsync(prefix, plan, onCommitted, onFailed: null, cancellationToken);
+        SaveAsync(prefix, plan, onCommitted, onFailed: null, checkpointPrefix: null, cancellationToken);
 
     /// <summary>
     /// <see cref="SaveAsync(string, SavePlan, Func{string, CancellationToken, ValueTask}?, CancellationToken)"/> with a
@@ -123,17 +123,19 @@ public sealed class CheckpointPipeline : IAsyncDisposable
     /// <param name="plan">What to write where.</param>
     /// <param name="onCommitted">Runs after the commit point (see the other overload). May be null.</param>
     /// <param name="onFailed">Runs once on failure; an exception it throws is added to the handle's failures. May be null.</param>
+    /// <param name="checkpointPrefix">The checkpoint this save is part of, when the files go elsewhere first (a multi-worker
+    /// save's part is merged into it); reported by <see cref="SaveHandle.CheckpointPrefix"/>. Default: <paramref name="prefix"/>.</param>
     /// <param name="cancellationToken">Cancels the save.</param>
     /// <returns>The handle.</returns>
     /// <exception cref="ArgumentException"><paramref name="prefix"/> is empty, or a device source belongs to another accelerator.</exception>
     /// <exception cref="ArgumentNullException"><paramref name="plan"/> is null.</exception>
     /// <exception cref="ObjectDisposedException">The pipeline is disposed.</exception>
     public SaveHandle SaveAsync(string prefix, SavePlan plan, Func<string, CancellationToken, ValueTask>? onCommitted, Action<Exception>? onFailed,
-        CancellationToken cancellationToken = default)
+        string? checkpointPrefix = null, CancellationToken cancellationToken = default)
     {
         ArgumentException.ThrowIfNullOrEmpty(prefix);
         ArgumentNullException.ThrowIfNull(plan);
-        return Enqueue(new SaveOperation(this, prefix, plan, onCommitted, onFailed, writesFiles: true, cancellationToken));
+        return Enqueue(new SaveOperation(this, prefix, plan, onCommitted, onFailed, writesFiles: true, cancellationToken) { CheckpointPrefix = checkpointPrefix ?? prefix });
     }
 
     /// <summary>

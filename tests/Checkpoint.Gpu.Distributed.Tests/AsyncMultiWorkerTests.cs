@@ -53,6 +53,9 @@ public sealed class AsyncMultiWorkerTests : IDisposable
 
         var otherHandle = await other.Checkpoint.SaveAsync(_dir["ckpts/ckpt"], otherOptions);
         await Task.WhenAll(chiefHandle.Completion, otherHandle.Completion).WaitAsync(TimeSpan.FromSeconds(60));
+        Assert.Equal(Path.GetFullPath(_dir["ckpts/ckpt-1_temp/part-00000-of-00002"]), chiefHandle.Prefix);
+        Assert.Equal(Path.GetFullPath(_dir["ckpts/ckpt-1"]), chiefHandle.CheckpointPrefix);
+        Assert.Equal(Path.GetFullPath(_dir["ckpts/ckpt-1"]), otherHandle.CheckpointPrefix);
 
         Assert.True(CheckpointManager.TryGetLatestCheckpoint(_dir["ckpts"], out var latest));
         Assert.Equal(Path.GetFullPath(_dir["ckpts/ckpt-1"]), Path.GetFullPath(latest));

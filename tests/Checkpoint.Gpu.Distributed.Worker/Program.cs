@@ -110,8 +110,8 @@ static async Task<int> SaveAsync(Accelerator accelerator, WorkerContext worker, 
         var handle = manager is not null ? (await manager.SaveAsync(options: opts))! : await model.Checkpoint.SaveAsync(Path.Combine(o["dir"], name), opts);
         await handle.Snapshotted;
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"QUEUED {handle.Prefix} snapshotted ms={clock.Elapsed.TotalMilliseconds:0.0}"));
-        // The handle names what this worker wrote (its part); the checkpoint is <dir>/<name>-<save number>.
-        pending.Add((handle, Path.Combine(o["dir"], manager is null ? name : "ckpt") + "-" + k.ToString(CultureInfo.InvariantCulture), clock));
+        // The handle's Prefix is what this worker wrote (its part, or the checkpoint itself when it owns nothing).
+        pending.Add((handle, handle.CheckpointPrefix, clock));
     }
     foreach (var (handle, prefix, clock) in pending)
     {

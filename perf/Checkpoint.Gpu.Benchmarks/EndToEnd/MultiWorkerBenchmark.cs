@@ -147,8 +147,7 @@ public static class MultiWorkerBenchmark
         var snap = sw.Elapsed.TotalMilliseconds;
         await handle.Completion;
         Info(string.Create(CultureInfo.InvariantCulture, $"queued {queued:0.0} ms, snapshotted {snap:0.0} ms, completed {sw.Elapsed.TotalMilliseconds:0.0} ms; stream {handle.StreamDuration.TotalMilliseconds:0.0} total {handle.TotalDuration.TotalMilliseconds:0.0}"));
-        // The handle names what this process wrote (a worker's part); the checkpoint's prefix follows the save counter.
-        return (prefixBase + "-" + checkpoint.SaveCounter.Read<long>()[0].ToString(CultureInfo.InvariantCulture), handle);
+        return (handle.CheckpointPrefix, handle);
     }
 
     /// <summary>

@@ -20,8 +20,14 @@ public sealed class SaveHandle
 
     internal SaveHandle(SaveOperation operation) => _operation = operation;
 
-    /// <summary>The checkpoint prefix being written.</summary>
+    /// <summary>The prefix whose files this save writes.</summary>
     public string Prefix => _operation.Prefix;
+
+    /// <summary>
+    /// The checkpoint this save produces: <see cref="Prefix"/>, except for a part that is merged into another checkpoint
+    /// (a multi-worker save writes <c>&lt;checkpoint&gt;_temp/part-0000r-of-0000N</c>; this is <c>&lt;checkpoint&gt;</c>).
+    /// </summary>
+    public string CheckpointPrefix => _operation.CheckpointPrefix ?? _operation.Prefix;
 
     /// <summary>The plan being executed.</summary>
     public SavePlan Plan => _operation.Plan;

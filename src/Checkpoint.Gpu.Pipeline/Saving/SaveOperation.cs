@@ -96,6 +96,9 @@ internal sealed class SaveOperation
 
     public string Prefix { get; }
 
+    /// <summary>The checkpoint this save belongs to (see <see cref="SaveHandle.CheckpointPrefix"/>).</summary>
+    public string? CheckpointPrefix { get; init; }
+
     public SavePlan Plan { get; }
 
     public SaveHandle Handle { get; }

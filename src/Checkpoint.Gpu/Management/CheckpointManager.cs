@@ -195,8 +195,9 @@ public sealed class CheckpointManager
     /// <param name="checkInterval">When false, saves even if the interval has not passed.</param>
     /// <param name="options">Options; <see cref="CheckpointOptions.Pipeline"/> picks the IO device.</param>
     /// <param name="cancellationToken">Cancels the save.</param>
-    /// <returns>The save's handle (<c>Handle.Prefix</c> is the checkpoint's prefix; in a multi-worker save, this worker's
-    /// part, and <c>Completion</c> means the chief published the merged checkpoint), or null when skipped.</returns>
+    /// <returns>The save's handle (<c>Handle.CheckpointPrefix</c> is the checkpoint's prefix; in a multi-worker save
+    /// <c>Handle.Prefix</c> is this worker's part and <c>Completion</c> means the chief published the merged checkpoint),
+    /// or null when skipped.</returns>
     /// <remarks>Not thread-safe; await each call before the next. The manager's bookkeeping runs on the pipeline's
     /// completion path and is serialized with the synchronous methods by a lock.</remarks>
     public ValueTask<Pipeline.SaveHandle?> SaveAsync(long? checkpointNumber = null, bool checkInterval = true, CheckpointOptions? options = null,

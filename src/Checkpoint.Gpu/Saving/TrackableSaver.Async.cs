@@ -47,8 +47,9 @@ public sealed partial class TrackableSaver : IAsyncDisposable
     /// <see cref="Distributed.WorkerContext"/> runs on the pipeline's completion path, waiting asynchronously (no thread
     /// held) — the chief merges and publishes, the others wait for its verdict. <see cref="SaveHandle.Completion"/> then
     /// completes when the merged checkpoint is published (faults with <see cref="Distributed.MultiWorkerCheckpointException"/>
-    /// when it was aborted), and <see cref="SaveHandle.Prefix"/> names the part. A worker that owns nothing writes no
-    /// files; its handle's plan is empty. Queued saves still finish in call order.</para>
+    /// when it was aborted); <see cref="SaveHandle.Prefix"/> names the part, <see cref="SaveHandle.CheckpointPrefix"/> the
+    /// merged checkpoint. A worker that owns nothing writes no files; its handle's plan is empty. Queued saves still
+    /// finish in call order.</para>
     /// </remarks>
     /// <exception cref="ArgumentException"><paramref name="filePrefix"/> is empty.</exception>
     /// <exception cref="InvalidOperationException">A previous call has not returned yet (await each call before the next).</exception>
@@ -148,7 +149,7 @@ public sealed partial class TrackableSaver : IAsyncDisposable
                 if (onCommitted is not null) await onCommitted(finalPrefix, ct).ConfigureAwait(false);
             }
             var accelerators = variables.Select(v => v.Accelerator).Distinct().ToArray();
-            return QueueAsync(pipeline, writePrefix ?? finalPrefix, plan, accelerators, Committed, multi is null ? null : multi.ReportFailure, cancellationToken);
+            return QueueAsync(pipeline, writePrefix ?? finalPrefix, finalPrefix, plan, accelerators, Committed, multi is null ? null : multi.ReportFailure, cancellationToken);
         }
         catch (Exception ex)
         {
@@ -171,7 +172,7 @@ public sealed partial class TrackableSaver : IAsyncDisposable
     }
 
     // plan: null for a save that writes no files here (a multi-worker save's worker that owns nothing: it only reports).
-    private async ValueTask<SaveHandle> QueueAsync(CheckpointPipeline pipeline, string prefix, SavePlan? plan, Accelerator[] accelerators,
+    private async ValueTask<SaveHandle> QueueAsync(CheckpointPipeline pipeline, string prefix, string checkpointPrefix, SavePlan? plan, Accelerator[] accelerators,
         Func<string, CancellationToken, ValueTask> onCommitted, Action<Exception>? onFailed, CancellationToken cancellationToken)
     {
         try
@@ -182,7 +183,7 @@ public sealed partial class TrackableSaver : IAsyncDisposable
                 await accelerator.DefaultStream.SynchronizeAsync(cancellationToken).ConfigureAwait(false);
             return plan is null
                 ? pipeline.EnqueueCommitOnly(prefix, onCommitted, onFailed, cancellationToken)
-                : pipeline.SaveAsync(prefix, plan, onCommitted, onFailed, cancellationToken);
+                : pipeline.SaveAsync(prefix, plan, onCommitted, onFailed, checkpointPrefix, cancellationToken);
         }
         catch (Exception ex)
         {
