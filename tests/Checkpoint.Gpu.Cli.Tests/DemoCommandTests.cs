@@ -36,6 +36,40 @@ public sealed class DemoCommandTests
     }
 
     [Fact]
+    public void Demo_ThreeWorkers_ReplicasResumeFromAMergedMultiWorkerCheckpoint()
+    {
+        using var tmp = new TempDir("demo-workers");
+        var r = CkptProcess.Run("demo", "--steps", "30", "--every", "10", "--params", "1500", "--dir", tmp.Path, "--workers", "3", "--json");
+        Assert.True(r.ExitCode == 0, r.StdOut + r.StdErr);
+        using var doc = System.Text.Json.JsonDocument.Parse(r.StdOut);
+        var root = doc.RootElement;
+        Assert.True(root.GetProperty("ok").GetBoolean());
+        Assert.Equal(3, root.GetProperty("workers").GetInt32());
+        Assert.True(root.GetProperty("replicas_agree").GetBoolean());
+        Assert.Equal(0, root.GetProperty("differing_losses").GetInt32());
+        Assert.True(root.GetProperty("final_weights_identical").GetBoolean());
+        // Crash at step 23: the replicas resume from ckpt-2, which three workers wrote in shares and the chief merged.
+        var resumedFrom = root.GetProperty("resumed_from").GetString()!;
+        Assert.Equal(Path.Combine(tmp.Path, "restarted", "ckpt-2"), resumedFrom);
+        Assert.Equal(3, root.GetProperty("resumed_from_data_files").GetInt32());
+        using var reader = Format.TensorBundleReader.Open(resumedFrom);
+        Assert.Equal(3, reader.Header.ShardCount);
+        foreach (var e in reader.Entries) reader.VerifyEntry(e);
+        // Only the chief wrote the state file; nothing of the protocol is left behind.
+        Assert.True(File.Exists(Path.Combine(tmp.Path, "restarted", "checkpoint")));
+        Assert.Empty(Directory.EnumerateDirectories(Path.Combine(tmp.Path, "restarted"), "*_temp"));
+        Assert.Empty(Directory.EnumerateFiles(Path.Combine(tmp.Path, "coordination"), "*.rank-*"));
+    }
+
+    [Fact]
+    public void Demo_BadWorkerCount_ExitsTwo()
+    {
+        var r = CkptProcess.Run("demo", "--workers", "9");
+        Assert.Equal(2, r.ExitCode);
+        Assert.Contains("--workers", r.StdErr);
+    }
+
+    [Fact]
     public void Demo_NonEmptyDirectory_ExitsTwo()
     {
         using var tmp = new TempDir("demo-busy");

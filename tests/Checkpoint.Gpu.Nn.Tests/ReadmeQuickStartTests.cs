@@ -31,7 +31,7 @@ public sealed class ReadmeQuickStartTests
             if (optimizer.Iterations.Read<long>()[0] % 50 == 0) manager.Save();
         }
     // ---- (to here) ----
-        return model.DenseLayers[0].Kernel.Read<float>();
+        return model.DenseLayers[0].Kernel!.Read<float>();
     }
 
     [Fact]

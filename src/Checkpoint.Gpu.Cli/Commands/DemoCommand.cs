@@ -6,6 +6,8 @@ using System.Text.Json;
 using CheckpointGpu.Cli.Demo;
 using CheckpointGpu.Cli.Output;
 using CheckpointGpu.Devices;
+using CheckpointGpu.Distributed;
+using CheckpointGpu.Format;
 using Spectre.Console;
 
 namespace CheckpointGpu.Cli.Commands;
@@ -13,7 +15,9 @@ namespace CheckpointGpu.Cli.Commands;
 /// <summary>
 /// <c>ckpt demo</c>: the main job. Trains a small MLP with Adam on an accelerator while a CheckpointManager saves every
 /// K steps; then a fresh process is "killed" mid-run and another fresh process resumes from the latest checkpoint by
-/// restore-on-create; the resumed losses must equal the uninterrupted run's bit for bit.
+/// restore-on-create; the resumed losses must equal the uninterrupted run's bit for bit. With <c>--workers N</c> the
+/// crashed and resumed runs are N replica processes started by <see cref="LocalWorkerLauncher"/> whose checkpoints are
+/// multi-worker saves (each replica writes its share, the chief merges), and every replica must agree.
 /// </summary>
 internal static class DemoCommand
 {
@@ -30,6 +34,7 @@ internal static class DemoCommand
         var phase = new Option<string?>("--phase") { Hidden = true };
         var stopAt = new Option<int>("--stop-at") { Hidden = true };
         var json = new Option<bool>("--json") { Description = "Print the summary as one JSON document on standard output (progress goes to standard error)." };
+        var workers = new Option<int>("--workers") { Description = "Run the crashed and resumed jobs as N replica processes (1-8) whose checkpoints are multi-worker saves merged by the chief.", DefaultValueFactory = _ => 1 };
         var command = new Command("demo", """
             The main job: train a small MLP regression with Adam on an accelerator, checkpointing with a CheckpointManager
             (max_to_keep 3) every K steps; then simulate a crash and a restart in fresh processes that call
@@ -39,14 +44,16 @@ internal static class DemoCommand
             Examples:
               ckpt demo
               ckpt demo --device opencl --steps 400 --every 50 --params 1000000 --dir /tmp/demo
-            """) { device, dir, steps, every, parameters, phase, stopAt, json };
+              ckpt demo --workers 3
+            """) { device, dir, steps, every, parameters, phase, stopAt, json, workers };
         command.SetAction(async (parse, cancellationToken) =>
         {
             var kind = parse.GetValue(device) == "opencl" ? AcceleratorKind.OpenCL : AcceleratorKind.Cpu;
             var n = parse.GetValue(steps);
             var k = parse.GetValue(every);
             if (n < 2 || k < 1 || k >= n) throw new CliException("--steps must be at least 2 and --every between 1 and steps - 1.", ExitCodes.UsageOrUnsupported);
-            var settings = new DemoSettings(kind, n, k, DemoSettings.HiddenFor(parse.GetValue(parameters)));
+            if (parse.GetValue(workers) is < 1 or > 8) throw new CliException("--workers must be between 1 and 8.", ExitCodes.UsageOrUnsupported);
+            var settings = new DemoSettings(kind, n, k, DemoSettings.HiddenFor(parse.GetValue(parameters))) { Workers = parse.GetValue(workers) };
             return parse.GetValue(phase) is { } childPhase
                 ? await RunChildAsync(settings, parse.GetValue(dir)!, parse.GetValue(stopAt), childPhase, Console.Out, cancellationToken)
                 : await RunAsync(settings, parse.GetValue(dir), Console.Out, parse.GetValue(json), cancellationToken);
@@ -80,10 +87,21 @@ internal static class DemoCommand
 
         // Crash mid-interval, so the restart must also redo the steps after the last checkpoint.
         var crashAt = Math.Clamp(settings.Steps * 3 / 5 + settings.Every / 2, settings.Every, settings.Steps - 1);
-        log.WriteLine($"simulating a crash: a fresh process trains in {restartedDir} and stops at step {crashAt} without saving …");
-        var interrupted = await SpawnAsync(settings, restartedDir, crashAt, "interrupted", cancellationToken);
-        log.WriteLine($"restarting: another fresh process calls RestoreOrInitialize before building the model …");
-        var resumed = await SpawnAsync(settings, restartedDir, settings.Steps, "resume", cancellationToken);
+        log.WriteLine(settings.Workers > 1
+            ? $"simulating a crash: {settings.Workers} fresh replica processes train in {restartedDir} and stop at step {crashAt} without saving …"
+            : $"simulating a crash: a fresh process trains in {restartedDir} and stops at step {crashAt} without saving …");
+        var coordination = Path.Combine(root, "coordination");
+        var interruptedAll = await SpawnAsync(settings, restartedDir, coordination, crashAt, "interrupted", cancellationToken);
+        log.WriteLine(settings.Workers > 1
+            ? $"restarting: {settings.Workers} other fresh processes call RestoreOrInitialize before building the model …"
+            : "restarting: another fresh process calls RestoreOrInitialize before building the model …");
+        var resumedAll = await SpawnAsync(settings, restartedDir, coordination, settings.Steps, "resume", cancellationToken);
+        var (interrupted, resumed) = (interruptedAll[0], resumedAll[0]);
+        // Replicas: every worker's report (losses, final weights, checkpoint resumed from) equals the chief's.
+        static bool SameRun(ChildReport a, ChildReport b) =>
+            a.FirstStep == b.FirstStep && a.LossBits.SequenceEqual(b.LossBits) && a.FinalWeightsCrc == b.FinalWeightsCrc && a.RestoredFrom == b.RestoredFrom;
+        var replicasAgree = interruptedAll.All(r => SameRun(r, interrupted)) && resumedAll.All(r => SameRun(r, resumed));
+        var resumedShards = resumed.RestoredFrom is null ? 0 : TensorBundleIndex.Read(resumed.RestoredFrom).Header.ShardCount;
 
         var mismatches = 0;
         for (var i = 0; i < resumed.LossBits.Length; i++)
@@ -92,7 +110,8 @@ internal static class DemoCommand
             if (BitConverter.SingleToUInt32Bits(straight.Losses[(int)(step - straight.FirstStep)]) != resumed.LossBits[i]) mismatches++;
         }
         var weightsEqual = straight.FinalWeightsCrc == resumed.FinalWeightsCrc;
-        var ok = mismatches == 0 && weightsEqual && resumed.RestoredFrom is not null;
+        var ok = mismatches == 0 && weightsEqual && resumed.RestoredFrom is not null && replicasAgree
+            && (settings.Workers == 1 || resumedShards == settings.Workers);
 
         if (json)
         {
@@ -117,6 +136,9 @@ internal static class DemoCommand
                 w.WriteBoolean("final_weights_identical", weightsEqual);
                 w.WriteNumber("final_loss", straight.Losses[^1]);
                 w.WriteNumber("train_seconds", Math.Round(trainSeconds, 3));
+                w.WriteNumber("workers", settings.Workers);
+                w.WriteBoolean("replicas_agree", replicasAgree);
+                w.WriteNumber("resumed_from_data_files", resumedShards);
             });
             return ok ? ExitCodes.Ok : ExitCodes.DataProblem;
         }
@@ -137,6 +159,8 @@ internal static class DemoCommand
         output.WriteLine($"resumed from   {resumed.RestoredFrom ?? "(nothing: no checkpoint was found)"}");
         output.WriteLine($"loss curve     {(mismatches == 0 ? $"identical for all {resumed.LossBits.Length} resumed steps ({resumed.FirstStep}–{settings.Steps})" : $"{mismatches} of {resumed.LossBits.Length} resumed steps DIFFER")}");
         output.WriteLine($"final weights  {(weightsEqual ? "bit-identical" : "DIFFER")} (CRC32C 0x{straight.FinalWeightsCrc:x8} vs 0x{resumed.FinalWeightsCrc:x8})");
+        if (settings.Workers > 1)
+            output.WriteLine($"multi-worker   {settings.Workers} replicas {(replicasAgree ? "agree" : "DISAGREE")}; the checkpoint resumed from has {resumedShards} data file(s), one per worker's share (merged by the chief)");
         output.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{(ok ? "OK" : "FAILED")}  training {trainSeconds:F1} s; inspect the checkpoints with: ckpt inspect {uninterruptedDir}"));
         return ok ? ExitCodes.Ok : ExitCodes.DataProblem;
     }
@@ -169,7 +193,9 @@ internal static class DemoCommand
 
     private static async Task<int> RunChildAsync(DemoSettings settings, string directory, int stopAt, string phase, TextWriter output, CancellationToken cancellationToken)
     {
-        var result = await DemoTraining.RunAsync(settings, directory, stopAt, onStep: null, cancellationToken).ConfigureAwait(false);
+        // Under LocalWorkerLauncher (--workers N) the rank, world size and coordination directory come from the environment.
+        var worker = WorkerContext.FromEnvironment();
+        var result = await DemoTraining.RunAsync(settings, directory, stopAt, onStep: null, cancellationToken, worker).ConfigureAwait(false);
         if (phase == "resume" && result.RestoredFrom is null)
             throw new CliException($"{directory}: the restarted process found no checkpoint to resume from.", ExitCodes.DataProblem);
         var report = new ChildReport(result.FirstStep, result.Losses.Select(BitConverter.SingleToUInt32Bits).ToArray(),
@@ -178,25 +204,30 @@ internal static class DemoCommand
         return ExitCodes.Ok;   // the "crashed" phase simply stops: nothing is saved after its last checkpoint
     }
 
-    private static async Task<ChildReport> SpawnAsync(DemoSettings settings, string directory, int stopAt, string phase, CancellationToken cancellationToken)
+    /// <summary>Runs the phase in fresh processes: one, or <see cref="DemoSettings.Workers"/> replicas under <see cref="LocalWorkerLauncher"/>.</summary>
+    /// <returns>Each process's report, by rank.</returns>
+    private static async Task<ChildReport[]> SpawnAsync(DemoSettings settings, string directory, string coordination, int stopAt, string phase, CancellationToken cancellationToken)
     {
-        var psi = new ProcessStartInfo(Environment.ProcessPath!) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        var executable = Environment.ProcessPath!;
+        var args = new List<string>();
         // Under `dotnet ckpt.dll` the host is dotnet itself; as an apphost or tool shim the entry point is the process.
-        if (string.Equals(Path.GetFileNameWithoutExtension(Environment.ProcessPath), "dotnet", StringComparison.Ordinal))
-            psi.ArgumentList.Add(Assembly.GetEntryAssembly()!.Location);
-        foreach (var a in new[] { "demo", "--phase", phase, "--dir", directory, "--stop-at", stopAt.ToString(CultureInfo.InvariantCulture),
-                     "--device", settings.Device == AcceleratorKind.OpenCL ? "opencl" : "cpu", "--steps", settings.Steps.ToString(CultureInfo.InvariantCulture),
-                     "--every", settings.Every.ToString(CultureInfo.InvariantCulture), "--params", settings.ParameterCount.ToString(CultureInfo.InvariantCulture) })
-            psi.ArgumentList.Add(a);
-        using var child = Process.Start(psi)!;
-        var stdout = child.StandardOutput.ReadToEndAsync(cancellationToken);
-        var stderr = child.StandardError.ReadToEndAsync(cancellationToken);
-        await child.WaitForExitAsync(cancellationToken).ConfigureAwait(false);
-        var text = await stdout.ConfigureAwait(false);
-        if (child.ExitCode != 0)
-            throw new CliException($"the {phase} process failed with exit code {child.ExitCode}: {(await stderr.ConfigureAwait(false)).Trim()}", ExitCodes.DataProblem);
-        var line = text.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).LastOrDefault()
-            ?? throw new CliException($"the {phase} process printed no report.", ExitCodes.DataProblem);
-        return JsonSerializer.Deserialize<ChildReport>(line) ?? throw new CliException($"the {phase} process printed an empty report.", ExitCodes.DataProblem);
+        if (string.Equals(Path.GetFileNameWithoutExtension(executable), "dotnet", StringComparison.Ordinal))
+            args.Add(Assembly.GetEntryAssembly()!.Location);
+        args.AddRange(["demo", "--phase", phase, "--dir", directory, "--stop-at", stopAt.ToString(CultureInfo.InvariantCulture),
+            "--device", settings.Device == AcceleratorKind.OpenCL ? "opencl" : "cpu", "--steps", settings.Steps.ToString(CultureInfo.InvariantCulture),
+            "--every", settings.Every.ToString(CultureInfo.InvariantCulture), "--params", settings.ParameterCount.ToString(CultureInfo.InvariantCulture)]);
+        using var launcher = LocalWorkerLauncher.Start(executable, _ => args, settings.Workers, coordination);
+        var results = await launcher.WaitAllAsync(TimeSpan.FromMinutes(30), cancellationToken).ConfigureAwait(false);
+        var reports = new ChildReport[results.Count];
+        foreach (var r in results)
+        {
+            var who = settings.Workers > 1 ? $"the {phase} process of rank {r.Rank}" : $"the {phase} process";
+            if (!r.Succeeded)
+                throw new CliException($"{who} failed with exit code {r.ExitCode}{(r.Killed ? " (killed)" : "")}: {r.StandardError.Trim()}", ExitCodes.DataProblem);
+            var line = r.StandardOutput.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).LastOrDefault()
+                ?? throw new CliException($"{who} printed no report.", ExitCodes.DataProblem);
+            reports[r.Rank] = JsonSerializer.Deserialize<ChildReport>(line) ?? throw new CliException($"{who} printed an empty report.", ExitCodes.DataProblem);
+        }
+        return reports;
     }
 }

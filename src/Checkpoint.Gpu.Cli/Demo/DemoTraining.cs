@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using CheckpointGpu.Devices;
+using CheckpointGpu.Distributed;
 using CheckpointGpu.Nn;
 
 namespace CheckpointGpu.Cli.Demo;
@@ -21,6 +22,9 @@ internal sealed record DemoRunResult(long FirstStep, IReadOnlyList<float> Losses
 /// <summary>Settings shared by every phase of <c>ckpt demo</c>.</summary>
 internal sealed record DemoSettings(AcceleratorKind Device, int Steps, int Every, int Hidden, int MaxToKeep = 3)
 {
+    /// <summary>Replica processes of the crashed and resumed runs (1 = a single process, no multi-worker saves).</summary>
+    public int Workers { get; init; } = 1;
+
     public const int InputSize = 8;
     public const int BatchSize = 64;
     public const ulong Seed = 2026;
@@ -47,14 +51,20 @@ internal static class DemoTraining
     /// <param name="stopAtStep">Last step to train (1-based); a resumed run starts after its restored step.</param>
     /// <param name="onStep">Called after every step with (step, loss, last checkpoint, last save GB/s, last blocked time).</param>
     /// <param name="cancellationToken">Stops training.</param>
+    /// <param name="worker">
+    /// When set, this process is one replica of a multi-worker job (every replica trains the same deterministic steps,
+    /// standing in for data-parallel replicas kept identical by an all-reduce): saves are multi-worker saves whose
+    /// tensors are spread over the replicas by <see cref="BalancedOwnership"/>, merged by the chief into one checkpoint.
+    /// </param>
     /// <remarks>
     /// Saves are asynchronous (<see cref="CheckpointManager.SaveAsync"/>): the loop blocks only while a save is planned and
     /// queued, and at the optimizer's per-variable write barriers (<see cref="CheckpointWriteBarrier"/>) if it is about to
     /// update a variable whose bytes are not yet staged. Every queued save is awaited before returning.
     /// </remarks>
     public static async Task<DemoRunResult> RunAsync(DemoSettings settings, string directory, int stopAtStep,
-        Action<long, float, string?, double, TimeSpan>? onStep, CancellationToken cancellationToken)
+        Action<long, float, string?, double, TimeSpan>? onStep, CancellationToken cancellationToken, WorkerContext? worker = null)
     {
+        var saveOptions = worker is null ? null : new CheckpointOptions { MultiWorker = worker.With(ownership: new BalancedOwnership()) };
         using var device = Accelerator.Create(settings.Device);
         var model = new Sequential();
         model.Add(new Dense(device, settings.Hidden, Activation.Tanh, seed: DemoSettings.Seed));
@@ -85,12 +95,12 @@ internal static class DemoTraining
         async Task RecordWhenDurableAsync(Pipeline.SaveHandle handle, Stopwatch sinceQueued)
         {
             await handle.Completion.ConfigureAwait(false);   // a failed save surfaces from Task.WhenAll below
-            var written = CheckpointBytes(handle.Prefix);
+            var written = CheckpointBytes(handle.CheckpointPrefix);
             lock (gate)
             {
                 bytes += written;
                 saveTime += sinceQueued.Elapsed;
-                last = handle.Prefix;
+                last = handle.CheckpointPrefix;
                 lastGbps = written / 1e9 / Math.Max(sinceQueued.Elapsed.TotalSeconds, 1e-9);
             }
         }
@@ -101,7 +111,7 @@ internal static class DemoTraining
             if (step % settings.Every == 0)
             {
                 var clock = Stopwatch.StartNew();
-                var handle = (await manager.SaveAsync(cancellationToken: cancellationToken).ConfigureAwait(false))!;
+                var handle = (await manager.SaveAsync(options: saveOptions, cancellationToken: cancellationToken).ConfigureAwait(false))!;
                 lastBlocked = clock.Elapsed;
                 blockedTimes.Add(lastBlocked);
                 saves++;
