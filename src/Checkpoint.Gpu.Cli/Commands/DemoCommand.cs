@@ -7,7 +7,6 @@ using CheckpointGpu.Cli.Demo;
 using CheckpointGpu.Cli.Output;
 using CheckpointGpu.Devices;
 using CheckpointGpu.Distributed;
-using CheckpointGpu.Format;
 using Spectre.Console;
 
 namespace CheckpointGpu.Cli.Commands;
@@ -21,7 +20,7 @@ namespace CheckpointGpu.Cli.Commands;
 /// </summary>
 internal static class DemoCommand
 {
-    private sealed record ChildReport(long FirstStep, uint[] LossBits, uint FinalWeightsCrc, string? RestoredFrom, int CheckpointsWritten);
+    private sealed record ChildReport(long FirstStep, uint[] LossBits, uint FinalWeightsCrc, string? RestoredFrom, int CheckpointsWritten, int RestoredFromDataFiles);
 
     public static Command Create()
     {
@@ -101,7 +100,7 @@ internal static class DemoCommand
         static bool SameRun(ChildReport a, ChildReport b) =>
             a.FirstStep == b.FirstStep && a.LossBits.SequenceEqual(b.LossBits) && a.FinalWeightsCrc == b.FinalWeightsCrc && a.RestoredFrom == b.RestoredFrom;
         var replicasAgree = interruptedAll.All(r => SameRun(r, interrupted)) && resumedAll.All(r => SameRun(r, resumed));
-        var resumedShards = resumed.RestoredFrom is null ? 0 : TensorBundleIndex.Read(resumed.RestoredFrom).Header.ShardCount;
+        var resumedShards = resumed.RestoredFromDataFiles;
 
         var mismatches = 0;
         for (var i = 0; i < resumed.LossBits.Length; i++)
@@ -193,13 +192,13 @@ internal static class DemoCommand
 
     private static async Task<int> RunChildAsync(DemoSettings settings, string directory, int stopAt, string phase, TextWriter output, CancellationToken cancellationToken)
     {
-        // Under LocalWorkerLauncher (--workers N) the rank, world size and coordination directory come from the environment.
-        var worker = WorkerContext.FromEnvironment();
+        // With --workers N (N > 1) the rank, world size and coordination directory come from LocalWorkerLauncher's environment.
+        var worker = settings.Workers > 1 ? WorkerContext.FromEnvironment() ?? throw new CliException("--workers N needs the environment LocalWorkerLauncher sets.", ExitCodes.UsageOrUnsupported) : null;
         var result = await DemoTraining.RunAsync(settings, directory, stopAt, onStep: null, cancellationToken, worker).ConfigureAwait(false);
         if (phase == "resume" && result.RestoredFrom is null)
             throw new CliException($"{directory}: the restarted process found no checkpoint to resume from.", ExitCodes.DataProblem);
         var report = new ChildReport(result.FirstStep, result.Losses.Select(BitConverter.SingleToUInt32Bits).ToArray(),
-            result.FinalWeightsCrc, result.RestoredFrom, result.CheckpointsWritten);
+            result.FinalWeightsCrc, result.RestoredFrom, result.CheckpointsWritten, result.RestoredFromDataFiles);
         output.WriteLine(JsonSerializer.Serialize(report));
         return ExitCodes.Ok;   // the "crashed" phase simply stops: nothing is saved after its last checkpoint
     }
@@ -215,7 +214,8 @@ internal static class DemoCommand
             args.Add(Assembly.GetEntryAssembly()!.Location);
         args.AddRange(["demo", "--phase", phase, "--dir", directory, "--stop-at", stopAt.ToString(CultureInfo.InvariantCulture),
             "--device", settings.Device == AcceleratorKind.OpenCL ? "opencl" : "cpu", "--steps", settings.Steps.ToString(CultureInfo.InvariantCulture),
-            "--every", settings.Every.ToString(CultureInfo.InvariantCulture), "--params", settings.ParameterCount.ToString(CultureInfo.InvariantCulture)]);
+            "--every", settings.Every.ToString(CultureInfo.InvariantCulture), "--params", settings.ParameterCount.ToString(CultureInfo.InvariantCulture),
+            "--workers", settings.Workers.ToString(CultureInfo.InvariantCulture)]);
         using var launcher = LocalWorkerLauncher.Start(executable, _ => args, settings.Workers, coordination);
         var results = await launcher.WaitAllAsync(TimeSpan.FromMinutes(30), cancellationToken).ConfigureAwait(false);
         var reports = new ChildReport[results.Count];

@@ -16,8 +16,10 @@ namespace CheckpointGpu.Cli.Demo;
 /// <param name="LastCheckpoint">Newest durable checkpoint, if any.</param>
 /// <param name="RestoredFrom">Checkpoint the run resumed from, or null for a fresh start.</param>
 /// <param name="FinalWeightsCrc">CRC32C over every layer's kernel and bias bytes after the last step.</param>
+/// <param name="RestoredFromDataFiles">Data files of <paramref name="RestoredFrom"/>, read when it was restored (it may be pruned by the end), or 0.</param>
 internal sealed record DemoRunResult(long FirstStep, IReadOnlyList<float> Losses, int CheckpointsWritten, long BytesWritten,
-    TimeSpan SaveTime, TimeSpan MedianBlocked, TimeSpan FirstBlocked, string? LastCheckpoint, string? RestoredFrom, uint FinalWeightsCrc);
+    TimeSpan SaveTime, TimeSpan MedianBlocked, TimeSpan FirstBlocked, string? LastCheckpoint, string? RestoredFrom, uint FinalWeightsCrc,
+    int RestoredFromDataFiles);
 
 /// <summary>Settings shared by every phase of <c>ckpt demo</c>.</summary>
 internal sealed record DemoSettings(AcceleratorKind Device, int Steps, int Every, int Hidden, int MaxToKeep = 3)
@@ -76,6 +78,7 @@ internal static class DemoTraining
         var manager = new CheckpointManager(checkpoint, directory, maxToKeep: settings.MaxToKeep);
 
         var restoredFrom = manager.RestoreOrInitialize();   // before Build: restore-on-create
+        var restoredShards = restoredFrom is null ? 0 : Format.TensorBundleIndex.Read(restoredFrom).Header.ShardCount;
         model.Build(DemoSettings.InputSize);
         using var trainer = new MlpTrainer(model.DenseLayers, optimizer,
             new RegressionTask(DemoSettings.InputSize, 1, DemoSettings.BatchSize, DemoSettings.Seed));
@@ -132,7 +135,7 @@ internal static class DemoTraining
         }
         var sorted = blockedTimes.Order().ToArray();
         var median = sorted.Length == 0 ? TimeSpan.Zero : sorted[sorted.Length / 2];
-        return new DemoRunResult(firstStep, losses, saves, bytes, saveTime, median, blockedTimes.FirstOrDefault(), last, restoredFrom, crc);
+        return new DemoRunResult(firstStep, losses, saves, bytes, saveTime, median, blockedTimes.FirstOrDefault(), last, restoredFrom, crc, restoredShards);
     }
 
     private static long CheckpointBytes(string prefix)

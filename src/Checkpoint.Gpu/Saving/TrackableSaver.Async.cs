@@ -139,17 +139,17 @@ public sealed partial class TrackableSaver : IAsyncDisposable
                 if (planGraph is not null) collector.AddObjectGraph(planGraph, assignment.ShardIds[^1]);
                 plan = SavePlan.Create(collector.Items, assignment.ShardCount);
             }
-            var finalPrefix = multiWorker?.FullPrefix ?? prefix;
+            // Callbacks get the prefix as the caller gave it, as in the synchronous path (never the part's).
             var callbacks = options.WriteCallbacks;
             var multi = multiWorker;
             async ValueTask Committed(string _, CancellationToken ct)
             {
                 if (multi is not null) await multi.FinishAsync(async: true, ct).ConfigureAwait(false);
-                foreach (var callback in callbacks) callback(finalPrefix);
-                if (onCommitted is not null) await onCommitted(finalPrefix, ct).ConfigureAwait(false);
+                foreach (var callback in callbacks) callback(prefix);
+                if (onCommitted is not null) await onCommitted(prefix, ct).ConfigureAwait(false);
             }
             var accelerators = variables.Select(v => v.Accelerator).Distinct().ToArray();
-            return QueueAsync(pipeline, writePrefix ?? finalPrefix, finalPrefix, plan, accelerators, Committed, multi is null ? null : multi.ReportFailure, cancellationToken);
+            return QueueAsync(pipeline, writePrefix ?? prefix, prefix, plan, accelerators, Committed, multi is null ? null : multi.ReportFailure, cancellationToken);
         }
         catch (Exception ex)
         {
