@@ -148,7 +148,9 @@ internal sealed class MultiWorkerSave
     public void ReportFailure(Exception error)
     {
         if (Interlocked.Exchange(ref _reported, 1) != 0) return;
-        RemovePart(PartPrefix, FullPrefix);
+        // Only this worker's own files: the shared <prefix>_temp/ directory is the chief's to remove (the other workers may
+        // be creating their parts in it right now).
+        RemovePartFiles(PartPrefix);
         _files.TryWrite(_files.WorkerMarker(_worker.Rank),
             _marker with { Status = CompletionMarker.Failed, PartPrefix = null, Error = $"{error.GetType().Name}: {error.Message}" });
     }
@@ -346,14 +348,27 @@ internal sealed class MultiWorkerSave
         }
     }
 
+    /// <summary>A late worker that found the checkpoint aborted: its part, and <c>&lt;prefix&gt;_temp/</c> if it is empty (the chief has already given up).</summary>
     private static void RemovePart(string? partPrefix, string fullPrefix)
     {
         if (partPrefix is null) return;
-        var dir = Path.GetDirectoryName(partPrefix)!;
-        if (Directory.Exists(dir))
-            foreach (var f in Directory.EnumerateFiles(dir, Path.GetFileName(partPrefix) + ".*")) CoordinationFiles.TryDelete(f);
+        RemovePartFiles(partPrefix);
         try { Directory.Delete(fullPrefix + "_temp"); }
         catch (IOException) { }
         catch (UnauthorizedAccessException) { }
+    }
+
+    private static void RemovePartFiles(string? partPrefix)
+    {
+        if (partPrefix is null) return;
+        var dir = Path.GetDirectoryName(partPrefix)!;
+        try
+        {
+            foreach (var f in Directory.EnumerateFiles(dir, Path.GetFileName(partPrefix) + ".*")) CoordinationFiles.TryDelete(f);
+        }
+        catch (DirectoryNotFoundException)
+        {
+            // Already removed (by the chief's abort).
+        }
     }
 }
