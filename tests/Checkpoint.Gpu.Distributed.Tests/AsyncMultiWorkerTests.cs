@@ -71,6 +71,36 @@ public sealed class AsyncMultiWorkerTests : IDisposable
     }
 
     [Fact]
+    public async Task RestoreAsync_OfATwoWorkerAsyncCheckpoint_OnThreeWorkers_EachGetsItsRegion()
+    {
+        using var accelerator = Accelerator.Create(AcceleratorKind.Cpu);
+        var coord = _dir["coord"];
+        using (var chief = new WorkerModel(accelerator, [0], 2, fill: true))
+        using (var other = new WorkerModel(accelerator, [1], 2, fill: true))
+        {
+            var handles = new[]
+            {
+                await chief.Checkpoint.SaveAsync(_dir["ckpts/ckpt"], new CheckpointOptions { MultiWorker = new WorkerContext(0, 2, coord).With(ownership: chief.Ownership) }),
+                await other.Checkpoint.SaveAsync(_dir["ckpts/ckpt"], new CheckpointOptions { MultiWorker = new WorkerContext(1, 2, coord).With(ownership: other.Ownership) }),
+            };
+            await Task.WhenAll(handles.Select(h => h.Completion)).WaitAsync(TimeSpan.FromSeconds(60));
+        }
+        // Three restoring workers: the embedding is re-split 3 ways (regions that straddle the 2 stored slices), read
+        // through the pipeline's prefetch (whole tensors) and the slice reader (partitioned ones).
+        for (var rank = 0; rank < 3; rank++)
+        {
+            using var model = new WorkerModel(accelerator, [rank], 3, fill: false);
+            var status = await model.Checkpoint.RestoreAsync(_dir["ckpts/ckpt-1"]);
+            status.AssertConsumed();
+            foreach (var (edge, dtype, shape) in WorkerModel.Variables)
+                Assert.Equal(WorkerModel.ExpectedBytes(edge, dtype, shape.ElementCount), model.ByEdge[edge].ReadBytes());
+            var part = Assert.Single(model.Embedding.Parts);
+            Assert.Equal(WorkerModel.ExpectedSliceBytes(part.Slice), part.Variable.ReadBytes());
+            Assert.Equal(42, model.Counter[0]);
+        }
+    }
+
+    [Fact]
     public async Task SaveAsync_ChiefCancelledWhileWaiting_AbortsForEveryone_NothingPublished()
     {
         using var accelerator = Accelerator.Create(AcceleratorKind.Cpu);
