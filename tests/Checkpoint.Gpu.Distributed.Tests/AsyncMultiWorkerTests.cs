@@ -1,6 +1,7 @@
 using CheckpointGpu.Devices;
 using CheckpointGpu.Distributed.Worker;
 using CheckpointGpu.Format;
+using CheckpointGpu.Pipeline;
 
 namespace CheckpointGpu.Distributed.Tests;
 
@@ -98,6 +99,33 @@ public sealed class AsyncMultiWorkerTests : IDisposable
             Assert.Equal(WorkerModel.ExpectedSliceBytes(part.Slice), part.Variable.ReadBytes());
             Assert.Equal(42, model.Counter[0]);
         }
+    }
+
+    [Fact]
+    public async Task RestoreAsync_ModelParallel_ReadsOnlyThisWorkersTensors_NotTheRemotePlaceholders()
+    {
+        // Saved with both 4 MiB tensors local; restored by a worker that holds "a" and stands in for "b" with a RemoteVariable.
+        using var accelerator = Accelerator.Create(AcceleratorKind.Cpu);
+        var shape = new TensorShape(1 << 20);
+        var aValues = Enumerable.Range(0, 1 << 20).Select(i => i * 0.5f).ToArray();
+        {
+            var root = new AutoTrackable();
+            using var a = Variable.Create(root, "a", accelerator, DType.Float, shape, VariableInitializer.FromHost(span => System.Runtime.InteropServices.MemoryMarshal.AsBytes(aValues.AsSpan()).CopyTo(span)), fullName: "a");
+            using var b = Variable.Create(root, "b", accelerator, DType.Float, shape, VariableInitializer.Constant(7f), fullName: "b");
+            await using var full = new Checkpoint(("model", root));
+            full.Save(_dir["ckpt"]);
+        }
+        var storage = new CountingShardStorage();
+        await using var pipeline = new CheckpointPipeline(accelerator, new CheckpointPipelineOptions { Storage = storage });
+        var tree = new AutoTrackable();
+        using var local = Variable.Create(tree, "a", accelerator, DType.Float, shape, fullName: "a");
+        tree.Track("b", new RemoteVariable("b", DType.Float, shape, ownerRank: 1));
+        await using var worker = new Checkpoint(("model", tree));
+        var status = await worker.RestoreAsync(_dir["ckpt-1"], new CheckpointOptions { Pipeline = pipeline });
+        status.AssertExistingObjectsMatched();
+        Assert.Equal(System.Runtime.InteropServices.MemoryMarshal.AsBytes(aValues.AsSpan()).ToArray(), local.ReadBytes());
+        // "a" (4 MiB) and the small entries, rounded to O_DIRECT blocks; reading "b" too would be 8 MiB and more.
+        Assert.InRange(storage.BytesRead, 4L << 20, (4L << 20) + (64 << 10));
     }
 
     [Fact]

@@ -46,7 +46,8 @@ public sealed class RemoteVariable : Trackable
     /// <inheritdoc/>
     protected internal override IReadOnlyList<SaveableValue> GetSaveableValues() => _attributes ??= [new RemoteSaveable(this)];
 
-    private sealed class RemoteSaveable(RemoteVariable owner) : SaveableValue(CheckpointNames.VariableValue, owner.Name)
+    /// <summary>The placeholder's attribute: written by its owner only, restored by nobody here.</summary>
+    internal sealed class RemoteSaveable(RemoteVariable owner) : SaveableValue(CheckpointNames.VariableValue, owner.Name)
     {
         internal override long EstimatedSizeInBytes =>
             owner.Shape.TryGetElementCount(out var n) && DTypes.IsFixedSize(owner.DType) ? n * DTypes.GetElementSize(owner.DType) : 0;
