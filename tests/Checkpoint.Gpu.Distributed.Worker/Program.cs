@@ -93,9 +93,19 @@ static async Task<int> SaveAsync(Accelerator accelerator, WorkerContext worker, 
     if (Int(o, "extra-node-rank", -1) == rank) model.Model.Track("extra", new AutoTrackable());
     var name = o.GetValueOrDefault("name", "ckpt");
     var faultyPart = $"{name}-{faultSave.ToString(CultureInfo.InvariantCulture)}_temp";
-    var storage = new FaultStorage(
-        hang: rank == hangRank ? path => path.Contains(faultyPart, StringComparison.Ordinal) : null,
-        fail: rank == failWriteRank ? path => path.Contains(faultyPart, StringComparison.Ordinal) : null);
+    var announced = 0;
+    var storage = new FaultInjectingShardStorage(LocalShardStorage.Instance)
+    {
+        BlockWriteWhen = rank == hangRank ? path => path.Contains(faultyPart, StringComparison.Ordinal) : null,
+        FailWriteWhen = rank == failWriteRank ? path => path.Contains(faultyPart, StringComparison.Ordinal) : null,
+        // The test kills this process once it prints SAVING: the part's temp files exist, its writes hang.
+        WriteBlocked = _ =>
+        {
+            if (Interlocked.Exchange(ref announced, 1) != 0) return;
+            Console.WriteLine("SAVING");
+            Console.Out.Flush();
+        },
+    };
     await using var pipeline = new CheckpointPipeline(accelerator, new CheckpointPipelineOptions { Storage = storage, SlotSizeInBytes = 1 << 20, SlotCount = 4 });
     var context = worker.With(ownership: o.ContainsKey("chief-holds-all") ? new PlacementOwnership() : model.Ownership);
     var saves = Int(o, "saves", 1);

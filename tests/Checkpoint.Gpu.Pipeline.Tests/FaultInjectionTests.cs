@@ -115,4 +115,38 @@ public sealed class FaultInjectionTests
         await pipeline.SaveAsync(dir.Prefix("ckpt-2"), SavePlan.Create(model.Items())).Completion;
         model.AssertCheckpoint(dir.Prefix("ckpt-2"), 1);
     }
+
+    [Fact]
+    public async Task FailWriteWhen_OnlyMatchingShardFails_BlockWriteWhen_HangsUntilCancelled_BytesReadCounts()
+    {
+        using var dir = new TempDir();
+        using var acc = Accelerator.Create(AcceleratorKind.Cpu);
+        using var model = new TestModel(acc, Sizes, shardCount: 2);
+        var storage = new FaultInjectingShardStorage(LocalShardStorage.Instance) { FailWriteWhen = p => p.Contains(".data-00001-of-00002", StringComparison.Ordinal) };
+        await using var pipeline = new CheckpointPipeline(acc, new CheckpointPipelineOptions { SlotSizeInBytes = 8192, SlotCount = 3, Storage = storage });
+        model.SetStep(1);
+        var failed = pipeline.SaveAsync(dir.Prefix("ckpt-1"), SavePlan.Create(model.Items(), 2));
+        var error = await Assert.ThrowsAsync<IOException>(() => failed.Completion);
+        Assert.Contains("data-00001-of-00002", error.Message, StringComparison.Ordinal);
+
+        storage.FailWriteWhen = null;
+        var blocked = new List<string>();
+        storage.BlockWriteWhen = p => p.Contains("ckpt-2", StringComparison.Ordinal);
+        storage.WriteBlocked = p => { lock (blocked) blocked.Add(p); };
+        using var cts = new CancellationTokenSource();
+        var hung = pipeline.SaveAsync(dir.Prefix("ckpt-2"), SavePlan.Create(model.Items(), 2), null, cts.Token);
+        await Task.Delay(300);
+        Assert.False(hung.Completion.IsCompleted);
+        lock (blocked) Assert.NotEmpty(blocked);
+        cts.Cancel();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => hung.Completion.WaitAsync(TimeSpan.FromSeconds(30)));
+        Assert.Empty(Files.Leftovers(dir.Path));
+
+        storage.BlockWriteWhen = null;
+        await pipeline.SaveAsync(dir.Prefix("ckpt-3"), SavePlan.Create(model.Items(), 2)).Completion;
+        storage.ResetCounters();
+        await using (var session = pipeline.OpenRestore(dir.Prefix("ckpt-3")))
+            await session.PrefetchAsync([TestModel.Key(1)]);   // 100,003 bytes, read in O_DIRECT blocks
+        Assert.InRange(storage.BytesRead, 100_003, 100_003 + 2 * IShardFile.DirectIOAlignmentInBytes);
+    }
 }

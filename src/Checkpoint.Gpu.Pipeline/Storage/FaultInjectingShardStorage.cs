@@ -3,7 +3,8 @@ namespace CheckpointGpu.Pipeline;
 /// <summary>
 /// A decorator over another <see cref="IShardStorage"/> that injects failures (FASTER's
 /// <c>SimulatedFlakyDevice</c>, STYLE B6): fail the Nth write, write short, run out of space after a byte
-/// budget, delay writes, or fail a flush or a rename. For tests and failure drills; never for production.
+/// budget, delay writes, fail or hang the writes of chosen files, or fail a flush or a rename; it also counts the bytes
+/// read. For tests and failure drills; never for production.
 /// </summary>
 /// <remarks>Thread-safe: counters are updated atomically. Settings may be changed between saves.</remarks>
 public sealed class FaultInjectingShardStorage : IShardStorage
@@ -11,6 +12,7 @@ public sealed class FaultInjectingShardStorage : IShardStorage
     private readonly IShardStorage _inner;
     private long _writeCount;
     private long _bytesWritten;
+    private long _bytesRead;
 
     /// <summary>Wraps <paramref name="inner"/>.</summary>
     /// <param name="inner">The real storage, usually <see cref="LocalShardStorage.Instance"/>.</param>
@@ -33,6 +35,18 @@ public sealed class FaultInjectingShardStorage : IShardStorage
     /// <summary>Delay added before every write. Default zero.</summary>
     public TimeSpan WriteDelay { get; set; }
 
+    /// <summary>Every write to a file whose path matches throws an <see cref="IOException"/> without writing; null disables.</summary>
+    public Func<string, bool>? FailWriteWhen { get; set; }
+
+    /// <summary>
+    /// Every write to a file whose path matches never finishes until its cancellation token fires (a hung device, or a
+    /// process to kill mid-write); null disables. <see cref="WriteBlocked"/> is called with the path as each write blocks.
+    /// </summary>
+    public Func<string, bool>? BlockWriteWhen { get; set; }
+
+    /// <summary>Called (on the writing thread) with the file's path when a write starts blocking under <see cref="BlockWriteWhen"/>.</summary>
+    public Action<string>? WriteBlocked { get; set; }
+
     /// <summary>Fails <see cref="IShardFile.FlushToDisk"/> of files whose name matches; null disables.</summary>
     public Func<string, bool>? FailFlushWhen { get; set; }
 
@@ -42,6 +56,9 @@ public sealed class FaultInjectingShardStorage : IShardStorage
     /// <summary>Writes seen so far (all files).</summary>
     public long WriteCount => Interlocked.Read(ref _writeCount);
 
+    /// <summary>Bytes returned by reads so far (all files): what a restore actually pulled off the disk.</summary>
+    public long BytesRead => Interlocked.Read(ref _bytesRead);
+
     /// <summary>Paths created through this storage (for leak checks in tests).</summary>
     public System.Collections.Concurrent.ConcurrentQueue<string> CreatedPaths { get; } = new();
 
@@ -50,6 +67,7 @@ public sealed class FaultInjectingShardStorage : IShardStorage
     {
         Interlocked.Exchange(ref _writeCount, 0);
         Interlocked.Exchange(ref _bytesWritten, 0);
+        Interlocked.Exchange(ref _bytesRead, 0);
     }
 
     /// <inheritdoc/>
@@ -61,7 +79,7 @@ public sealed class FaultInjectingShardStorage : IShardStorage
     }
 
     /// <inheritdoc/>
-    public IShardFile OpenForRead(string path, bool preferDirectIO) => _inner.OpenForRead(path, preferDirectIO);
+    public IShardFile OpenForRead(string path, bool preferDirectIO) => new FaultyFile(this, _inner.OpenForRead(path, preferDirectIO));
 
     /// <inheritdoc/>
     public void Move(string sourcePath, string destinationPath)
@@ -92,6 +110,13 @@ public sealed class FaultInjectingShardStorage : IShardStorage
         {
             var n = Interlocked.Increment(ref owner._writeCount);
             if (owner.WriteDelay > TimeSpan.Zero) await Task.Delay(owner.WriteDelay, cancellationToken).ConfigureAwait(false);
+            if (owner.FailWriteWhen?.Invoke(Path) == true)
+                throw new IOException($"{System.IO.Path.GetFileName(Path)}: injected write failure at offset {fileOffset} (FailWriteWhen).");
+            if (owner.BlockWriteWhen?.Invoke(Path) == true)
+            {
+                owner.WriteBlocked?.Invoke(Path);
+                await Task.Delay(Timeout.Infinite, cancellationToken).ConfigureAwait(false);
+            }
             if (n == owner.FailWriteNumber)
                 throw new IOException($"{System.IO.Path.GetFileName(Path)}: injected write failure (write #{n}, offset {fileOffset}, length {data.Length} bytes).");
             if (n == owner.ShortWriteNumber)
@@ -107,8 +132,12 @@ public sealed class FaultInjectingShardStorage : IShardStorage
             await inner.WriteAsync(data, fileOffset, cancellationToken).ConfigureAwait(false);
         }
 
-        public ValueTask<int> ReadAsync(Memory<byte> buffer, long fileOffset, CancellationToken cancellationToken) =>
-            inner.ReadAsync(buffer, fileOffset, cancellationToken);
+        public async ValueTask<int> ReadAsync(Memory<byte> buffer, long fileOffset, CancellationToken cancellationToken)
+        {
+            var n = await inner.ReadAsync(buffer, fileOffset, cancellationToken).ConfigureAwait(false);
+            Interlocked.Add(ref owner._bytesRead, n);
+            return n;
+        }
 
         public void SetLength(long lengthInBytes) => inner.SetLength(lengthInBytes);
 
