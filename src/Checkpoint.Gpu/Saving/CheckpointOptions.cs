@@ -41,12 +41,22 @@ public sealed class CheckpointOptions
     public static CheckpointOptions Default { get; } = new CheckpointOptions().Freeze();
 
     /// <summary>
-    /// TF's <c>experimental_io_device</c>: which device performs checkpoint I/O. Reserved for the Pipeline's IO device
-    /// (staging ring, asynchronous writers); <see langword="null"/> (default) uses the synchronous host path. No effect
-    /// on the file format.
+    /// TF's <c>experimental_io_device</c> (<c>tensorflow/python/checkpoint/checkpoint_options.py</c>): the device that
+    /// performs checkpoint IO, as a TensorFlow device string (<see cref="IODeviceSpec"/>,
+    /// <c>tensorflow/python/framework/device_spec.py</c>). In this engine checkpoint IO always runs on this process's
+    /// host through the pinned staging ring, so the accepted values are <see langword="null"/> (default) and the
+    /// strings that name the local host CPU — <c>/cpu:0</c>, <c>/device:CPU:0</c>, <c>/job:localhost</c>,
+    /// <c>/job:localhost/replica:0/task:0/device:CPU:0</c> and equivalent spellings. No effect on the file format.
     /// </summary>
+    /// <exception cref="ArgumentException">Set to a malformed device string, or to one naming an accelerator
+    /// (<c>/device:GPU:0</c>), another job, replica or task; the message names the value and the accepted forms.
+    /// Checked when set, so a bad value never reaches a save or restore.</exception>
     /// <exception cref="InvalidOperationException">The options are frozen.</exception>
-    public string? IODevice { get => _ioDevice; set { VerifyMutable(); _ioDevice = value; } }
+    public string? IODevice
+    {
+        get => _ioDevice;
+        set { VerifyMutable(); IODeviceSpec.Validate(value, nameof(value)); _ioDevice = value; }
+    }
 
     /// <summary>TF's <c>experimental_skip_slot_variables</c>: restores ignore optimizer slot variables. Default false.</summary>
     /// <exception cref="InvalidOperationException">The options are frozen.</exception>
