@@ -17,7 +17,8 @@ internal static class ConvertCommand
     /// <summary>Payloads up to this size are staged in one managed buffer; larger ones are streamed.</summary>
     private const long InMemoryLimitBytes = 256L << 20;
 
-    public static Command Create()
+    /// <summary>Builds the command; its results go to <paramref name="output"/> (default: the console).</summary>
+    public static Command Create(TextWriter? output = null)
     {
         var src = new Argument<string>("SRC") { Description = "Source checkpoint: prefix, .index file, or directory with a 'checkpoint' state file." };
         var dst = new Argument<string>("DST_PREFIX") { Description = "Destination prefix (writes DST_PREFIX.index and DST_PREFIX.data-NNNNN-of-NNNNN)." };
@@ -28,7 +29,7 @@ internal static class ConvertCommand
             Examples:
               ckpt convert ../shared/testdata/tf-checkpoints/obj-sharded2-rl /tmp/copy/ckpt-5
             """) { src, dst };
-        command.SetAction(parse => Run(parse.GetValue(src)!, parse.GetValue(dst)!, Console.Out));
+        command.SetAction(parse => Run(parse.GetValue(src)!, parse.GetValue(dst)!, output ?? Console.Out));
         return command;
     }
 
