@@ -46,9 +46,21 @@ internal static class ConvertCommand
 
         var entries = reader.Entries;
         var totalBytes = entries.Sum(e => e.Size);
+        // Shards no entry uses (a header may declare more, e.g. 100,000) are not written as empty files: the used ones are
+        // numbered 0..k-1 in order. TF-written checkpoints use every shard, so their layout (and bytes) are unchanged.
+        var used = entries.Where(e => !e.IsPartitioned).Select(e => e.ShardId).Distinct().Order().ToArray();
+        var shardCount = reader.Header.ShardCount;
+        Func<BundleEntry, BundleEntry> renumber = e => e;
+        if (used.Length < shardCount)
+        {
+            var map = used.Select((s, i) => (s, i)).ToDictionary(p => p.s, p => p.i);
+            shardCount = Math.Max(1, used.Length);
+            renumber = e => e.IsPartitioned ? e : e with { ShardId = map[e.ShardId] };
+            output.WriteLine($"note: {reader.Header.ShardCount - used.Length} of {reader.Header.ShardCount} declared shards hold no entry; writing {shardCount} data file(s)");
+        }
         var options = new TensorBundleWriterOptions
         {
-            ShardCount = reader.Header.ShardCount,
+            ShardCount = shardCount,
             Producer = reader.Header.Producer,
             MinConsumer = reader.Header.MinConsumer,
             BadConsumers = reader.Header.BadConsumers,
@@ -63,7 +75,7 @@ internal static class ConvertCommand
             // Per shard, in file-offset order: the data files come out in TensorFlow's original layout.
             foreach (var e in reader.EntriesInDataOrder)
             {
-                CopyEntry(reader, writer, e);
+                CopyEntry(reader, writer, e, renumber(e));
                 add(e.Size);
             }
             writer.Finish();
@@ -75,13 +87,13 @@ internal static class ConvertCommand
         return ExitCodes.Ok;
     }
 
-    private static void CopyEntry(TensorBundleReader reader, TensorBundleWriter writer, BundleEntry e)
+    private static void CopyEntry(TensorBundleReader reader, TensorBundleWriter writer, BundleEntry e, BundleEntry written)
     {
         if (e.Size <= InMemoryLimitBytes)
         {
             var payload = new byte[e.Size];
             reader.ReadEncodedPayload(e, (chunk, at) => chunk.CopyTo(payload.AsSpan(checked((int)at))));
-            writer.AddEncoded(e, (buffer, at) =>
+            writer.AddEncoded(written, (buffer, at) =>
             {
                 var n = (int)Math.Min(buffer.Length, e.Size - at);
                 payload.AsSpan(checked((int)at), n).CopyTo(buffer);
@@ -93,7 +105,7 @@ internal static class ConvertCommand
         // Large payloads: verify first (one streaming pass), then stream the stored bytes across.
         reader.VerifyEntry(e);
         using var data = File.OpenHandle(reader.GetDataFilePath(e.ShardId), FileMode.Open, FileAccess.Read, FileShare.Read, FileOptions.SequentialScan);
-        writer.AddEncoded(e, (buffer, at) =>
+        writer.AddEncoded(written, (buffer, at) =>
         {
             var want = (int)Math.Min(buffer.Length, e.Size - at);
             var n = RandomAccess.Read(data, buffer[..want], e.Offset + at);
