@@ -182,3 +182,30 @@ public sealed class CliRobustnessTests(ITestOutputHelper output)
         Assert.Contains("   at ", loud.StdErr, StringComparison.Ordinal);
     }
 }
+
+/// <summary><c>ckpt</c> over a checkpoint whose index has Snappy-compressed blocks (TF's <c>kSnappyCompression</c>).</summary>
+public sealed class SnappyIndexCliTests
+{
+    [CorpusFact]
+    public async Task AllCommands_OnSnappyCompressedCorpusIndex_Succeed_ConvertKeepsEntriesAndDataNotIndexBytes()
+    {
+        using var tmp = new TempDir("snappy-cli");
+        var source = Path.Combine(TfCorpus.RequireRoot(), "obj-keras3-tf219-manager-3ckpts/ckpt-1");
+        var prefix = tmp.File("ckpt-1");
+        File.WriteAllBytes(prefix + ".index", CheckpointGpu.Format.Tests.SnappyTable.Recompress(File.ReadAllBytes(source + ".index"), data: true, index: true));
+        File.Copy(source + ".data-00000-of-00001", prefix + ".data-00000-of-00001");
+
+        foreach (var args in new[] { new[] { "inspect", prefix }, ["verify", prefix], ["diff", prefix, source], ["restore", prefix, "--device", "cpu"] })
+        {
+            var r = await CkptInProcess.RunAsync(args);
+            Assert.True(r.ExitCode == 0, $"{args[0]}: {r.StdErr}");
+        }
+        var converted = tmp.File("converted");
+        var c = await CkptInProcess.RunAsync("convert", prefix, converted);
+        Assert.True(c.ExitCode == 0, c.StdErr);
+        // Uncompressed blocks out: the index equals TensorFlow's original (uncompressed) index, the data file is identical.
+        Assert.Equal(File.ReadAllBytes(source + ".index"), File.ReadAllBytes(converted + ".index"));
+        Assert.NotEqual(File.ReadAllBytes(prefix + ".index"), File.ReadAllBytes(converted + ".index"));
+        Assert.Equal(File.ReadAllBytes(source + ".data-00000-of-00001"), File.ReadAllBytes(converted + ".data-00000-of-00001"));
+    }
+}

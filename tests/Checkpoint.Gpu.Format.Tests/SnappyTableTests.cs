@@ -18,55 +18,6 @@ public sealed class SnappyTableTests : IDisposable
 
     public void Dispose() => _dir.Dispose();
 
-    /// <summary>Rewrites <paramref name="table"/> (a valid table) with its data blocks and/or index block Snappy-compressed.</summary>
-    internal static byte[] Recompress(byte[] table, bool data, bool index)
-    {
-        var entries = TableReader.ReadAll(table, "src.index", int.MaxValue, 1 << 16);
-        var output = new List<byte>();
-        (int Offset, int Size) WriteBlock(byte[] contents, bool compress)
-        {
-            var stored = compress ? Snappy.CompressToArray(contents) : contents;
-            var offset = output.Count;
-            output.AddRange(stored);
-            var type = compress ? TableFormat.SnappyCompression : TableFormat.NoCompression;
-            output.Add(type);
-            var crc = MaskedCrc32C.Mask(MaskedCrc32C.Extend(MaskedCrc32C.Compute(stored), [type]));
-            var c = new byte[4];
-            BinaryPrimitives.WriteUInt32LittleEndian(c, crc);
-            output.AddRange(c);
-            return (offset, stored.Length);
-        }
-        byte[] Handle((int Offset, int Size) h)
-        {
-            var list = new List<byte>();
-            Varint.Write64(list, (ulong)h.Offset);
-            Varint.Write64(list, (ulong)h.Size);
-            return [.. list];
-        }
-
-        // Two data blocks (so the index block has two handles), each holding half of the entries.
-        var indexBlock = new BlockBuilder(1);
-        var half = Math.Max(1, entries.Count / 2);
-        foreach (var part in new[] { entries.Take(half).ToList(), entries.Skip(half).ToList() })
-        {
-            if (part.Count == 0) continue;
-            var block = new BlockBuilder(TableFormat.RestartInterval);
-            foreach (var e in part) block.Add(e.Key, e.Value);
-            var handle = WriteBlock(block.FinishAndReset(), data);
-            indexBlock.Add(part[^1].Key, Handle(handle));
-        }
-        var meta = WriteBlock(new BlockBuilder(TableFormat.RestartInterval).FinishAndReset(), compress: false);
-        var idx = WriteBlock(indexBlock.FinishAndReset(), index);
-        var footer = new byte[TableFormat.FooterLength];
-        var n = Varint.Write64(footer, (ulong)meta.Offset);
-        n += Varint.Write64(footer.AsSpan(n), (ulong)meta.Size);
-        n += Varint.Write64(footer.AsSpan(n), (ulong)idx.Offset);
-        Varint.Write64(footer.AsSpan(n), (ulong)idx.Size);
-        BinaryPrimitives.WriteUInt64LittleEndian(footer.AsSpan(40), TableFormat.Magic);
-        output.AddRange(footer);
-        return [.. output];
-    }
-
     private string WriteSample(string name)
     {
         var prefix = _dir.File(name);
@@ -91,7 +42,7 @@ public sealed class SnappyTableTests : IDisposable
     {
         var plain = WriteSample("plain");
         var packed = _dir.File("packed");
-        var compressed = Recompress(File.ReadAllBytes(plain + ".index"), data, index);
+        var compressed = SnappyTable.Recompress(File.ReadAllBytes(plain + ".index"), data, index);
         File.WriteAllBytes(packed + ".index", compressed);
         File.Copy(plain + ".data-00000-of-00001", packed + ".data-00000-of-00001");
         // The fixture really is compressed: type byte 1 after the first data block, and smaller than the original.
@@ -109,7 +60,7 @@ public sealed class SnappyTableTests : IDisposable
     public void Open_CorruptSnappyContentsWithValidCrc_ThrowsMalformedBlockNamingFileAndOffset()
     {
         var plain = WriteSample("plain");
-        var t = Recompress(File.ReadAllBytes(plain + ".index"), data: true, index: false);
+        var t = SnappyTable.Recompress(File.ReadAllBytes(plain + ".index"), data: true, index: false);
         // First data block at offset 0: keep the preamble, garble the element stream, fix the CRC as a writer would.
         var (meta, _) = RawIndex.Handles(t);
         var firstSize = FirstDataBlockSize(t);
@@ -128,7 +79,7 @@ public sealed class SnappyTableTests : IDisposable
     public void Open_SnappyPreambleClaimsHugeLength_ThrowsBeforeAllocating(uint declared, CheckpointFormatError expected, string phrase)
     {
         var plain = WriteSample("plain");
-        var t = Recompress(File.ReadAllBytes(plain + ".index"), data: true, index: false);
+        var t = SnappyTable.Recompress(File.ReadAllBytes(plain + ".index"), data: true, index: false);
         var firstSize = FirstDataBlockSize(t);
         // Replace the preamble with a huge declared length without changing the block length:
         // rebuild the block as [preamble][rest of the stream], cut to the original size.
@@ -153,7 +104,7 @@ public sealed class SnappyTableTests : IDisposable
     public void Open_SnappyBlocksLargerThanMaxIndexFileBytes_ThrowsLimitExceeded()
     {
         var plain = WriteSample("plain");
-        var t = Recompress(File.ReadAllBytes(plain + ".index"), data: true, index: true);
+        var t = SnappyTable.Recompress(File.ReadAllBytes(plain + ".index"), data: true, index: true);
         File.WriteAllBytes(_dir.File("small.index"), t);
         File.Copy(plain + ".data-00000-of-00001", _dir.File("small.data-00000-of-00001"));
         // The file itself fits; its decompressed blocks together do not.

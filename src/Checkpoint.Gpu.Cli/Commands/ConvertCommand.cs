@@ -10,7 +10,9 @@ namespace CheckpointGpu.Cli.Commands;
 /// Keeps keys, dtypes, shapes, values, shard assignment and the order of tensors inside each data
 /// file, so a TensorFlow-written checkpoint comes out byte-identical. Every payload is checksum-verified
 /// on the way through. The destination is written under temporary names and renamed at the end, so
-/// an existing checkpoint at DST_PREFIX is untouched if anything fails.
+/// an existing checkpoint at DST_PREFIX is untouched if anything fails. Index blocks are always written
+/// uncompressed (as TF's bundle writer does): a source whose index has Snappy-compressed blocks comes out with the
+/// same entries and data files but different index bytes; declared shards that hold no entry are not written.
 /// </remarks>
 internal static class ConvertCommand
 {
@@ -24,7 +26,8 @@ internal static class ConvertCommand
         var dst = new Argument<string>("DST_PREFIX") { Description = "Destination prefix (writes DST_PREFIX.index and DST_PREFIX.data-NNNNN-of-NNNNN)." };
         var command = new Command("convert", """
             Rewrite a checkpoint through Checkpoint.Gpu's reader and writer, keeping keys, dtypes, shapes, values,
-            shard assignment and data order (a TensorFlow-written checkpoint comes out byte-identical).
+            shard assignment and data order (a TensorFlow-written checkpoint comes out byte-identical). Index blocks are
+            written uncompressed: a source with Snappy-compressed index blocks keeps its entries and data files, not its index bytes.
 
             Examples:
               ckpt convert ../shared/testdata/tf-checkpoints/obj-sharded2-rl /tmp/copy/ckpt-5

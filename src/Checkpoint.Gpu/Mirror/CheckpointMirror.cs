@@ -18,6 +18,11 @@ namespace CheckpointGpu;
 /// their values arrive (spec §7.4); every other node keeps its attributes (strings, lookup tables, <c>py_state</c>)
 /// in host memory. Name-based (TF1) checkpoints: one variable per fixed-size key and one host value per string key,
 /// as children of the root named after the key (TF's name-based restore matches by <c>full_name</c>, spec §7.9).</para>
+/// <para>Object graphs are graphs, as in TensorFlow (<c>trackable_view.py</c> <c>_descendants_with_paths</c>): a node
+/// reached a second time — a shared child, an edge back to an ancestor or to the root, a self-edge such as the edge
+/// named <c>root</c> from node 0 to node 0 that TF 2.11+ Keras graphs contain — is the same object, tracked again
+/// under that edge's name; nodes and keys are named by their first breadth-first path, and the re-written graph keeps
+/// every edge.</para>
 /// <para><see cref="Write"/> keeps each key's shard and the presence of <c>has_checkpoint_values</c>, so re-writing
 /// a TensorFlow-written object-based checkpoint reproduces TensorFlow's files byte for byte (tested over the
 /// corpus). Partitioned (sliced) entries are not supported yet: <see cref="NotSupportedException"/>.</para>
@@ -77,6 +82,8 @@ public sealed class CheckpointMirror : IDisposable, IAsyncDisposable
     /// <exception cref="FileNotFoundException">The index or a data file is missing.</exception>
     /// <exception cref="CheckpointFormatException">The checkpoint is corrupt or unsupported.</exception>
     /// <exception cref="NotSupportedException">The checkpoint holds partitioned (sliced) variables.</exception>
+    /// <exception cref="KeyNotFoundException">The object graph names a checkpoint key the index does not hold.</exception>
+    /// <exception cref="CheckpointMismatchException">A checkpointed value does not fit the object created for it.</exception>
     public static CheckpointMirror Restore(string prefix, Accelerator accelerator, TextWriter? log = null)
     {
         ArgumentException.ThrowIfNullOrEmpty(prefix);
