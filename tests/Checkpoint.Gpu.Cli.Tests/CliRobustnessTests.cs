@@ -209,3 +209,50 @@ public sealed class SnappyIndexCliTests
         Assert.Equal(File.ReadAllBytes(source + ".data-00000-of-00001"), File.ReadAllBytes(converted + ".data-00000-of-00001"));
     }
 }
+
+/// <summary>
+/// The reported crash: a TF 2.11+ Keras graph has an edge named <c>root</c> from node 0 back to node 0, and
+/// <c>ckpt restore</c> died with exit 134 (ArgumentException from AutoTrackable.Track). Reproduced synthetically: the
+/// shape (root → root, root → model → kernel, model → optimizer's back-edge to the root) with TF's key naming.
+/// </summary>
+public sealed class CyclicGraphCliTests
+{
+    [Fact]
+    public async Task RestoreResaveAndInspect_GraphWithRootSelfEdgeAndBackEdges_ExitZeroKeepingEveryEdge()
+    {
+        using var tmp = new TempDir("cyclic-cli");
+        var prefix = tmp.File("ckpt-1");
+        var graph = new CheckpointGpu.Format.Protos.TrackableObjectGraph();
+        CheckpointGpu.Format.Protos.TrackableObjectGraph.Types.TrackableObject Node(params (string Name, int Id)[] children)
+        {
+            var n = new CheckpointGpu.Format.Protos.TrackableObjectGraph.Types.TrackableObject();
+            foreach (var (name, id) in children)
+                n.Children.Add(new CheckpointGpu.Format.Protos.TrackableObjectGraph.Types.TrackableObject.Types.ObjectReference { LocalName = name, NodeId = id });
+            return n;
+        }
+        graph.Nodes.Add(Node(("model", 1), ("root", 0)));
+        graph.Nodes.Add(Node(("kernel", 2), ("parent", 0), ("self", 1)));
+        var kernel = Node();
+        kernel.Attributes.Add(new CheckpointGpu.Format.Protos.TrackableObjectGraph.Types.TrackableObject.Types.SerializedTensor
+            { Name = "VARIABLE_VALUE", FullName = "model/kernel", CheckpointKey = "model/kernel/.ATTRIBUTES/VARIABLE_VALUE" });
+        graph.Nodes.Add(kernel);
+        using (var w = new CheckpointGpu.Format.TensorBundleWriter(prefix))
+        {
+            w.Add("model/kernel/.ATTRIBUTES/VARIABLE_VALUE", CheckpointGpu.Format.DType.Float, new CheckpointGpu.Format.TensorShape(2), new byte[] { 0, 0, 128, 63, 0, 0, 0, 64 });
+            w.AddStrings(CheckpointGpu.Format.CheckpointKeys.ObjectGraph, CheckpointGpu.Format.TensorShape.Scalar, [Google.Protobuf.MessageExtensions.ToByteArray(graph)]);
+            w.Finish();
+        }
+
+        var restore = await CkptInProcess.RunAsync("restore", prefix, "--device", "cpu", "--resave", tmp.File("resaved"));
+        Assert.True(restore.ExitCode == 0, restore.StdErr);
+        Assert.Contains("all values consumed", restore.StdOut, StringComparison.Ordinal);
+        using (var r = CheckpointGpu.Format.TensorBundleReader.Open(tmp.File("resaved")))
+            Assert.Equal(graph, r.ReadObjectGraph());   // every edge kept, including root -> root
+
+        var inspect = await CkptInProcess.RunAsync("inspect", prefix);
+        Assert.True(inspect.ExitCode == 0, inspect.StdErr);
+        Assert.Contains("(root).model.kernel", inspect.StdOut, StringComparison.Ordinal);
+        var verify = await CkptInProcess.RunAsync("verify", tmp.File("resaved"));
+        Assert.True(verify.ExitCode == 0, verify.StdErr);
+    }
+}

@@ -218,6 +218,43 @@ public sealed class ObjectGraphCycleTests(CpuFixture cpu) : IClassFixture<CpuFix
         return copy;
     }
 
+    /// <summary>
+    /// TF-written graphs are full of shared children (Keras models track each layer as <c>layer-N</c> and again under
+    /// <c>layer_with_weights-N</c> or its attribute name; 16 of the 18 object-based corpus cases have such edges). TF keyed
+    /// every value by the first breadth-first path; <see cref="ObjectGraphNames"/> must name each node by that same path.
+    /// </summary>
+    [CorpusFact]
+    public void ObjectGraphNames_OnTensorFlowGraphsWithSharedChildren_MatchTheKeysTensorFlowWrote()
+    {
+        var graphsWithSharedChildren = 0;
+        var checkedKeys = 0;
+        foreach (var (_, prefix) in TfCorpus.AllPrefixes())
+        {
+            using var reader = TensorBundleReader.Open(prefix);
+            var graph = reader.ReadObjectGraph();
+            if (graph is null) continue;
+            var incoming = new int[graph.Nodes.Count];
+            foreach (var n in graph.Nodes) foreach (var c in n.Children) incoming[c.NodeId]++;
+            if (incoming.Any(c => c > 1)) graphsWithSharedChildren++;
+            var slotNodes = graph.Nodes.SelectMany(n => n.SlotVariables).Select(s => s.SlotVariableNodeId).ToHashSet();
+            var names = ObjectGraphNames.Compute(graph);
+            for (var id = 1; id < graph.Nodes.Count; id++)
+            {
+                if (slotNodes.Contains(id) || names[id].StartsWith("(unreachable", StringComparison.Ordinal)) continue;
+                var edges = names[id]["(root).".Length..].Split('.');
+                if (edges.Any(e => e.Length == 0)) continue;   // an edge name containing '.' cannot be split back
+                var path = string.Join('/', edges.Select(e => e.Replace("/", ".S", StringComparison.Ordinal)));
+                foreach (var a in graph.Nodes[id].Attributes)
+                {
+                    Assert.Equal($"{path}/.ATTRIBUTES/{a.Name}", a.CheckpointKey);
+                    checkedKeys++;
+                }
+            }
+        }
+        Assert.True(graphsWithSharedChildren >= 10, $"only {graphsWithSharedChildren} corpus graphs have shared children");
+        Assert.True(checkedKeys > 500, $"only {checkedKeys} keys checked");
+    }
+
     [Fact]
     public void Track_ObjectAsItsOwnDependency_IsAllowedAsInTensorFlow()
     {
