@@ -174,6 +174,47 @@ public sealed class StructureFuzzTests(ITestOutputHelper output)
         return "tensor bytes";   // CRCs are recomputed below: values change, checks pass
     }
 
+    /// <summary>
+    /// Replaces a DT_STRING entry's payload with a crafted one whose element lengths may lie (longer or shorter than the
+    /// data, huge, zero) but whose length checksum and tensor CRC32C are computed the way TF's writer computes them
+    /// (varint lengths; masked CRC of the fixed-width lengths; CRC of lengths ‖ length checksum ‖ data), so it reaches the
+    /// string decoder's size logic.
+    /// </summary>
+    private static string MutateStringPayload(Random r, Parts p)
+    {
+        var strings = p.Entries.Where(e => e.Entry.Dtype == DataType.DtString && e.Entry.ShardId >= 0 && e.Entry.ShardId < p.Data.Count).ToList();
+        if (strings.Count == 0) return "no string entry";
+        var e = strings[r.Next(strings.Count)].Entry;
+        var count = r.Next(0, 5);
+        var data = new byte[r.Next(0, 40)];
+        r.NextBytes(data);
+        var lengths = new ulong[count];
+        for (var i = 0; i < count; i++)
+            lengths[i] = r.Next(5) switch { 0 => 0, 1 => (ulong)data.Length, 2 => (ulong)r.Next(0, 20), 3 => uint.MaxValue + (ulong)r.Next(2), _ => (ulong)(data.Length / Math.Max(1, count)) };
+        var payload = new List<byte>();
+        var crc = 0u;
+        foreach (var len in lengths)
+        {
+            var v = len;
+            while (v >= 0x80) { payload.Add((byte)(v | 0x80)); v >>= 7; }
+            payload.Add((byte)v);
+            var fixedWidth = len <= uint.MaxValue ? BitConverter.GetBytes((uint)len) : BitConverter.GetBytes(len);
+            crc = MaskedCrc32C.Extend(crc, fixedWidth);
+        }
+        var lengthCrc = BitConverter.GetBytes(MaskedCrc32C.Mask(crc));
+        payload.AddRange(lengthCrc);
+        crc = MaskedCrc32C.Extend(crc, lengthCrc);
+        payload.AddRange(data);
+        crc = MaskedCrc32C.Extend(crc, data);
+        e.Shape = new TensorShapeProto();
+        if (count != 1 || r.Next(2) == 0) e.Shape.Dim.Add(new TensorShapeProto.Types.Dim { Size = count });
+        e.Offset = p.Data[e.ShardId].Length;
+        e.Size = payload.Count;
+        e.Crc32C = MaskedCrc32C.Mask(crc);
+        p.Data[e.ShardId] = [.. p.Data[e.ShardId], .. payload];
+        return "string payload";
+    }
+
     private static string MutateGraph(Random r, Parts p)
     {
         var g = p.Graph;
@@ -408,7 +449,8 @@ public sealed class StructureFuzzTests(ITestOutputHelper output)
                 {
                     < 9 => MutateEntry(random, parts),
                     < 11 => MutateHeader(random, parts),
-                    < 13 => MutateData(random, parts),
+                    < 12 => MutateData(random, parts),
+                    < 13 => MutateStringPayload(random, parts),
                     < 19 => MutateGraph(random, parts),
                     _ => MutateStateFile(random, parts, "ckpt-1"),
                 };
