@@ -100,17 +100,17 @@ public sealed class TensorBundleReaderErrorTests : IDisposable
     }
 
     [Fact]
-    public void Open_SnappyBlock_ThrowsUnsupportedCompression()
+    public void Open_UnknownBlockType_ThrowsBadBlockTrailer()
     {
         var t = RawIndex.Table(H());
-        var (_, _) = RawIndex.Handles(t);
         // The single data block starts at 0 and ends 5 bytes before the metaindex.
         var (meta, _) = RawIndex.Handles(t);
         var size = meta.Offset - 5;
-        t[size] = 1;
+        t[size] = 2;   // format.h knows 0 (none) and 1 (Snappy) only
         RawIndex.FixBlockCrc(t, 0, size);
-        var ex = OpenFails(t, CheckpointFormatError.UnsupportedCompression);
-        Assert.True(ex.IsUnsupportedInput);
+        var ex = OpenFails(t, CheckpointFormatError.BadBlockTrailer);
+        Assert.False(ex.IsUnsupportedInput);
+        Assert.Equal(0, ex.Offset);
     }
 
     [Fact]

@@ -10,25 +10,29 @@ namespace CheckpointGpu.Cli.Commands;
 /// Keeps keys, dtypes, shapes, values, shard assignment and the order of tensors inside each data
 /// file, so a TensorFlow-written checkpoint comes out byte-identical. Every payload is checksum-verified
 /// on the way through. The destination is written under temporary names and renamed at the end, so
-/// an existing checkpoint at DST_PREFIX is untouched if anything fails.
+/// an existing checkpoint at DST_PREFIX is untouched if anything fails. Index blocks are always written
+/// uncompressed (as TF's bundle writer does): a source whose index has Snappy-compressed blocks comes out with the
+/// same entries and data files but different index bytes; declared shards that hold no entry are not written.
 /// </remarks>
 internal static class ConvertCommand
 {
     /// <summary>Payloads up to this size are staged in one managed buffer; larger ones are streamed.</summary>
     private const long InMemoryLimitBytes = 256L << 20;
 
-    public static Command Create()
+    /// <summary>Builds the command; its results go to <paramref name="output"/> (default: the console).</summary>
+    public static Command Create(TextWriter? output = null)
     {
         var src = new Argument<string>("SRC") { Description = "Source checkpoint: prefix, .index file, or directory with a 'checkpoint' state file." };
         var dst = new Argument<string>("DST_PREFIX") { Description = "Destination prefix (writes DST_PREFIX.index and DST_PREFIX.data-NNNNN-of-NNNNN)." };
         var command = new Command("convert", """
             Rewrite a checkpoint through Checkpoint.Gpu's reader and writer, keeping keys, dtypes, shapes, values,
-            shard assignment and data order (a TensorFlow-written checkpoint comes out byte-identical).
+            shard assignment and data order (a TensorFlow-written checkpoint comes out byte-identical). Index blocks are
+            written uncompressed: a source with Snappy-compressed index blocks keeps its entries and data files, not its index bytes.
 
             Examples:
               ckpt convert ../shared/testdata/tf-checkpoints/obj-sharded2-rl /tmp/copy/ckpt-5
             """) { src, dst };
-        command.SetAction(parse => Run(parse.GetValue(src)!, parse.GetValue(dst)!, Console.Out));
+        command.SetAction(parse => Run(parse.GetValue(src)!, parse.GetValue(dst)!, output ?? Console.Out));
         return command;
     }
 
@@ -45,9 +49,21 @@ internal static class ConvertCommand
 
         var entries = reader.Entries;
         var totalBytes = entries.Sum(e => e.Size);
+        // Shards no entry uses (a header may declare more, e.g. 100,000) are not written as empty files: the used ones are
+        // numbered 0..k-1 in order. TF-written checkpoints use every shard, so their layout (and bytes) are unchanged.
+        var used = entries.Where(e => !e.IsPartitioned).Select(e => e.ShardId).Distinct().Order().ToArray();
+        var shardCount = reader.Header.ShardCount;
+        Func<BundleEntry, BundleEntry> renumber = e => e;
+        if (used.Length < shardCount)
+        {
+            var map = used.Select((s, i) => (s, i)).ToDictionary(p => p.s, p => p.i);
+            shardCount = Math.Max(1, used.Length);
+            renumber = e => e.IsPartitioned ? e : e with { ShardId = map[e.ShardId] };
+            output.WriteLine($"note: {reader.Header.ShardCount - used.Length} of {reader.Header.ShardCount} declared shards hold no entry; writing {shardCount} data file(s)");
+        }
         var options = new TensorBundleWriterOptions
         {
-            ShardCount = reader.Header.ShardCount,
+            ShardCount = shardCount,
             Producer = reader.Header.Producer,
             MinConsumer = reader.Header.MinConsumer,
             BadConsumers = reader.Header.BadConsumers,
@@ -62,7 +78,7 @@ internal static class ConvertCommand
             // Per shard, in file-offset order: the data files come out in TensorFlow's original layout.
             foreach (var e in reader.EntriesInDataOrder)
             {
-                CopyEntry(reader, writer, e);
+                CopyEntry(reader, writer, e, renumber(e));
                 add(e.Size);
             }
             writer.Finish();
@@ -74,13 +90,13 @@ internal static class ConvertCommand
         return ExitCodes.Ok;
     }
 
-    private static void CopyEntry(TensorBundleReader reader, TensorBundleWriter writer, BundleEntry e)
+    private static void CopyEntry(TensorBundleReader reader, TensorBundleWriter writer, BundleEntry e, BundleEntry written)
     {
         if (e.Size <= InMemoryLimitBytes)
         {
             var payload = new byte[e.Size];
             reader.ReadEncodedPayload(e, (chunk, at) => chunk.CopyTo(payload.AsSpan(checked((int)at))));
-            writer.AddEncoded(e, (buffer, at) =>
+            writer.AddEncoded(written, (buffer, at) =>
             {
                 var n = (int)Math.Min(buffer.Length, e.Size - at);
                 payload.AsSpan(checked((int)at), n).CopyTo(buffer);
@@ -92,7 +108,7 @@ internal static class ConvertCommand
         // Large payloads: verify first (one streaming pass), then stream the stored bytes across.
         reader.VerifyEntry(e);
         using var data = File.OpenHandle(reader.GetDataFilePath(e.ShardId), FileMode.Open, FileAccess.Read, FileShare.Read, FileOptions.SequentialScan);
-        writer.AddEncoded(e, (buffer, at) =>
+        writer.AddEncoded(written, (buffer, at) =>
         {
             var want = (int)Math.Min(buffer.Length, e.Size - at);
             var n = RandomAccess.Read(data, buffer[..want], e.Offset + at);

@@ -19,7 +19,8 @@ internal static class DiffCommand
     /// <summary>Tensors are compared in pieces of this many bytes, so memory stays bounded.</summary>
     private const int ChunkBytes = 4 << 20;
 
-    public static Command Create()
+    /// <summary>Builds the command; its results go to <paramref name="output"/> (default: the console).</summary>
+    public static Command Create(TextWriter? output = null)
     {
         var a = new Argument<string>("A") { Description = "First checkpoint (prefix, .index file, or directory with a 'checkpoint' state file)." };
         var b = new Argument<string>("B") { Description = "Second checkpoint." };
@@ -32,7 +33,7 @@ internal static class DiffCommand
               ckpt diff ../shared/testdata/tf-checkpoints/obj-dqn-nstep-6ckpts/ckpt-1 ../shared/testdata/tf-checkpoints/obj-dqn-nstep-6ckpts/ckpt-6
               ckpt diff run1/ckpt-10 run2/ckpt-10 --json
             """) { a, b, json };
-        command.SetAction(parse => Run(parse.GetValue(a)!, parse.GetValue(b)!, parse.GetValue(json), Console.Out));
+        command.SetAction(parse => Run(parse.GetValue(a)!, parse.GetValue(b)!, parse.GetValue(json), output ?? Console.Out));
         return command;
     }
 

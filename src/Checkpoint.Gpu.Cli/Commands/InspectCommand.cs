@@ -10,7 +10,8 @@ namespace CheckpointGpu.Cli.Commands;
 /// <summary><c>ckpt inspect PATH [--json]</c>: lists entries and the object graph.</summary>
 internal static class InspectCommand
 {
-    public static Command Create()
+    /// <summary>Builds the command; its results go to <paramref name="output"/> (default: the console).</summary>
+    public static Command Create(TextWriter? output = null)
     {
         var path = new Argument<string>("PATH") { Description = "Checkpoint prefix, its .index file, or a directory with a 'checkpoint' state file (its latest checkpoint)." };
         var json = new Option<bool>("--json") { Description = "Print one JSON document: entries and object_graph (null for name-based checkpoints)." };
@@ -21,7 +22,7 @@ internal static class InspectCommand
               ckpt inspect ../shared/testdata/tf-checkpoints/obj-keras3-tf219-manager-3ckpts
               ckpt inspect train/ckpt-3 --json
             """) { path, json };
-        command.SetAction(parse => Run(parse.GetValue(path)!, parse.GetValue(json), Console.Out));
+        command.SetAction(parse => Run(parse.GetValue(path)!, parse.GetValue(json), output ?? Console.Out));
         return command;
     }
 

@@ -20,7 +20,8 @@ namespace CheckpointGpu.Cli.Commands;
 /// </remarks>
 internal static class RestoreCommand
 {
-    public static Command Create()
+    /// <summary>Builds the command; its results go to <paramref name="output"/> (default: the console).</summary>
+    public static Command Create(TextWriter? output = null)
     {
         var path = new Argument<string>("PATH") { Description = "Checkpoint prefix, its .index file, or a directory with a 'checkpoint' state file." };
         var device = new Option<string>("--device") { Description = "Accelerator for the variables: cpu or opencl.", DefaultValueFactory = _ => "cpu" };
@@ -36,7 +37,7 @@ internal static class RestoreCommand
               ckpt restore ../shared/testdata/tf-checkpoints/obj-keras3-tf219-manager-3ckpts --device opencl
               ckpt restore train/ckpt-3 --device cpu --resave /tmp/copy/ckpt-3 --json
             """) { path, device, resave, json };
-        command.SetAction(parse => Run(parse.GetValue(path)!, parse.GetValue(device)!, parse.GetValue(resave), parse.GetValue(json), Console.Out));
+        command.SetAction(parse => Run(parse.GetValue(path)!, parse.GetValue(device)!, parse.GetValue(resave), parse.GetValue(json), output ?? Console.Out));
         return command;
     }
 

@@ -10,7 +10,8 @@ namespace CheckpointGpu.Cli.Commands;
 /// <summary><c>ckpt verify PATH [--json]</c>: reads every tensor of every shard and checks TensorFlow's checksums.</summary>
 internal static class VerifyCommand
 {
-    public static Command Create()
+    /// <summary>Builds the command; its results go to <paramref name="output"/> (default: the console).</summary>
+    public static Command Create(TextWriter? output = null)
     {
         var path = new Argument<string>("PATH") { Description = "Checkpoint prefix, its .index file, or a directory with a 'checkpoint' state file." };
         var json = new Option<bool>("--json") { Description = "Print one JSON document with the counts and every failure." };
@@ -22,7 +23,7 @@ internal static class VerifyCommand
               ckpt verify ../shared/testdata/tf-checkpoints/obj-sharded2-rl
               ckpt verify train/ckpt-3 --json
             """) { path, json };
-        command.SetAction(parse => Run(parse.GetValue(path)!, parse.GetValue(json), Console.Out));
+        command.SetAction(parse => Run(parse.GetValue(path)!, parse.GetValue(json), output ?? Console.Out));
         return command;
     }
 

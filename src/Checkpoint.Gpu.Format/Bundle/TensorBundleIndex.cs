@@ -132,14 +132,14 @@ public static class TensorBundleIndex
             throw;
         }
 
-        var table = TableReader.ReadAll(file, indexPath, options.MaxEntryCount, options.MaxKeyLength);
+        var table = TableReader.ReadAll(file, indexPath, options.MaxEntryCount, options.MaxKeyLength, options.MaxIndexFileBytes);
         if (table.Count == 0 || table[0].Key.Length != 0)
             ThrowHelper.Format(CheckpointFormatError.MissingHeader, indexPath, "the table has no bundle header (empty key) entry",
                 comparison: table.Count == 0 ? "the table is empty" : $"first key is '{KeyText.ToDisplay(table[0].Key)}'");
         var header = BundleProtoConverter.ParseHeader(table[0].Value, indexPath);
         var entries = new BundleEntry[table.Count - 1];
         for (var i = 1; i < table.Count; i++)
-            entries[i - 1] = BundleProtoConverter.ParseEntry(table[i].Key, table[i].Value, indexPath, header, options, table[i].Value.Offset);
+            entries[i - 1] = BundleProtoConverter.ParseEntry(table[i].Key, table[i].Value, indexPath, header, options, table[i].FileOffset);
         return (header, entries);
     }
 

@@ -112,7 +112,7 @@ public sealed partial class TensorBundleReader : IDisposable
     /// Reads and parses the object graph (<c>_CHECKPOINTABLE_OBJECT_GRAPH</c>), or returns null for a
     /// name-based checkpoint.
     /// </summary>
-    /// <exception cref="CheckpointFormatException">The entry is not a DT_STRING scalar, exceeds <see cref="TensorBundleReaderOptions.MaxObjectGraphBytes"/>, fails its checksum, or is not a valid proto.</exception>
+    /// <exception cref="CheckpointFormatException">The entry is not a DT_STRING scalar, exceeds <see cref="TensorBundleReaderOptions.MaxObjectGraphBytes"/>, fails its checksum, is not a valid proto, has no nodes, or references a node id outside the graph.</exception>
     /// <exception cref="FileNotFoundException">Its data file is missing.</exception>
     public TrackableObjectGraph? ReadObjectGraph()
     {
@@ -124,14 +124,41 @@ public sealed partial class TensorBundleReader : IDisposable
             ThrowHelper.Format(CheckpointFormatError.LimitExceeded, IndexPath, "the object graph is larger than MaxObjectGraphBytes", entry.Key, entry.ShardId,
                 entry.Offset, entry.Size, $"limit {_options.MaxObjectGraphBytes} bytes");
         var bytes = ReadStrings(entry)[0];
+        TrackableObjectGraph graph;
         try
         {
-            return TrackableObjectGraph.Parser.ParseFrom(bytes);
+            graph = TrackableObjectGraph.Parser.ParseFrom(bytes);
         }
         catch (InvalidProtocolBufferException ex)
         {
             return ThrowHelper.Format<TrackableObjectGraph>(CheckpointFormatError.MalformedProto, GetDataFilePath(entry.ShardId),
                 "the object graph cannot be parsed as a TrackableObjectGraph", entry.Key, entry.ShardId, entry.Offset, entry.Size, inner: ex);
+        }
+        ValidateNodeIds(graph, GetDataFilePath(entry.ShardId), entry);
+        return graph;
+    }
+
+    /// <summary>
+    /// Node 0 (the root) must exist and every child and slot-variable reference must name a node of the graph; edges to
+    /// nodes already reached (back-edges, self-edges, shared children) are legal, as in TensorFlow.
+    /// </summary>
+    private static void ValidateNodeIds(TrackableObjectGraph graph, string path, BundleEntry entry)
+    {
+        var n = graph.Nodes.Count;
+        if (n == 0)
+            ThrowHelper.Format(CheckpointFormatError.MalformedProto, path, "the object graph has no nodes (node 0 must be the root)", entry.Key, entry.ShardId, entry.Offset, entry.Size);
+        for (var id = 0; id < n; id++)
+        {
+            var node = graph.Nodes[id];
+            foreach (var child in node.Children)
+                if ((uint)child.NodeId >= (uint)n)
+                    ThrowHelper.Format(CheckpointFormatError.MalformedProto, path,
+                        $"object graph node {id} has an edge '{child.LocalName}' to node {child.NodeId}, beyond its {n} nodes", entry.Key, entry.ShardId, entry.Offset, entry.Size);
+            foreach (var slot in node.SlotVariables)
+                if ((uint)slot.OriginalVariableNodeId >= (uint)n || (uint)slot.SlotVariableNodeId >= (uint)n)
+                    ThrowHelper.Format(CheckpointFormatError.MalformedProto, path,
+                        $"object graph node {id} has a slot variable reference ('{slot.SlotName}': variable {slot.OriginalVariableNodeId}, slot {slot.SlotVariableNodeId}) beyond its {n} nodes",
+                        entry.Key, entry.ShardId, entry.Offset, entry.Size);
         }
     }
 

@@ -64,7 +64,7 @@ public enum CheckpointFormatError
     /// <summary>The header's version forbids this reader (<c>min_consumer</c> &gt; 1, bad consumer, negative producer).</summary>
     UnsupportedVersion,
 
-    /// <summary>A table block uses a compression type other than none (TF's Snappy type 1 is not implemented).</summary>
+    /// <summary>Reserved: no longer raised since Snappy blocks (type 1) are read; an unknown block type is <see cref="BadBlockTrailer"/>.</summary>
     UnsupportedCompression,
 
     /// <summary>The checkpoint is a legacy TF V1 (SavedTensorSlices) table, not a V2 tensor bundle.</summary>

@@ -18,6 +18,11 @@ namespace CheckpointGpu;
 /// their values arrive (spec §7.4); every other node keeps its attributes (strings, lookup tables, <c>py_state</c>)
 /// in host memory. Name-based (TF1) checkpoints: one variable per fixed-size key and one host value per string key,
 /// as children of the root named after the key (TF's name-based restore matches by <c>full_name</c>, spec §7.9).</para>
+/// <para>Object graphs are graphs, as in TensorFlow (<c>trackable_view.py</c> <c>_descendants_with_paths</c>): a node
+/// reached a second time — a shared child, an edge back to an ancestor or to the root, a self-edge such as the edge
+/// named <c>root</c> from node 0 to node 0 that TF 2.11+ Keras graphs contain — is the same object, tracked again
+/// under that edge's name; nodes and keys are named by their first breadth-first path, and the re-written graph keeps
+/// every edge.</para>
 /// <para><see cref="Write"/> keeps each key's shard and the presence of <c>has_checkpoint_values</c>, so re-writing
 /// a TensorFlow-written object-based checkpoint reproduces TensorFlow's files byte for byte (tested over the
 /// corpus). Partitioned (sliced) entries are not supported yet: <see cref="NotSupportedException"/>.</para>
@@ -77,6 +82,8 @@ public sealed class CheckpointMirror : IDisposable, IAsyncDisposable
     /// <exception cref="FileNotFoundException">The index or a data file is missing.</exception>
     /// <exception cref="CheckpointFormatException">The checkpoint is corrupt or unsupported.</exception>
     /// <exception cref="NotSupportedException">The checkpoint holds partitioned (sliced) variables.</exception>
+    /// <exception cref="KeyNotFoundException">The object graph names a checkpoint key the index does not hold.</exception>
+    /// <exception cref="CheckpointMismatchException">A checkpointed value does not fit the object created for it.</exception>
     public static CheckpointMirror Restore(string prefix, Accelerator accelerator, TextWriter? log = null)
     {
         ArgumentException.ThrowIfNullOrEmpty(prefix);
@@ -167,7 +174,7 @@ public sealed class CheckpointMirror : IDisposable, IAsyncDisposable
     {
         var objects = new Trackable?[graph.Nodes.Count];
         objects[0] = root;
-        var hostValues = graph.Nodes[0].Attributes.Count;
+        var hostValues = graph.Nodes[0].Attributes.Select(a => a.Name).Distinct(StringComparer.Ordinal).Count();
         var queue = new Queue<int>([0]);
         while (queue.Count > 0)
         {
@@ -198,6 +205,7 @@ public sealed class CheckpointMirror : IDisposable, IAsyncDisposable
                     var generic = new MirrorNode();
                     foreach (var a in node.Attributes)
                     {
+                        if (generic.Has(a.Name)) continue;
                         // A key absent from the index is a multi-tensor value (lookup tables: table-keys / table-values).
                         if (reader.TryGetEntry(a.CheckpointKey, out _)) generic.AddHostValue(a.Name, a.FullName, a.OptionalRestore);
                         else generic.AddHostGroup(a.Name, a.FullName, a.OptionalRestore);
@@ -263,8 +271,12 @@ public sealed class CheckpointMirror : IDisposable, IAsyncDisposable
     {
         private readonly List<SaveableValue> _values = [];
 
+        /// <summary>True when an attribute of that name exists already (a checkpoint may list one twice; TF objects cannot have two).</summary>
+        public bool Has(string name) => _values.Exists(v => string.Equals(v.Name, name, StringComparison.Ordinal));
+
         public void AddHostValue(string name, string fullName, bool optionalRestore)
         {
+            if (Has(name)) return;
             HostTensor? value = null;
             _values.Add(new HostTensorValue(name, () => value ?? throw new InvalidOperationException($"'{name}' was never restored."),
                 v => value = v, fullName: fullName, optionalRestore: optionalRestore));
@@ -272,6 +284,7 @@ public sealed class CheckpointMirror : IDisposable, IAsyncDisposable
 
         public void AddHostGroup(string name, string fullName, bool optionalRestore)
         {
+            if (Has(name)) return;
             IReadOnlyDictionary<string, HostTensor>? values = null;
             _values.Add(new HostTensorGroupValue(name,
                 () => (values ?? throw new InvalidOperationException($"'{name}' was never restored.")).ToList(),
@@ -288,11 +301,22 @@ public sealed class CheckpointMirror : IDisposable, IAsyncDisposable
             checkpointFullName ?? base.GetSlotFullName(variable, slotName, checkpointFullName);
     }
 
-    /// <summary>Puts every key back in the shard it came from (group values match by key prefix).</summary>
+    /// <summary>
+    /// Puts every key back in the shard it came from (group values match by key prefix). When some declared shard would
+    /// get no tensor (a header declaring unused shards, or values that were not restored), the used shards are numbered
+    /// 0..k-1 in their original order instead, since a data file is never left empty; TF-written checkpoints use every
+    /// shard and keep their layout.
+    /// </summary>
     private sealed class KeepShardsPolicy(IReadOnlyDictionary<string, int> shardOfKey, int shardCount) : IShardingPolicy
     {
-        public ShardAssignment AssignShards(IReadOnlyList<ShardableTensor> tensors) =>
-            new(shardCount, tensors.Select(t => shardOfKey.TryGetValue(t.Key, out var s) ? s
-                : shardOfKey.FirstOrDefault(kv => kv.Key.StartsWith(t.Key, StringComparison.Ordinal)).Value).ToArray());
+        public ShardAssignment AssignShards(IReadOnlyList<ShardableTensor> tensors)
+        {
+            var shards = tensors.Select(t => shardOfKey.TryGetValue(t.Key, out var s) ? s
+                : shardOfKey.FirstOrDefault(kv => kv.Key.StartsWith(t.Key, StringComparison.Ordinal)).Value).ToArray();
+            var used = shards.Distinct().Order().ToArray();
+            if (used.Length == shardCount) return new(shardCount, shards);
+            var renumber = used.Select((s, i) => (s, i)).ToDictionary(p => p.s, p => p.i);
+            return new(Math.Max(1, used.Length), shards.Select(s => renumber[s]).ToArray());
+        }
     }
 }

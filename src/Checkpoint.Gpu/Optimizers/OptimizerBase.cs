@@ -143,9 +143,14 @@ public abstract class OptimizerBase : AutoTrackable, IDisposable
         if (slot is null && CreateSlotsOnRestore && slotPosition.IsSimpleVariable && !_disposed)
         {
             var info = slotPosition.GetSimpleValueInfo();
-            slot = Variable.CreateCore(variable.Accelerator, GetSlotFullName(variable, slotName, StoredFullName(slotPosition)),
-                info.DType, info.Shape, null, slotPosition, slotPosition.ObjectPath);
-            RegisterSlot(variable, slotName, slot);
+            // A slot is a fixed-size tensor: a (corrupt) checkpoint whose slot value is a string or variant stays
+            // pending instead of failing here; AssertConsumed reports it as an unresolved slot.
+            if (Format.DTypes.IsFixedSize(info.DType))
+            {
+                slot = Variable.CreateCore(variable.Accelerator, GetSlotFullName(variable, slotName, StoredFullName(slotPosition)),
+                    info.DType, info.Shape, null, slotPosition, slotPosition.ObjectPath);
+                RegisterSlot(variable, slotName, slot);
+            }
         }
         if (slot is not null)
         {

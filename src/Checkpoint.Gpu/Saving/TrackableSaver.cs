@@ -80,6 +80,7 @@ public sealed partial class TrackableSaver
     /// <exception cref="FileNotFoundException">The checkpoint's index or data file is missing.</exception>
     /// <exception cref="CheckpointFormatException">The checkpoint is corrupt.</exception>
     /// <exception cref="CheckpointMismatchException">A value's dtype or shape differs from its live object's.</exception>
+    /// <exception cref="KeyNotFoundException">The object graph names a checkpoint key the index does not hold (an inconsistent checkpoint).</exception>
     public LoadStatus Restore(string? savePath, CheckpointOptions? options = null)
     {
         if (savePath is null) return new InitializationOnlyStatus(RestoreCoordinator.NewUid());

@@ -34,7 +34,7 @@ public class AutoTrackable : Trackable
     /// <param name="child">The child, or <see langword="null"/> to remove the edge.</param>
     /// <returns><paramref name="child"/>.</returns>
     /// <exception cref="ArgumentNullException"><paramref name="name"/> is null.</exception>
-    /// <exception cref="ArgumentException"><paramref name="name"/> is empty or <paramref name="child"/> is this object.</exception>
+    /// <exception cref="ArgumentException"><paramref name="name"/> is empty.</exception>
     /// <exception cref="CheckpointMismatchException">A deferred restore for <paramref name="name"/> does not fit <paramref name="child"/>.</exception>
     public T Track<T>(string name, T child) where T : Trackable?
     {

@@ -83,7 +83,8 @@ public abstract class Trackable
         ArgumentNullException.ThrowIfNull(name);
         ArgumentNullException.ThrowIfNull(child);
         if (name.Length == 0) throw new ArgumentException("A dependency name must not be empty.", nameof(name));
-        if (ReferenceEquals(child, this)) throw new ArgumentException($"An object cannot depend on itself (edge '{name}').", nameof(child));
+        // A self-edge is legal, as in TF (base.py _track_trackable does not forbid it; TF 2.11+ Keras graphs contain one,
+        // an edge named 'root' back to node 0): the breadth-first numbering visits every object once, so cycles are harmless.
         var current = LookupDependency(name);
         if (current is not null && !ReferenceEquals(current, child))
         {
