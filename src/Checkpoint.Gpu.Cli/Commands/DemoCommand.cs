@@ -95,6 +95,8 @@ internal static class DemoCommand
             ? $"restarting: {settings.Workers} other fresh processes call RestoreOrInitialize before building the model …"
             : "restarting: another fresh process calls RestoreOrInitialize before building the model …");
         var resumedAll = await SpawnAsync(settings, restartedDir, coordination, settings.Steps, "resume", cancellationToken);
+        // The workers' coordination directory is empty once they are done: leave no empty folder behind.
+        if (Directory.Exists(coordination) && !Directory.EnumerateFileSystemEntries(coordination).Any()) Directory.Delete(coordination);
         var (interrupted, resumed) = (interruptedAll[0], resumedAll[0]);
         // Replicas: every worker's report (losses, final weights, checkpoint resumed from) equals the chief's.
         static bool SameRun(ChildReport a, ChildReport b) =>
