@@ -27,6 +27,12 @@ internal static class BenchCommand
         var repeats = new Option<int>("--repeats") { Description = "Repeats per measurement (medians are reported).", DefaultValueFactory = _ => 3 };
         var noTorch = new Option<bool>("--no-torch") { Description = "Skip the torch.save/torch.load peer." };
         var noSim = new Option<bool>("--no-sim") { Description = "Skip the training-loop simulation (step inflation, time blocked)." };
+        var layout = new Option<string>("--layout") { Description = "Tensors to save: default (float32 tensors of 4 KiB to 256 MiB, --gib in total), transformer (a decoder-only transformer of --params parameters plus Adam moments) or many-small (16,384 tensors of 256 B to 16 KiB).", DefaultValueFactory = _ => "default" };
+        layout.AcceptOnlyFromAmong("default", "transformer", "many-small");
+        var parameters = new Option<string>("--params") { Description = "Transformer layout: parameter count, e.g. 125M, 350M, 1B (weights; Adam's m and v add two float32 copies).", DefaultValueFactory = _ => "1B" };
+        var dtype = new Option<string>("--dtype") { Description = "Transformer layout: weight dtype float32, bf16 or fp16 (moments stay float32).", DefaultValueFactory = _ => "float32" };
+        dtype.AcceptOnlyFromAmong("float32", "bf16", "fp16");
+        var noMoments = new Option<bool>("--no-moments") { Description = "Transformer layout: weights only, no Adam moments." };
         var command = new Command("bench", """
             Run the end-to-end benchmark of the IO pipeline: durable save and cold restore throughput, peak extra memory,
             CRC cost, and a training loop checkpointing every K steps (time blocked, step inflation) for each snapshot
@@ -36,7 +42,9 @@ internal static class BenchCommand
             Examples:
               ckpt bench --gib 1
               ckpt bench --gib 4 --device opencl --dir /mnt/nvme/scratch --repeats 3
-            """) { gib, device, dir, repeats, noTorch, noSim };
+              ckpt bench --layout transformer --params 1B --dtype bf16 --no-torch --no-sim --repeats 1
+              ckpt bench --layout many-small --no-torch --no-sim
+            """) { gib, device, dir, repeats, noTorch, noSim, layout, parameters, dtype, noMoments };
         command.SetAction(async (parse, cancellationToken) =>
         {
             var args = new List<string> { "e2e", "--gib", parse.GetValue(gib).ToString(CultureInfo.InvariantCulture), "--device", parse.GetValue(device)!,
@@ -44,6 +52,12 @@ internal static class BenchCommand
             if (parse.GetValue(dir) is { } d) args.AddRange(["--dir", Path.GetFullPath(d)]);
             if (parse.GetValue(noTorch)) args.Add("--no-torch");
             if (parse.GetValue(noSim)) args.Add("--no-sim");
+            args.AddRange(["--layout", parse.GetValue(layout)!]);
+            if (parse.GetValue(layout) == "transformer")
+            {
+                args.AddRange(["--params", parse.GetValue(parameters)!, "--dtype", parse.GetValue(dtype)!]);
+                if (parse.GetValue(noMoments)) args.Add("--no-moments");
+            }
             return await RunAsync(args, cancellationToken).ConfigureAwait(false);
         });
         return command;
