@@ -19,7 +19,7 @@ public sealed class DemoCommandTests
         Assert.False(File.Exists(Path.Combine(tmp.Path, "restarted", "ckpt-5.index")));
         Assert.True(File.Exists(Path.Combine(tmp.Path, "uninterrupted", "checkpoint")));
         // No empty folders left behind (the workers' coordination directory included).
-        Assert.Empty(Directory.EnumerateDirectories(tmp.Path, "*", SearchOption.AllDirectories).Where(d => !Directory.EnumerateFileSystemEntries(d).Any()));
+        Assert.DoesNotContain(Directory.EnumerateDirectories(tmp.Path, "*", SearchOption.AllDirectories), d => !Directory.EnumerateFileSystemEntries(d).Any());
     }
 
     [Fact]
@@ -64,7 +64,7 @@ public sealed class DemoCommandTests
         Assert.Empty(Directory.EnumerateDirectories(Path.Combine(tmp.Path, "restarted"), "*_temp"));
         var coordination = Path.Combine(tmp.Path, "coordination");
         Assert.False(Directory.Exists(coordination) && Directory.EnumerateFiles(coordination, "*.rank-*").Any());
-        Assert.Empty(Directory.EnumerateDirectories(tmp.Path, "*", SearchOption.AllDirectories).Where(d => !Directory.EnumerateFileSystemEntries(d).Any()));
+        Assert.DoesNotContain(Directory.EnumerateDirectories(tmp.Path, "*", SearchOption.AllDirectories), d => !Directory.EnumerateFileSystemEntries(d).Any());
     }
 
     [Fact]

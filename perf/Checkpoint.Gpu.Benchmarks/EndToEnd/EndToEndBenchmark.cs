@@ -108,7 +108,16 @@ public static class EndToEndBenchmark
                 restore = Median(restores);
                 Emit("restore_cold", total, restore, extra: new() { ["peak_extra_rss_bytes"] = restorePeak });
                 CheckpointCommit.DeleteCheckpoint(prefix);
+                // Per repeat, for plots: our save and restore next to fio's write and read of the same bytes.
+                for (var i = 0; i < repeats; i++)
+                    Console.WriteLine(JsonSerializer.Serialize(new Dictionary<string, object>
+                    {
+                        ["name"] = "run", ["run"] = i, ["save_gbps"] = Math.Round(total / steady[i] / GB, 4), ["fio_write_gbps"] = Math.Round(total / fioW[i] / GB, 4),
+                        ["restore_gbps"] = Math.Round(total / restores[i] / GB, 4), ["fio_read_gbps"] = Math.Round(total / fioR[i] / GB, 4),
+                    }));
             }
+            // ---- one traced save (--trace): device copy, checksum and write per staging slot, one JSON line per stage
+            if (args.Contains("--trace")) await TraceOneSaveAsync(acc, buffers, sizes, dir);
             // ---- CRC cost: the same pipeline without checksums
             {
                 await using var pipeline = new CheckpointPipeline(acc, new CheckpointPipelineOptions { ComputeChecksums = false });
@@ -264,6 +273,30 @@ public static class EndToEndBenchmark
                 SaveSource.FromEncoded(EncodedTensor.FromStrings([new byte[3000]])))).ToArray());
 
     private static double s_lastStreamSeconds;
+
+    private static async Task TraceOneSaveAsync(Accelerator acc, DeviceBuffer[] buffers, long[] sizes, string dir)
+    {
+        var events = new System.Collections.Concurrent.ConcurrentQueue<SaveTraceEvent>();
+        var tracing = false;
+        await using var pipeline = new CheckpointPipeline(acc, new CheckpointPipelineOptions { SaveTrace = e => { if (Volatile.Read(ref tracing)) events.Enqueue(e); } });
+        var prefix = Path.Combine(dir, "traced");
+        await TimedSaveAsync(pipeline, prefix, Plan(buffers, sizes)); // warm-up, not traced
+        CheckpointCommit.DeleteCheckpoint(prefix);
+        Volatile.Write(ref tracing, true);
+        var start = Stopwatch.GetTimestamp();
+        var seconds = await TimedSaveAsync(pipeline, prefix, Plan(buffers, sizes));
+        Volatile.Write(ref tracing, false);
+        CheckpointCommit.DeleteCheckpoint(prefix);
+        Emit("save_traced", sizes.Sum(), seconds, extra: new() { ["events"] = events.Count });
+        double Ms(long ts) => Math.Round((ts - start) * 1000.0 / Stopwatch.Frequency, 3);
+        foreach (var e in events.OrderBy(e => e.StartTimestamp))
+            Console.WriteLine(JsonSerializer.Serialize(new Dictionary<string, object>
+            {
+                ["name"] = "trace", ["stage"] = e.Stage switch { SaveTraceStage.DeviceCopy => "copy", SaveTraceStage.Checksum => "checksum", _ => "write" },
+                ["slot"] = e.Slot, ["writer"] = e.Writer, ["shard"] = e.Shard, ["file_offset"] = e.FileOffset, ["bytes"] = e.LengthInBytes,
+                ["start_ms"] = Ms(e.StartTimestamp), ["end_ms"] = Ms(e.EndTimestamp),
+            }));
+    }
 
     private static async Task<double> TimedSaveAsync(CheckpointPipeline pipeline, string prefix, SavePlan plan)
     {
