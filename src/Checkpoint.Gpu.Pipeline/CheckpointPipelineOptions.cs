@@ -119,6 +119,14 @@ public sealed class CheckpointPipelineOptions
         init { ArgumentOutOfRangeException.ThrowIfNegative(value); _copyOnWriteBudgetInBytes = value; }
     }
 
+    /// <summary>
+    /// Optional trace of every save's stages per staging slot (device copy, checksum, write), for timelines and
+    /// tuning ring size and writer count. Called from the copy engine's and the writers' threads concurrently, so it
+    /// must be thread-safe and cheap; an exception it throws fails the save. Default <see langword="null"/>: no
+    /// timestamps are taken.
+    /// </summary>
+    public Action<SaveTraceEvent>? SaveTrace { get; init; }
+
     /// <summary>The storage seam. Default <see cref="LocalShardStorage.Instance"/>.</summary>
     public IShardStorage Storage { get; init; } = LocalShardStorage.Instance;
 

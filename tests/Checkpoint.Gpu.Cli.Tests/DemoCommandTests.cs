@@ -18,6 +18,8 @@ public sealed class DemoCommandTests
         Assert.Contains(Path.Combine(tmp.Path, "restarted", "ckpt-5"), r.StdOut);
         Assert.False(File.Exists(Path.Combine(tmp.Path, "restarted", "ckpt-5.index")));
         Assert.True(File.Exists(Path.Combine(tmp.Path, "uninterrupted", "checkpoint")));
+        // No empty folders left behind (the workers' coordination directory included).
+        Assert.DoesNotContain(Directory.EnumerateDirectories(tmp.Path, "*", SearchOption.AllDirectories), d => !Directory.EnumerateFileSystemEntries(d).Any());
     }
 
     [Fact]
@@ -60,7 +62,9 @@ public sealed class DemoCommandTests
         // Only the chief wrote the state file; nothing of the protocol is left behind.
         Assert.True(File.Exists(Path.Combine(tmp.Path, "restarted", "checkpoint")));
         Assert.Empty(Directory.EnumerateDirectories(Path.Combine(tmp.Path, "restarted"), "*_temp"));
-        Assert.Empty(Directory.EnumerateFiles(Path.Combine(tmp.Path, "coordination"), "*.rank-*"));
+        var coordination = Path.Combine(tmp.Path, "coordination");
+        Assert.False(Directory.Exists(coordination) && Directory.EnumerateFiles(coordination, "*.rank-*").Any());
+        Assert.DoesNotContain(Directory.EnumerateDirectories(tmp.Path, "*", SearchOption.AllDirectories), d => !Directory.EnumerateFileSystemEntries(d).Any());
     }
 
     [Fact]

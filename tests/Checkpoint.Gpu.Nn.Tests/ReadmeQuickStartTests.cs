@@ -7,12 +7,13 @@ namespace CheckpointGpu.Nn.Tests;
 /// <summary>
 /// The README's C# quick start, compiled and run: a first run trains and saves through a CheckpointManager; a
 /// "restarted" run calls RestoreOrInitialize before its model exists and must continue from exactly the saved values.
-/// Keep <see cref="QuickStart"/> and README.md in sync.
+/// Keep <see cref="QuickStart"/> and README.md in sync (the packaging test compiles the README's own text, as a
+/// console app restoring the packed packages; this one checks the resume bit for bit).
 /// </summary>
 public sealed class ReadmeQuickStartTests
 {
     // ---- README.md, "Quick start in C#" (from here) ----
-    private static float[] QuickStart(string directory, int steps)
+    private static float[] QuickStart(string directory, long totalSteps)
     {
         using var device = Accelerator.Create(AcceleratorKind.Cpu);   // or AcceleratorKind.OpenCL
         var model = new Sequential();
@@ -25,11 +26,12 @@ public sealed class ReadmeQuickStartTests
         manager.RestoreOrInitialize();   // before the model is built: values land as variables are created
         model.Build(inputSize: 4);
         using var trainer = new MlpTrainer(model.DenseLayers, optimizer, new RegressionTask(4, 1, batchSize: 64, seed: 1));
-        for (var step = 0; step < steps; step++)
+        while (optimizer.Step < totalSteps)
         {
             trainer.TrainStep();
-            if (optimizer.Iterations.Read<long>()[0] % 50 == 0) manager.Save();
+            if (optimizer.Step % 50 == 0) manager.Save();
         }
+        Console.WriteLine($"step {optimizer.Step}, latest checkpoint {manager.LatestCheckpoint}");
     // ---- (to here) ----
         return model.DenseLayers[0].Kernel!.Read<float>();
     }
@@ -41,7 +43,7 @@ public sealed class ReadmeQuickStartTests
         using var resumed = new TempDir("readme-resumed");
         var expected = QuickStart(straight.Path, 100);       // 100 steps in one go
         QuickStart(resumed.Path, 50);                        // 50 steps, saved at step 50 …
-        var actual = QuickStart(resumed.Path, 50);           // … "restart": restore on create, 50 more
+        var actual = QuickStart(resumed.Path, 100);          // … "restart": restore on create, the remaining 50
         Assert.Equal(expected, actual);
         Assert.True(File.Exists(Path.Combine(resumed.Path, "checkpoint")));
         Assert.True(File.Exists(Path.Combine(resumed.Path, "ckpt-2.index")));

@@ -9,7 +9,8 @@ using CheckpointGpu.Pipeline;
 namespace CheckpointGpu.Benchmarks.EndToEnd;
 
 /// <summary>
-/// <c>e2e --gib N --device cpu|opencl [--dir D] [--repeats 3] [--no-torch] [--no-sim] [--sweep]</c>: durable
+/// <c>e2e [--layout default|transformer|many-small] [--gib N] [--params 1B] [--dtype float32|bf16|fp16] [--no-moments]
+/// --device cpu|opencl [--dir D] [--repeats 3] [--no-torch] [--no-sim] [--sweep]</c>: durable
 /// save/restore throughput of the pipeline against fio (the limit), a naive FileStream baseline and torch; CRC
 /// cost; peak RSS; and a training-loop simulation per snapshot policy. One JSON line per measurement.
 /// </summary>
@@ -29,10 +30,22 @@ public static class EndToEndBenchmark
         Directory.CreateDirectory(dir);
         var kind = s_device == "opencl" ? AcceleratorKind.OpenCL : AcceleratorKind.Cpu;
         using var acc = Accelerator.Create(kind);
-        var sizes = ModelSizes((long)(gib * (1L << 30)));
+        var layout = (Arg(args, "--layout") ?? "default").ToLowerInvariant();
+        s_specs = layout switch
+        {
+            "default" => ModelLayouts.Default((long)(gib * (1L << 30))),
+            "transformer" => ModelLayouts.Transformer(ModelLayouts.ParseCount(Arg(args, "--params") ?? "1B"),
+                ModelLayouts.ParseDType(Arg(args, "--dtype") ?? "float32"), moments: !args.Contains("--no-moments")),
+            "many-small" => ModelLayouts.ManySmall(),
+            _ => throw new ArgumentException($"--layout {layout}: expected default, transformer or many-small."),
+        };
+        var sizes = s_specs.Select(t => t.Bytes).ToArray();
         var total = sizes.Sum();
-        Info($"device {acc}; {sizes.Length} float32 tensors, {total} bytes; dir {dir}; drop_caches {(CanDropCaches() ? "yes" : "no (O_DIRECT reads only)")}");
+        var dtypes = string.Join("+", s_specs.Select(t => DTypes.GetName(t.DType)).Distinct());
+        var parameters = ModelLayouts.ParameterCount(s_specs);
+        Info($"device {acc}; layout {layout}: {sizes.Length} tensors ({dtypes}), {parameters:N0} parameters, {total} bytes; dir {dir}; drop_caches {(CanDropCaches() ? "yes" : "no (O_DIRECT reads only)")}");
         var buffers = Allocate(acc, sizes);
+        var rssWithModel = CurrentRss();
         try
         {
             if (args.Contains("--sweep")) { await SweepAsync(acc, buffers, sizes, dir); return 0; }
@@ -95,7 +108,16 @@ public static class EndToEndBenchmark
                 restore = Median(restores);
                 Emit("restore_cold", total, restore, extra: new() { ["peak_extra_rss_bytes"] = restorePeak });
                 CheckpointCommit.DeleteCheckpoint(prefix);
+                // Per repeat, for plots: our save and restore next to fio's write and read of the same bytes.
+                for (var i = 0; i < repeats; i++)
+                    Console.WriteLine(JsonSerializer.Serialize(new Dictionary<string, object>
+                    {
+                        ["name"] = "run", ["run"] = i, ["save_gbps"] = Math.Round(total / steady[i] / GB, 4), ["fio_write_gbps"] = Math.Round(total / fioW[i] / GB, 4),
+                        ["restore_gbps"] = Math.Round(total / restores[i] / GB, 4), ["fio_read_gbps"] = Math.Round(total / fioR[i] / GB, 4),
+                    }));
             }
+            // ---- one traced save (--trace): device copy, checksum and write per staging slot, one JSON line per stage
+            if (args.Contains("--trace")) await TraceOneSaveAsync(acc, buffers, sizes, dir);
             // ---- CRC cost: the same pipeline without checksums
             {
                 await using var pipeline = new CheckpointPipeline(acc, new CheckpointPipelineOptions { ComputeChecksums = false });
@@ -185,7 +207,13 @@ public static class EndToEndBenchmark
                 ratios["full_snapshot_blocked_vs_d2h"] = full.Blocked / d2h;
                 ratios["full_snapshot_latency_vs_d2h"] = s_snapshotLatency["full_snapshot"] / d2h;
             }
-            Console.WriteLine(JsonSerializer.Serialize(new Dictionary<string, object?> { ["name"] = "ratios", ["device"] = s_device, ["bytes"] = total }
+            // Per-tensor overhead: the save's time beyond what fio needs for the same bytes, per tensor.
+            ratios["save_overhead_per_tensor_us"] = (steadySave - Median(fioW)) / sizes.Length * 1e6;
+            ratios["restore_overhead_per_tensor_us"] = (restore - Median(fioR)) / sizes.Length * 1e6;
+            ratios["rss_with_model_bytes"] = rssWithModel;
+            ratios["peak_rss_bytes"] = Math.Max(s_peakRssSeen, PeakRss());
+            Console.WriteLine(JsonSerializer.Serialize(new Dictionary<string, object?> { ["name"] = "ratios", ["device"] = s_device, ["bytes"] = total,
+                    ["layout"] = layout, ["tensors"] = sizes.Length, ["parameters"] = parameters, ["dtypes"] = dtypes }
                 .Concat(ratios).ToDictionary()));
             return 0;
         }
@@ -235,14 +263,40 @@ public static class EndToEndBenchmark
         return buffers;
     }
 
-    private static string Key(int i) => $"model/layer_{i}/kernel/.ATTRIBUTES/VARIABLE_VALUE";
+    private static TensorSpec[] s_specs = [];
+
+    private static string Key(int i) => s_specs[i].Key;
 
     private static SavePlan Plan(DeviceBuffer[] buffers, long[] sizes) =>
-        SavePlan.Create(buffers.Select((b, i) => new SaveItem(Key(i), DType.Float, new TensorShape(sizes[i] / 4), SaveSource.FromDevice(b.AsView())))
+        SavePlan.Create(buffers.Select((b, i) => new SaveItem(Key(i), s_specs[i].DType, s_specs[i].Shape, SaveSource.FromDevice(b.AsView())))
             .Append(new SaveItem(CheckpointKeys.ObjectGraph, DType.String, TensorShape.Scalar,
                 SaveSource.FromEncoded(EncodedTensor.FromStrings([new byte[3000]])))).ToArray());
 
     private static double s_lastStreamSeconds;
+
+    private static async Task TraceOneSaveAsync(Accelerator acc, DeviceBuffer[] buffers, long[] sizes, string dir)
+    {
+        var events = new System.Collections.Concurrent.ConcurrentQueue<SaveTraceEvent>();
+        var tracing = false;
+        await using var pipeline = new CheckpointPipeline(acc, new CheckpointPipelineOptions { SaveTrace = e => { if (Volatile.Read(ref tracing)) events.Enqueue(e); } });
+        var prefix = Path.Combine(dir, "traced");
+        await TimedSaveAsync(pipeline, prefix, Plan(buffers, sizes)); // warm-up, not traced
+        CheckpointCommit.DeleteCheckpoint(prefix);
+        Volatile.Write(ref tracing, true);
+        var start = Stopwatch.GetTimestamp();
+        var seconds = await TimedSaveAsync(pipeline, prefix, Plan(buffers, sizes));
+        Volatile.Write(ref tracing, false);
+        CheckpointCommit.DeleteCheckpoint(prefix);
+        Emit("save_traced", sizes.Sum(), seconds, extra: new() { ["events"] = events.Count });
+        double Ms(long ts) => Math.Round((ts - start) * 1000.0 / Stopwatch.Frequency, 3);
+        foreach (var e in events.OrderBy(e => e.StartTimestamp))
+            Console.WriteLine(JsonSerializer.Serialize(new Dictionary<string, object>
+            {
+                ["name"] = "trace", ["stage"] = e.Stage switch { SaveTraceStage.DeviceCopy => "copy", SaveTraceStage.Checksum => "checksum", _ => "write" },
+                ["slot"] = e.Slot, ["writer"] = e.Writer, ["shard"] = e.Shard, ["file_offset"] = e.FileOffset, ["bytes"] = e.LengthInBytes,
+                ["start_ms"] = Ms(e.StartTimestamp), ["end_ms"] = Ms(e.EndTimestamp),
+            }));
+    }
 
     private static async Task<double> TimedSaveAsync(CheckpointPipeline pipeline, string prefix, SavePlan plan)
     {
@@ -255,13 +309,20 @@ public static class EndToEndBenchmark
 
     private static async Task<double> D2HTimeAsync(Accelerator acc, DeviceBuffer[] buffers, long[] sizes, long total)
     {
-        using var host = acc.AllocatePinned(total);
+        // At most 1 GiB of pinned memory (reused in turn): a 12 GB model must not need 12 GB more.
+        var capacity = Math.Min(total, Math.Max(1L << 30, sizes.Max()));
+        using var host = acc.AllocatePinned(capacity);
         var t = new List<double>();
         for (var r = 0; r < 3; r++)
         {
             var sw = Stopwatch.StartNew();
             long off = 0;
-            for (var i = 0; i < buffers.Length; i++) { acc.DefaultStream.EnqueueCopyToHost(buffers[i].AsView(), host, off); off += sizes[i]; }
+            for (var i = 0; i < buffers.Length; i++)
+            {
+                if (off + sizes[i] > capacity) { await acc.DefaultStream.SynchronizeAsync(); off = 0; }
+                acc.DefaultStream.EnqueueCopyToHost(buffers[i].AsView(), host, off);
+                off += sizes[i];
+            }
             await acc.DefaultStream.SynchronizeAsync();
             t.Add(sw.Elapsed.TotalSeconds);
         }
@@ -496,8 +557,11 @@ print(json.dumps({"save": statistics.median(saves), "load": statistics.median(lo
     private static long PeakRss() => ReadStatus("VmHWM");
 
     /// <summary>Resets VmHWM to the current RSS (Linux ≥ 4.0: write 5 to clear_refs).</summary>
+    private static long s_peakRssSeen;
+
     private static void ResetPeakRss()
     {
+        s_peakRssSeen = Math.Max(s_peakRssSeen, PeakRss());
         try { File.WriteAllText("/proc/self/clear_refs", "5"); }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
     }

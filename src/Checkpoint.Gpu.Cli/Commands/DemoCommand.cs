@@ -33,6 +33,7 @@ internal static class DemoCommand
         var phase = new Option<string?>("--phase") { Hidden = true };
         var stopAt = new Option<int>("--stop-at") { Hidden = true };
         var json = new Option<bool>("--json") { Description = "Print the summary as one JSON document on standard output (progress goes to standard error)." };
+        var plot = new Option<string?>("--plot") { Description = "Also draw the loss curves (uninterrupted and resumed overlaid, checkpoints and the crash marked) to this PNG file." };
         var workers = new Option<int>("--workers") { Description = "Run the crashed and resumed jobs as N replica processes (1-8) whose checkpoints are multi-worker saves merged by the chief.", DefaultValueFactory = _ => 1 };
         var command = new Command("demo", """
             The main job: train a small MLP regression with Adam on an accelerator, checkpointing with a CheckpointManager
@@ -44,7 +45,7 @@ internal static class DemoCommand
               ckpt demo
               ckpt demo --device opencl --steps 400 --every 50 --params 1000000 --dir /tmp/demo
               ckpt demo --workers 3
-            """) { device, dir, steps, every, parameters, phase, stopAt, json, workers };
+            """) { device, dir, steps, every, parameters, phase, stopAt, json, workers, plot };
         command.SetAction(async (parse, cancellationToken) =>
         {
             var kind = parse.GetValue(device) == "opencl" ? AcceleratorKind.OpenCL : AcceleratorKind.Cpu;
@@ -55,12 +56,13 @@ internal static class DemoCommand
             var settings = new DemoSettings(kind, n, k, DemoSettings.HiddenFor(parse.GetValue(parameters))) { Workers = parse.GetValue(workers) };
             return parse.GetValue(phase) is { } childPhase
                 ? await RunChildAsync(settings, parse.GetValue(dir)!, parse.GetValue(stopAt), childPhase, Console.Out, cancellationToken)
-                : await RunAsync(settings, parse.GetValue(dir), Console.Out, parse.GetValue(json), cancellationToken);
+                : await RunAsync(settings, parse.GetValue(dir), Console.Out, parse.GetValue(json), cancellationToken, parse.GetValue(plot));
         });
         return command;
     }
 
-    internal static async Task<int> RunAsync(DemoSettings settings, string? directory, TextWriter output, bool json, CancellationToken cancellationToken)
+    internal static async Task<int> RunAsync(DemoSettings settings, string? directory, TextWriter output, bool json, CancellationToken cancellationToken,
+        string? plotPath = null)
     {
         // With --json, standard output carries only the JSON document; the narrative goes to standard error.
         var log = json ? Console.Error : output;
@@ -95,6 +97,8 @@ internal static class DemoCommand
             ? $"restarting: {settings.Workers} other fresh processes call RestoreOrInitialize before building the model …"
             : "restarting: another fresh process calls RestoreOrInitialize before building the model …");
         var resumedAll = await SpawnAsync(settings, restartedDir, coordination, settings.Steps, "resume", cancellationToken);
+        // The workers' coordination directory is empty once they are done: leave no empty folder behind.
+        if (Directory.Exists(coordination) && !Directory.EnumerateFileSystemEntries(coordination).Any()) Directory.Delete(coordination);
         var (interrupted, resumed) = (interruptedAll[0], resumedAll[0]);
         // Replicas: every worker's report (losses, final weights, checkpoint resumed from) equals the chief's.
         static bool SameRun(ChildReport a, ChildReport b) =>
@@ -111,6 +115,15 @@ internal static class DemoCommand
         var weightsEqual = straight.FinalWeightsCrc == resumed.FinalWeightsCrc;
         var ok = mismatches == 0 && weightsEqual && resumed.RestoredFrom is not null && replicasAgree
             && (settings.Workers == 1 || resumedShards == settings.Workers);
+
+        if (plotPath is not null)
+        {
+            static float[] Losses(uint[] bits) => bits.Select(BitConverter.UInt32BitsToSingle).ToArray();
+            Plots.DemoPlot.Render((straight.FirstStep, straight.Losses.ToArray()), (interrupted.FirstStep, Losses(interrupted.LossBits)),
+                (resumed.FirstStep, Losses(resumed.LossBits)), Enumerable.Range(1, settings.Steps / settings.Every).Select(i => (long)i * settings.Every).ToArray(),
+                crashAt, plotPath);
+            log.WriteLine($"plot           {Path.GetFullPath(plotPath)}");
+        }
 
         if (json)
         {

@@ -79,6 +79,22 @@ public abstract class Optimizer : OptimizerBase
     /// <summary>Steps applied so far: int64 scalar (<c>iter</c> in Keras 2, <c>_iterations</c> in Keras 3).</summary>
     public Variable Iterations { get; }
 
+    /// <summary>
+    /// The training step: the number of updates applied so far, read from <see cref="Iterations"/> (an 8-byte copy from
+    /// the device). Restored with the optimizer, so a resumed run continues counting where the checkpoint left off.
+    /// </summary>
+    /// <exception cref="ObjectDisposedException">The optimizer was disposed.</exception>
+    public long Step
+    {
+        get
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            Span<byte> bytes = stackalloc byte[sizeof(long)];
+            Iterations.ReadBytes(bytes);
+            return BitConverter.ToInt64(bytes);
+        }
+    }
+
     /// <summary>Learning rate: float32 scalar (<c>learning_rate</c> / <c>_learning_rate</c>); read at every step.</summary>
     public Variable LearningRate { get; }
 

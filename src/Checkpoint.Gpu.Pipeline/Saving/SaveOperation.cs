@@ -330,7 +330,7 @@ internal sealed class SaveOperation
         { FullMode = BoundedChannelFullMode.Wait, SingleReader = false, SingleWriter = true });
 
         var stages = new List<Task> { Guard(CopyEngineAsync(toWriters.Writer, ring, arena, arenaBase, files, ct)) };
-        for (var w = 0; w < _options.WriterCount; w++) stages.Add(Guard(WriterAsync(toWriters.Reader, files, fullSnapshot ? null : ring, ct)));
+        for (var w = 0; w < _options.WriterCount; w++) stages.Add(Guard(WriterAsync(toWriters.Reader, files, fullSnapshot ? null : ring, w, ct)));
         await Task.WhenAll(stages).ConfigureAwait(false);
         if (_options.ComputeChecksums) CombineChecksums();
 
@@ -377,6 +377,7 @@ internal sealed class SaveOperation
                     slot = await ring.RentAsync(ct).ConfigureAwait(false);
                 }
                 DeviceEvent? last = null;
+                var copyStart = _options.SaveTrace is null ? 0 : Stopwatch.GetTimestamp();
                 try
                 {
                     foreach (var piece in chunk.Pieces)
@@ -410,7 +411,7 @@ internal sealed class SaveOperation
                     // The slot is not handed over; the drain in StreamAsync waits for its copies before ResetAll.
                     throw;
                 }
-                await output.WriteAsync(new StagedChunk(chunk, slot, last), ct).ConfigureAwait(false);
+                await output.WriteAsync(new StagedChunk(chunk, slot, last, copyStart), ct).ConfigureAwait(false);
             }
         }
         finally
@@ -423,13 +424,20 @@ internal sealed class SaveOperation
     /// A writer: waits for the slot's device copies, checksums its pieces (in parallel with the other writers),
     /// signals tensors whose last byte just arrived, writes the slot at its file offset, returns the slot.
     /// </summary>
-    private async Task WriterAsync(ChannelReader<StagedChunk> input, IShardFile?[] files, StagingRing? ring, CancellationToken ct)
+    private async Task WriterAsync(ChannelReader<StagedChunk> input, IShardFile?[] files, StagingRing? ring, int writer, CancellationToken ct)
     {
         var computeCrc = _options.ComputeChecksums;
+        var trace = _options.SaveTrace;
         await foreach (var job in input.ReadAllAsync(ct).ConfigureAwait(false))
         {
             if (job.LastCopy is { } ev && !ev.IsCompleted) await ev.Completion.WaitAsync(ct).ConfigureAwait(false);
             else if (job.LastCopy?.Error is { } error) throw error;
+            long t0 = 0;
+            if (trace is not null)
+            {
+                t0 = Stopwatch.GetTimestamp();
+                trace(new SaveTraceEvent(SaveTraceStage.DeviceCopy, job.Slot.Index, -1, job.Chunk.Shard, job.Chunk.FileOffset, job.Chunk.LengthInBytes, job.CopyStart, t0));
+            }
             foreach (var piece in job.Chunk.Pieces)
             {
                 var t = Plan.Tensors[piece.Tensor];
@@ -440,10 +448,17 @@ internal sealed class SaveOperation
                     lock (list) list.Add((piece.OffsetInTensor, crc, piece.LengthInBytes));
                 }
             }
+            if (trace is not null)
+            {
+                var t1 = Stopwatch.GetTimestamp();
+                if (computeCrc) trace(new SaveTraceEvent(SaveTraceStage.Checksum, job.Slot.Index, writer, job.Chunk.Shard, job.Chunk.FileOffset, job.Chunk.LengthInBytes, t0, t1));
+                t0 = t1;
+            }
             job.Slot.Transition(SlotState.Writing);
             var file = files[job.Chunk.Shard]!;
             var length = file.IsDirect ? (int)AlignUp(job.Chunk.LengthInBytes) : job.Chunk.LengthInBytes;
             await file.WriteAsync(job.Slot.GetMemory(0, length), job.Chunk.FileOffset, ct).ConfigureAwait(false);
+            trace?.Invoke(new SaveTraceEvent(SaveTraceStage.Write, job.Slot.Index, writer, job.Chunk.Shard, job.Chunk.FileOffset, job.Chunk.LengthInBytes, t0, Stopwatch.GetTimestamp()));
             // Both the device copy and the write are done: the slot may be reused (STYLE B4).
             if (ring is not null) ring.Return(job.Slot);
             else job.Slot.Transition(SlotState.Free);
@@ -578,5 +593,6 @@ internal sealed class SaveOperation
         catch (UnauthorizedAccessException) { }
     }
 
-    private sealed record StagedChunk(SaveChunk Chunk, StagingSlot Slot, DeviceEvent? LastCopy);
+    // CopyStart: Stopwatch timestamp of the copy's enqueue when tracing, else 0.
+    private sealed record StagedChunk(SaveChunk Chunk, StagingSlot Slot, DeviceEvent? LastCopy, long CopyStart);
 }
