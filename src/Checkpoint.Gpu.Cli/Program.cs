@@ -27,7 +27,10 @@ if (parse.Errors.Count > 0)
 
 try
 {
-    return await parse.InvokeAsync(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
+    // ProcessTerminationTimeout = null: System.CommandLine would otherwise answer SIGTERM/SIGINT by cancelling the command
+    // and returning 143/130 after 2 s, cutting short `demo --preempt-after`, whose CheckpointManager handles SIGTERM itself
+    // (final checkpoint, exit 42). Other commands keep the default signal behaviour (the process ends).
+    return await parse.InvokeAsync(new InvocationConfiguration { EnableDefaultExceptionHandler = false, ProcessTerminationTimeout = null });
 }
 catch (Exception ex) when (CliErrors.Classify(ex) is { } known)
 {
