@@ -126,8 +126,10 @@ public sealed class CheckpointDirectoryLock : IDisposable
         }
     }
 
-    // ERROR_SHARING_VIOLATION (0x20) as an HRESULT: what .NET reports on Unix when flock(LOCK_NB) answers EWOULDBLOCK.
-    private static bool IsSharingViolation(IOException ex) => ex.HResult == unchecked((int)0x80070020) || ex.HResult == 32;
+    // On Unix .NET reports a refused flock(LOCK_NB) as an IOException whose HResult is the raw errno EWOULDBLOCK (= EAGAIN:
+    // 11 on Linux, 35 on macOS); on Windows it is ERROR_SHARING_VIOLATION (0x80070020).
+    private static bool IsSharingViolation(IOException ex) =>
+        ex.HResult is 11 or 35 or unchecked((int)0x80070020) && ex is not FileNotFoundException and not DirectoryNotFoundException;
 
     private sealed class Holder(FileStream stream)
     {

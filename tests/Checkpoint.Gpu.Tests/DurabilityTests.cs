@@ -132,13 +132,13 @@ public sealed class DurabilityTests(CpuFixture fixture) : IClassFixture<CpuFixtu
         using (var m = new CheckpointManager(c, dir.Path, maxToKeep: 3)) m.Save();   // a first checkpoint, lock released
         var lockFile = Path.Combine(dir.Path, CheckpointDirectoryLock.FileName);
         // The holder: util-linux flock(1) takes the same kind of lock (flock LOCK_EX) that .NET's FileShare.None takes.
-        var psi = new ProcessStartInfo("flock") { RedirectStandardOutput = true, UseShellExecute = false };
-        foreach (var a in new[] { "-x", "-o", lockFile, "sh", "-c", "echo locked; exec sleep 120" }) psi.ArgumentList.Add(a);
+        // Its pid goes into the file first (what CheckpointDirectoryLock's holder writes): `flock` keeps it as the process.
+        var psi = new ProcessStartInfo("sh") { RedirectStandardOutput = true, UseShellExecute = false };
+        foreach (var a in new[] { "-c", $"echo $$ > '{lockFile}'; exec flock -x -o '{lockFile}' sh -c 'echo locked; exec sleep 120'" }) psi.ArgumentList.Add(a);
         using var holder = Process.Start(psi)!;
         try
         {
             Assert.Equal("locked", holder.StandardOutput.ReadLine());
-            File.WriteAllText(lockFile, holder.Id.ToString(CultureInfo.InvariantCulture) + "\n");   // what a holder writes (CheckpointDirectoryLock)
             using var checkpoint = new Checkpoint(("model", model)) { Log = null };
             using var manager = new CheckpointManager(checkpoint, dir.Path, maxToKeep: 3);
             Assert.NotNull(manager.RestoreOrInitialize());   // reading takes no lock

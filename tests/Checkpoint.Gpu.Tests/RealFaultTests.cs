@@ -72,7 +72,7 @@ public sealed class RealFaultTests(CpuFixture fixture, ITestOutputHelper output)
                 foreach (var e in reader.Entries) reader.VerifyEntry(e);
             Assert.Empty(CheckpointDebris.Find(mount.Path));
             Assert.Equal(["checkpoint", CheckpointDirectoryLock.FileName, "ckpt-1.data-00000-of-00001", "ckpt-1.index"],
-                Directory.GetFiles(mount.Path).Select(Path.GetFileName).Order(StringComparer.Ordinal).ToArray());
+                Directory.GetFiles(mount.Path).Select(f => Path.GetFileName(f)).Order(StringComparer.Ordinal).ToArray());
         }
     }
 
