@@ -361,13 +361,16 @@ public sealed partial class TrackableSaver : IAsyncDisposable
         ThrowIfAnyFailed(pending, "disposal");
     }
 
-    /// <summary>Throws an <see cref="IOException"/> naming every failed save among <paramref name="handles"/> (all complete).</summary>
+    /// <summary>
+    /// Throws an <see cref="IOException"/> naming every failed save among <paramref name="handles"/> (all complete). Saves
+    /// cancelled through their token are not failures: the caller asked for it.
+    /// </summary>
     internal static void ThrowIfAnyFailed(IEnumerable<SaveHandle> handles, string when)
     {
-        var failed = handles.Where(h => h.Completion.IsFaulted || h.Completion.IsCanceled).ToArray();
+        var failed = handles.Where(h => h.Completion.IsFaulted).ToArray();
         if (failed.Length == 0) return;
-        var first = failed[0].Completion.Exception?.InnerException ?? new OperationCanceledException($"The save of '{failed[0].CheckpointPrefix}' was cancelled.");
-        var lines = failed.Select(h => $"{h.CheckpointPrefix}: {(h.Completion.IsCanceled ? "cancelled" : h.Completion.Exception?.InnerException?.Message)}");
+        var first = failed[0].Completion.Exception!.InnerException!;
+        var lines = failed.Select(h => $"{h.CheckpointPrefix}: {h.Completion.Exception?.InnerException?.Message}");
         throw new IOException($"{failed.Length} checkpoint save(s) still queued at {when} failed and are NOT on disk: {string.Join("; ", lines)}", first);
     }
 }
