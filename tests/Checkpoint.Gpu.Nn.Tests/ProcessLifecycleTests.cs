@@ -44,6 +44,32 @@ public sealed partial class ProcessLifecycleTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task ProcessExit_WithASlowSaveQueued_WaitsForIt_CheckpointOnDisk()
+    {
+        using var dir = new TempDirectory("exit-slow");
+        var (exit, stdout, stderr) = await RunToEndAsync(["exit-pending", dir.Path, "slow"]);
+        Assert.True(exit == 0, $"exit {exit}: {stdout} {stderr}");
+        Assert.Contains("done=False", stdout);   // Main returned before the save was durable
+        Assert.Contains("waiting up to", stderr);
+        Assert.Equal(Path.Combine(dir.Path, "ckpt-1"), CheckpointStateFile.LatestCheckpoint(dir.Path));
+        using var reader = TensorBundleReader.Open(Path.Combine(dir.Path, "ckpt-1"));
+        foreach (var e in reader.Entries) reader.VerifyEntry(e);
+    }
+
+    [Fact]
+    public async Task ProcessExit_WithAHungSave_ReportsWhatWasNotWritten_AndEnds()
+    {
+        using var dir = new TempDirectory("exit-hung");
+        var clock = Stopwatch.StartNew();
+        var (exit, stdout, stderr) = await RunToEndAsync(["exit-pending", dir.Path, "hung"]);
+        Assert.Contains("NOT WRITTEN", stderr);
+        Assert.Contains(Path.Combine(dir.Path, "ckpt-1"), stderr);
+        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(60), $"took {clock.Elapsed}");
+        Assert.Null(CheckpointStateFile.LatestCheckpoint(dir.Path));   // the state file never names what was not written
+        output.WriteLine($"exit {exit} after {clock.Elapsed.TotalSeconds:F1} s; stderr: {stderr.Trim()}");
+    }
+
+    [Fact]
     public async Task Sigterm_AtRandomInstants_EachFreshProcessResumesFromACheckpointNoOlderThanTheSignal()
     {
         var rounds = int.TryParse(Environment.GetEnvironmentVariable("CKPT_PREEMPT_ROUNDS"), out var n) ? n : 5;

@@ -8,6 +8,8 @@ using CheckpointGpu.Nn.TrainChild;
 // Other modes: `readme-async DIR STEPS` (the README's async example with plain using), `preempt DIR EVERY` (PreemptChild).
 if (args is ["readme-async", var readmeDir, var readmeSteps])
     return await ReadmeAsyncExample.RunAsync(readmeDir, int.Parse(readmeSteps, System.Globalization.CultureInfo.InvariantCulture));
+if (args is ["exit-pending", var exitDir, var exitMode])
+    return await ExitWithPendingSaves.RunAsync(exitDir, exitMode);
 if (args is ["preempt", var preemptDir, var preemptEvery])
     return await PreemptChild.RunAsync(preemptDir, int.Parse(preemptEvery, System.Globalization.CultureInfo.InvariantCulture));
 var options = new Dictionary<string, string>(StringComparer.Ordinal);
