@@ -55,7 +55,8 @@ namespace CheckpointGpu.Pipeline;
 public sealed class CheckpointPipeline : IAsyncDisposable, IDisposable
 {
     private static readonly Lock s_liveSync = new();
-    private static readonly HashSet<CheckpointPipeline> s_live = [];
+    // Weak: an undisposed, idle pipeline must stay collectable (one with queued saves is reachable through its executor).
+    private static readonly System.Runtime.CompilerServices.ConditionalWeakTable<CheckpointPipeline, object?> s_live = new();
     private static int s_exitHookInstalled;
     private readonly ManualResetEventSlim _idle = new(initialState: true);
     private readonly Channel<SaveOperation> _queue = Channel.CreateUnbounded<SaveOperation>(new UnboundedChannelOptions { SingleReader = true });
@@ -82,7 +83,7 @@ public sealed class CheckpointPipeline : IAsyncDisposable, IDisposable
         RestoreStream = accelerator.CreateStream();
         EnsureThreadPoolHeadroom(Options.WriterCount + Options.ReaderCount);
         _executor = Task.Run(RunQueueAsync);
-        lock (s_liveSync) s_live.Add(this);
+        lock (s_liveSync) s_live.AddOrUpdate(this, null);
         if (Interlocked.Exchange(ref s_exitHookInstalled, 1) == 0) AppDomain.CurrentDomain.ProcessExit += (_, _) => OnProcessExit();
     }
 
@@ -365,7 +366,7 @@ public sealed class CheckpointPipeline : IAsyncDisposable, IDisposable
     private static void OnProcessExit()
     {
         CheckpointPipeline[] live;
-        lock (s_liveSync) live = [.. s_live];
+        lock (s_liveSync) live = [.. s_live.Select(kv => kv.Key)];
         var deadline = ProcessExitTimeout == Timeout.InfiniteTimeSpan ? DateTime.MaxValue : DateTime.UtcNow + ProcessExitTimeout;
         foreach (var pipeline in live)
         {
