@@ -117,6 +117,33 @@ public sealed partial class ProcessLifecycleTests(ITestOutputHelper output)
         }
     }
 
+    [Fact]
+    public async Task Sigterm_LoopNeverReachesAStepBoundary_DeadlineEndsTheProcessWith43_StateFileStillValid()
+    {
+        using var dir = new TempDirectory("preempt-stuck");
+        using var p = Start(["preempt-stuck", dir.Path, "5"]);
+        string? line;
+        while ((line = await p.StandardOutput.ReadLineAsync().WaitAsync(TimeSpan.FromSeconds(60))) is not null && line != "started") { }
+        Assert.Equal("started", line);
+        // Let a few periodic saves land, then signal.
+        var clock = Stopwatch.StartNew();
+        while (CheckpointStateFile.LatestCheckpoint(dir.Path) is null && clock.Elapsed < TimeSpan.FromSeconds(30)) await Task.Delay(20);
+        Assert.Equal(0, Kill(p.Id, SigTerm));
+        clock.Restart();
+        var stdout = p.StandardOutput.ReadToEndAsync();
+        var stderr = p.StandardError.ReadToEndAsync();
+        await p.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(60));
+        var err = await stderr;
+        output.WriteLine($"exit {p.ExitCode} {clock.Elapsed.TotalSeconds:F1} s after SIGTERM: {err.Trim()}");
+        Assert.True(p.ExitCode == PreemptionOptions.DefaultDeadlineExitCode, $"exit {p.ExitCode}: {await stdout} {err}");
+        Assert.Contains("deadline", err);
+        Assert.True(clock.Elapsed >= TimeSpan.FromSeconds(1.5), $"exited after {clock.Elapsed}, before the 2 s deadline");
+        var latest = CheckpointStateFile.LatestCheckpoint(dir.Path);
+        Assert.NotNull(latest);
+        using var reader = TensorBundleReader.Open(latest);
+        foreach (var e in reader.Entries) reader.VerifyEntry(e);
+    }
+
     private static long ReadIter(TensorBundleReader reader)
     {
         var bytes = new byte[8];

@@ -11,7 +11,11 @@ namespace CheckpointGpu.Nn.TrainChild;
 /// </summary>
 public static class PreemptChild
 {
-    public static async Task<int> RunAsync(string directory, int every)
+    /// <param name="directory">Checkpoint directory (resumed from).</param>
+    /// <param name="every">Save every this many steps.</param>
+    /// <param name="stuck">When true the loop never reaches <see cref="CheckpointManager.SaveIfPreemptedAsync"/> (a step that
+    /// hangs): the 2 s deadline must end the process with code 43.</param>
+    public static async Task<int> RunAsync(string directory, int every, bool stuck = false)
     {
         using var device = Accelerator.Create(AcceleratorKind.Cpu);
         var model = Mlp.CreateSequential(device, 5, [16, 16], 1, Activation.Tanh, 7, KerasNaming.Keras2, build: false);
@@ -29,7 +33,7 @@ public static class PreemptChild
             Console.Out.WriteLine($"signal-step {Interlocked.Read(ref completed).ToString(CultureInfo.InvariantCulture)}");
             Console.Out.Flush();
         };
-        manager.ArmPreemption();
+        manager.ArmPreemption(stuck ? new PreemptionOptions { Deadline = TimeSpan.FromSeconds(2) } : null);
         var first = true;
         while (true)
         {
@@ -42,7 +46,7 @@ public static class PreemptChild
                 Console.Out.Flush();
             }
             if (step % every == 0) await manager.SaveAsync();
-            await manager.SaveIfPreemptedAsync();   // exits 42 after a durable final checkpoint
+            if (!stuck) await manager.SaveIfPreemptedAsync();   // exits 42 after a durable final checkpoint
         }
     }
 }

@@ -10,6 +10,8 @@ if (args is ["readme-async", var readmeDir, var readmeSteps])
     return await ReadmeAsyncExample.RunAsync(readmeDir, int.Parse(readmeSteps, System.Globalization.CultureInfo.InvariantCulture));
 if (args is ["exit-pending", var exitDir, var exitMode])
     return await ExitWithPendingSaves.RunAsync(exitDir, exitMode);
+if (args is ["preempt-stuck", var stuckDir, var stuckEvery])
+    return await PreemptChild.RunAsync(stuckDir, int.Parse(stuckEvery, System.Globalization.CultureInfo.InvariantCulture), stuck: true);
 if (args is ["preempt", var preemptDir, var preemptEvery])
     return await PreemptChild.RunAsync(preemptDir, int.Parse(preemptEvery, System.Globalization.CultureInfo.InvariantCulture));
 var options = new Dictionary<string, string>(StringComparer.Ordinal);

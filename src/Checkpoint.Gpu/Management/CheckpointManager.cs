@@ -359,8 +359,17 @@ public sealed class CheckpointManager : IDisposable
         try
         {
             var handle = await SaveAsync(checkInterval: false, options: options, cancellationToken: cancellationToken).ConfigureAwait(false);
-            foreach (var pending in Checkpoint.Saver.PendingSaves) await pending.Completion.WaitAsync(cancellationToken).ConfigureAwait(false);
-            if (handle is not null) await handle.Completion.WaitAsync(cancellationToken).ConfigureAwait(false);
+            if (handle is not null)
+            {
+                // Saves run in order: the final one durable means every earlier one has finished (a failed earlier save
+                // does not matter any more: the final checkpoint supersedes it).
+                await handle.Completion.WaitAsync(cancellationToken).ConfigureAwait(false);
+            }
+            else
+            {
+                // This step was saved already (interval bookkeeping): its save, still in flight, is the final checkpoint.
+                foreach (var pending in Checkpoint.Saver.PendingSaves) await pending.Completion.WaitAsync(cancellationToken).ConfigureAwait(false);
+            }
             final = handle?.CheckpointPrefix ?? LatestCheckpoint;
         }
         catch (Exception ex) when (preemption.ExitProcess && ex is not OperationCanceledException)
