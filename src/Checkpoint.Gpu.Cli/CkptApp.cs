@@ -61,7 +61,14 @@ internal static class CkptApp
         var isVerbose = parse.GetValue(verbose);
         try
         {
-            return await parse.InvokeAsync(new InvocationConfiguration { EnableDefaultExceptionHandler = false, Output = output, Error = error })
+            return await parse.InvokeAsync(new InvocationConfiguration
+            {
+                EnableDefaultExceptionHandler = false, Output = output, Error = error,
+                // null: System.CommandLine would otherwise answer SIGTERM/SIGINT by cancelling the command and returning
+                // 143/130 after 2 s, cutting short `demo --preempt-after`, whose CheckpointManager handles SIGTERM itself
+                // (final checkpoint, exit 42). Other commands keep the default signal behaviour (the process ends).
+                ProcessTerminationTimeout = null,
+            })
                 .ConfigureAwait(false);
         }
         catch (Exception ex)

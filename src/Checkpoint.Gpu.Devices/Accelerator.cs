@@ -16,7 +16,7 @@ namespace CheckpointGpu.Devices;
 /// <see cref="DisposeAsync"/> drains without blocking a thread.</para>
 /// <para>Thread-safety: all members are thread-safe.</para>
 /// </remarks>
-public abstract class Accelerator : IDisposable, IAsyncDisposable
+public abstract partial class Accelerator : IDisposable, IAsyncDisposable
 {
     private readonly object _sync = new();
     private readonly HashSet<IAcceleratorChild> _children = [];
@@ -221,8 +221,10 @@ public abstract class Accelerator : IDisposable, IAsyncDisposable
     }
 
     /// <summary>Drains all streams (blocking), then frees remaining buffers, streams and the device context.</summary>
+    /// <exception cref="InvalidOperationException">A use lease is held (<see cref="AcquireUseLease"/>): nothing is freed.</exception>
     public void Dispose()
     {
+        ThrowIfLeased();
         if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
         var streams = SnapshotStreams();
         foreach (var stream in streams) stream.WaitIdle();
@@ -232,8 +234,10 @@ public abstract class Accelerator : IDisposable, IAsyncDisposable
 
     /// <summary>Drains all streams without blocking a thread, then frees remaining buffers, streams and the device context.</summary>
     /// <returns>A task completing when everything is released.</returns>
+    /// <exception cref="InvalidOperationException">A use lease is held (<see cref="AcquireUseLease"/>): nothing is freed.</exception>
     public async ValueTask DisposeAsync()
     {
+        ThrowIfLeased();
         if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
         var streams = SnapshotStreams();
         foreach (var stream in streams)

@@ -41,11 +41,24 @@ namespace CheckpointGpu.Pipeline;
 /// values must have completed before <see cref="SaveAsync(string, SavePlan, Func{string, CancellationToken, ValueTask}?, CancellationToken)"/> is called (the pipeline reads on its own stream).</para>
 /// <para><b>Threads.</b> File IO on Unix blocks a thread-pool thread per request in flight; the constructor raises
 /// the pool's minimum worker count (process-wide, never lowered) to cores + writers + readers + 4.</para>
-/// <para><b>Thread-safety.</b> All public members are thread-safe. Dispose with <see cref="DisposeAsync"/>, which
-/// waits for queued saves.</para>
+/// <para><b>No save is dropped silently.</b> <see cref="DisposeAsync"/> awaits every queued save; <see cref="Dispose"/>
+/// waits for them too, up to <see cref="CheckpointPipelineOptions.DisposeTimeout"/>, and throws a
+/// <see cref="TimeoutException"/> naming the saves still running past it (it never returns as if they were durable). While
+/// a save is queued or running it holds a use lease on <see cref="Accelerator"/>
+/// (<see cref="Devices.Accelerator.AcquireUseLease"/>), so disposing the accelerator under it throws instead of freeing
+/// the buffers the save reads. At process exit (<see cref="AppDomain.ProcessExit"/>) every live pipeline waits up to
+/// <see cref="ProcessExitTimeout"/> for its queued saves and writes to standard error which checkpoints were not
+/// written.</para>
+/// <para><b>Thread-safety.</b> All public members are thread-safe. Dispose with <see cref="DisposeAsync"/> (or
+/// <see cref="Dispose"/>), both of which wait for queued saves.</para>
 /// </remarks>
-public sealed class CheckpointPipeline : IAsyncDisposable
+public sealed class CheckpointPipeline : IAsyncDisposable, IDisposable
 {
+    private static readonly Lock s_liveSync = new();
+    // Weak: an undisposed, idle pipeline must stay collectable (one with queued saves is reachable through its executor).
+    private static readonly System.Runtime.CompilerServices.ConditionalWeakTable<CheckpointPipeline, object?> s_live = new();
+    private static int s_exitHookInstalled;
+    private readonly ManualResetEventSlim _idle = new(initialState: true);
     private readonly Channel<SaveOperation> _queue = Channel.CreateUnbounded<SaveOperation>(new UnboundedChannelOptions { SingleReader = true });
     private readonly List<SaveOperation> _pending = [];
     private readonly Lock _sync = new();
@@ -70,7 +83,44 @@ public sealed class CheckpointPipeline : IAsyncDisposable
         RestoreStream = accelerator.CreateStream();
         EnsureThreadPoolHeadroom(Options.WriterCount + Options.ReaderCount);
         _executor = Task.Run(RunQueueAsync);
+        lock (s_liveSync) s_live.AddOrUpdate(this, null);
+        if (Interlocked.Exchange(ref s_exitHookInstalled, 1) == 0) AppDomain.CurrentDomain.ProcessExit += (_, _) => OnProcessExit();
     }
+
+    /// <summary>
+    /// How long the process-exit hook waits for queued saves of every live pipeline before the process ends (default
+    /// 60 s). Saves not durable by then are listed on standard error; their temporary files are left for the next
+    /// <c>CheckpointManager</c> save to remove.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">Negative (other than <see cref="Timeout.InfiniteTimeSpan"/>).</exception>
+    public static TimeSpan ProcessExitTimeout
+    {
+        get => s_processExitTimeout;
+        set
+        {
+            if (value < TimeSpan.Zero && value != Timeout.InfiniteTimeSpan) throw new ArgumentOutOfRangeException(nameof(value), value, "Must be non-negative or infinite.");
+            s_processExitTimeout = value;
+        }
+    }
+
+    private static TimeSpan s_processExitTimeout = TimeSpan.FromSeconds(60);
+
+    /// <summary>Prefixes of the saves queued or running now, in queue order.</summary>
+    public IReadOnlyList<string> PendingSaves
+    {
+        get
+        {
+            lock (_sync) return _pending.Select(op => op.Handle.CheckpointPrefix).ToArray();
+        }
+    }
+
+    /// <summary>
+    /// Blocks until no save is queued or running, or <paramref name="timeout"/> passes. For synchronous disposal paths
+    /// only; async code awaits the handles' <see cref="SaveHandle.Completion"/>.
+    /// </summary>
+    /// <param name="timeout">How long to wait; <see cref="Timeout.InfiniteTimeSpan"/> waits forever.</param>
+    /// <returns>True when the queue drained (saves may have failed: see their handles), false on timeout.</returns>
+    public bool WaitForQueuedSaves(TimeSpan timeout) => _idle.Wait(timeout);
 
     /// <summary>The accelerator.</summary>
     public Accelerator Accelerator { get; }
@@ -162,13 +212,30 @@ public sealed class CheckpointPipeline : IAsyncDisposable
     private SaveHandle Enqueue(SaveOperation op)
     {
         ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
-        lock (_sync) _pending.Add(op);
+        // The lease makes Accelerator.Dispose throw while this save may still read device buffers or the ring.
+        op.AcceleratorLease = Accelerator.AcquireUseLease($"checkpoint save '{op.Handle.CheckpointPrefix}' (queued or running on its IO pipeline)");
+        lock (_sync)
+        {
+            _pending.Add(op);
+            _idle.Reset();
+        }
         if (!_queue.Writer.TryWrite(op))
         {
-            lock (_sync) _pending.Remove(op);
+            Retire(op);
             throw new ObjectDisposedException(nameof(CheckpointPipeline));
         }
         return op.Handle;
+    }
+
+    private void Retire(SaveOperation op)
+    {
+        lock (_sync)
+        {
+            _pending.Remove(op);
+            if (_pending.Count == 0) _idle.Set();
+        }
+        op.AcceleratorLease?.Dispose();
+        op.AcceleratorLease = null;
     }
 
     /// <summary>
@@ -227,18 +294,90 @@ public sealed class CheckpointPipeline : IAsyncDisposable
         await _ringLock.WaitAsync().ConfigureAwait(false);
         try
         {
-            await CopyStream.SynchronizeAsync().ConfigureAwait(false);
-            await RestoreStream.SynchronizeAsync().ConfigureAwait(false);
+            if (!Accelerator.IsDisposed)
+            {
+                await CopyStream.SynchronizeAsync().ConfigureAwait(false);
+                await RestoreStream.SynchronizeAsync().ConfigureAwait(false);
+            }
         }
-        catch (AcceleratorException)
+        catch (Exception ex) when (ex is AcceleratorException or ObjectDisposedException)
         {
             // Reported by the operation that failed.
         }
-        CopyStream.Dispose();
-        RestoreStream.Dispose();
-        Ring.Dispose();
-        Arena.Dispose();
+        ReleaseResources();
         _ringLock.Release();
+    }
+
+    /// <summary>
+    /// Synchronous disposal: waits (blocking) for queued saves up to <see cref="CheckpointPipelineOptions.DisposeTimeout"/>,
+    /// then frees the ring, the arena and the streams.
+    /// </summary>
+    /// <exception cref="TimeoutException">Saves were still queued or running at the timeout (listed in the message); they
+    /// keep running and nothing is freed under them, but they are not known to be durable.</exception>
+    public void Dispose()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
+        _queue.Writer.TryComplete();
+        if (!_idle.Wait(Options.DisposeTimeout))
+        {
+            var pending = PendingSaves;
+            throw new TimeoutException(
+                $"CheckpointPipeline.Dispose waited {Options.DisposeTimeout.TotalSeconds:0.#} s and {pending.Count} save(s) are still not durable: {string.Join(", ", pending)}. "
+                + "They keep running; await their handles' Completion (or use DisposeAsync) to know when they are written.");
+        }
+        if (!_ringLock.Wait(Options.DisposeTimeout))
+            throw new TimeoutException($"CheckpointPipeline.Dispose waited {Options.DisposeTimeout.TotalSeconds:0.#} s for a restore still reading through the ring.");
+        try
+        {
+            try
+            {
+                if (!Accelerator.IsDisposed)
+                {
+                    CopyStream.Synchronize();
+                    RestoreStream.Synchronize();
+                }
+            }
+            catch (Exception ex) when (ex is AcceleratorException or ObjectDisposedException)
+            {
+                // Reported by the operation that failed.
+            }
+            ReleaseResources();
+        }
+        finally
+        {
+            _ringLock.Release();
+        }
+    }
+
+    private void ReleaseResources()
+    {
+        lock (s_liveSync) s_live.Remove(this);
+        // The accelerator may already be gone (disposed with no save pending): its children were freed with it.
+        if (!Accelerator.IsDisposed)
+        {
+            CopyStream.Dispose();
+            RestoreStream.Dispose();
+            Ring.Dispose();
+            Arena.Dispose();
+        }
+    }
+
+    /// <summary>At process exit: wait (bounded) for queued saves of every live pipeline; report what was not written.</summary>
+    private static void OnProcessExit()
+    {
+        CheckpointPipeline[] live;
+        lock (s_liveSync) live = [.. s_live.Select(kv => kv.Key)];
+        var deadline = ProcessExitTimeout == Timeout.InfiniteTimeSpan ? DateTime.MaxValue : DateTime.UtcNow + ProcessExitTimeout;
+        foreach (var pipeline in live)
+        {
+            var pending = pipeline.PendingSaves;
+            if (pending.Count == 0) continue;
+            Console.Error.WriteLine($"Checkpoint.Gpu: the process is exiting with {pending.Count} checkpoint save(s) queued ({string.Join(", ", pending)}); waiting up to {ProcessExitTimeout.TotalSeconds:0.#} s for them.");
+            var left = deadline == DateTime.MaxValue ? Timeout.InfiniteTimeSpan : deadline - DateTime.UtcNow;
+            if (left < TimeSpan.Zero) left = TimeSpan.Zero;
+            if (!pipeline.WaitForQueuedSaves(left))
+                Console.Error.WriteLine($"Checkpoint.Gpu: NOT WRITTEN at exit (still running after {ProcessExitTimeout.TotalSeconds:0.#} s): {string.Join(", ", pipeline.PendingSaves)}. The state file names only earlier checkpoints.");
+        }
     }
 
     /// <summary>
@@ -279,7 +418,7 @@ public sealed class CheckpointPipeline : IAsyncDisposable
             finally
             {
                 _ringLock.Release();
-                lock (_sync) _pending.Remove(op);
+                Retire(op);
             }
         }
     }

@@ -131,6 +131,24 @@ public sealed class CheckpointPipelineOptions
     public IShardStorage Storage { get; init; } = LocalShardStorage.Instance;
 
     /// <summary>
+    /// How long synchronous disposal (<see cref="CheckpointPipeline.Dispose"/>, and <c>Checkpoint.Dispose</c> through it)
+    /// waits for queued saves before throwing a <see cref="TimeoutException"/> that names them. Default 10 minutes;
+    /// <see cref="Timeout.InfiniteTimeSpan"/> waits forever.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">Negative (other than <see cref="Timeout.InfiniteTimeSpan"/>).</exception>
+    public TimeSpan DisposeTimeout
+    {
+        get => _disposeTimeout;
+        init
+        {
+            if (value < TimeSpan.Zero && value != Timeout.InfiniteTimeSpan) throw new ArgumentOutOfRangeException(nameof(value), value, "Must be non-negative or infinite.");
+            _disposeTimeout = value;
+        }
+    }
+
+    private TimeSpan _disposeTimeout = TimeSpan.FromMinutes(10);
+
+    /// <summary>
     /// Benchmark-only switch: when false the pipeline skips CRC32C and records 0 as every checksum, so the files
     /// fail verification. Used to measure the cost of checksumming; never disable it otherwise.
     /// </summary>

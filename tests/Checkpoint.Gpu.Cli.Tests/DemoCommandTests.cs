@@ -68,6 +68,32 @@ public sealed class DemoCommandTests
     }
 
     [Fact]
+    public void Demo_PreemptAfter_FinalCheckpointHoldsAStepNoOlderThanTheSignal()
+    {
+        using var tmp = new TempDir("demo-preempt");
+        // Far more steps than 2 s allow: the self-sent SIGTERM must stop training, not the end of the schedule.
+        var r = CkptProcess.Run("demo", "--steps", "10000000", "--every", "25", "--params", "2000", "--dir", tmp.Path, "--preempt-after", "2", "--json");
+        Assert.True(r.ExitCode == 42, $"exit {r.ExitCode}: {r.StdOut} {r.StdErr}");   // PreemptionOptions.DefaultExitCode (TF's restart code)
+        using var doc = System.Text.Json.JsonDocument.Parse(r.StdOut);
+        var root = doc.RootElement;
+        Assert.True(root.GetProperty("preempted").GetBoolean());
+        var signalStep = root.GetProperty("signal_step").GetInt64();
+        var finalStep = root.GetProperty("final_checkpoint_step").GetInt64();
+        var final = root.GetProperty("final_checkpoint").GetString()!;
+        Assert.True(signalStep > 0, r.StdOut);
+        Assert.True(finalStep >= signalStep, r.StdOut);
+        Assert.Contains("received SIGTERM", r.StdErr);
+        // The state file names the final checkpoint, and the optimizer step stored in it is the reported step (read from TF's bytes).
+        Assert.Equal(final, Format.CheckpointStateFile.LatestCheckpoint(Path.Combine(tmp.Path, "preempted")));
+        using var reader = Format.TensorBundleReader.Open(final);
+        foreach (var e in reader.Entries) reader.VerifyEntry(e);
+        var iter = new byte[8];
+        reader.ReadTensor(reader.GetEntry("optimizer/iter/.ATTRIBUTES/VARIABLE_VALUE"), iter);
+        Assert.Equal(finalStep, BitConverter.ToInt64(iter));
+        Assert.Empty(Pipeline.CheckpointDebris.Find(Path.Combine(tmp.Path, "preempted")));
+    }
+
+    [Fact]
     public void Demo_BadWorkerCount_ExitsTwo()
     {
         var r = CkptProcess.Run("demo", "--workers", "9");

@@ -5,6 +5,15 @@ using CheckpointGpu.Nn.TrainChild;
 // Usage: TrainChild --device cpu|opencl --naming keras2|keras3 --optimizer adam|sgd --seed N --restore PREFIX --steps K --write OUT
 // Restores PREFIX before building anything, trains K more steps, asserts every checkpoint value was consumed, writes OUT.
 // Exit codes: 0 ok, 1 failure (message on stderr), 2 usage.
+// Other modes: `readme-async DIR STEPS` (the README's async example with plain using), `preempt DIR EVERY` (PreemptChild).
+if (args is ["readme-async", var readmeDir, var readmeSteps])
+    return await ReadmeAsyncExample.RunAsync(readmeDir, int.Parse(readmeSteps, System.Globalization.CultureInfo.InvariantCulture));
+if (args is ["exit-pending", var exitDir, var exitMode])
+    return await ExitWithPendingSaves.RunAsync(exitDir, exitMode);
+if (args is ["preempt-stuck", var stuckDir, var stuckEvery])
+    return await PreemptChild.RunAsync(stuckDir, int.Parse(stuckEvery, System.Globalization.CultureInfo.InvariantCulture), stuck: true);
+if (args is ["preempt", var preemptDir, var preemptEvery])
+    return await PreemptChild.RunAsync(preemptDir, int.Parse(preemptEvery, System.Globalization.CultureInfo.InvariantCulture));
 var options = new Dictionary<string, string>(StringComparer.Ordinal);
 for (var i = 0; i + 1 < args.Length; i += 2) options[args[i]] = args[i + 1];
 string Get(string key) => options.TryGetValue(key, out var v) ? v : throw new ArgumentException($"missing {key}");

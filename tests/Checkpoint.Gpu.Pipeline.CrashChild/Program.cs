@@ -7,7 +7,10 @@ namespace CheckpointGpu.Pipeline.CrashChild;
 /// <summary>
 /// Saves checkpoints in a loop until killed: step N writes <c>ckpt-N</c> with values that are a pure function of
 /// (tensor, N), publishes the state file naming it (keeping the previous one), then deletes <c>ckpt-(N-2)</c>.
-/// Usage: <c>CrashChild &lt;directory&gt; [firstStep]</c>. Prints <c>started</c> once the first save begins.
+/// Usage: <c>CrashChild &lt;directory&gt; [firstStep] [once]</c>. Prints <c>started</c> once the first save begins; with
+/// <c>once</c> it saves one checkpoint and exits 0. Like a <c>CheckpointManager</c>, it first takes the directory's
+/// <see cref="CheckpointDirectoryLock"/> (held until it dies) and removes the debris of killed saves
+/// (<see cref="CheckpointDebris"/>).
 /// </summary>
 public static class Program
 {
@@ -17,6 +20,9 @@ public static class Program
     {
         var dir = args[0];
         var step = args.Length > 1 ? int.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture) : 1;
+        var once = args.Length > 2 && args[2] == "once";
+        using var directoryLock = CheckpointDirectoryLock.Acquire(dir);
+        CheckpointDebris.Remove(dir);
         using var acc = Accelerator.Create(AcceleratorKind.Cpu);
         var buffers = Sizes.Select(n => acc.Allocate(n)).ToArray();
         await using var pipeline = new CheckpointPipeline(acc, new CheckpointPipelineOptions { SlotSizeInBytes = 16384, SlotCount = 3, WriterCount = 2 });
@@ -51,6 +57,7 @@ public static class Program
                 Console.Out.Flush();
             }
             await handle.Completion;
+            if (once) return 0;
             step++;
         }
     }

@@ -7,7 +7,10 @@ namespace CheckpointGpu.Pipeline.Tests;
 /// <summary>
 /// Kills a child process that saves in a loop (SIGKILL at random instants) and checks after each kill that the
 /// state file names a complete checkpoint with the exact values of its step, and that every <c>.index</c> on disk
-/// belongs to a complete checkpoint. 200 kills by default; set <c>CKPT_CRASH_KILLS</c> for a longer run.
+/// belongs to a complete checkpoint. 200 kills by default; set <c>CKPT_CRASH_KILLS</c> for a longer run (the long mode:
+/// <c>CKPT_CRASH_KILLS=1000 dotnet test tests/Checkpoint.Gpu.Pipeline.Tests -c Release --filter Category=Crash</c>).
+/// Each child holds the directory's lock (a killed holder must never block the next child) and removes the debris of
+/// the previous kill; after the last kill one more save must leave no debris at all.
 /// </summary>
 public sealed class CrashTests(ITestOutputHelper output)
 {
@@ -25,6 +28,7 @@ public sealed class CrashTests(ITestOutputHelper output)
         using var dir = new TempDir();
         var step = 1;
         var named = 0;
+        var debrisSeen = 0;
         var sw = Stopwatch.StartNew();
         for (var kill = 0; kill < kills; kill++)
         {
@@ -43,8 +47,14 @@ public sealed class CrashTests(ITestOutputHelper output)
                 p.Kill();
                 Assert.Fail($"child did not start: '{line}' {await p.StandardError.ReadToEndAsync()}");
             }
+            if (kill == 0)
+            {
+                // One saver per directory: while the child runs, this process cannot take the lock, and is told the child's pid.
+                var locked = Assert.Throws<CheckpointDirectoryLockedException>(() => CheckpointDirectoryLock.Acquire(dir.Path));
+                Assert.Equal(p.Id, locked.HolderProcessId);
+            }
             // Kill anywhere from mid-first-save to a few saves later.
-            await Task.Delay(random.Next(0, 250));
+            await Task.Delay(random.Next(0, 400));
             p.Kill(); // SIGKILL on Unix
             await p.WaitForExitAsync();
 
@@ -60,10 +70,27 @@ public sealed class CrashTests(ITestOutputHelper output)
                 var s = VerifyCheckpoint(latest);
                 step = Math.Max(step, s + 1);
             }
-            // Leftover temp files of the killed save are allowed (they are never named); clean them up as a restart would.
-            foreach (var f in Directory.EnumerateFiles(dir.Path, "*.tempstate*")) File.Delete(f);
+            // Leftover temporaries of the killed save are allowed here (they are never named): the next child removes them.
+            debrisSeen += CheckpointDebris.Find(dir.Path).Count;
         }
-        output.WriteLine($"{kills} kills in {sw.Elapsed.TotalSeconds:F1} s; state file named a checkpoint after {named}; reached step {step}");
+        output.WriteLine($"{kills} kills in {sw.Elapsed.TotalSeconds:F1} s; state file named a checkpoint after {named}; reached step {step}; {debrisSeen} temporaries left by kills (each removed by the next child)");
+
+        // A subsequent save (after the last kill) leaves no debris: the killed save's temporaries are gone, its own committed.
+        var psiOnce = new ProcessStartInfo("dotnet", [child, dir.Path, step.ToString(System.Globalization.CultureInfo.InvariantCulture), "once"])
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        };
+        using (var once = Process.Start(psiOnce)!)
+        {
+            var onceOut = once.StandardOutput.ReadToEndAsync();
+            var onceErr = once.StandardError.ReadToEndAsync();
+            await once.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(60));
+            Assert.True(once.ExitCode == 0, $"final save failed: {await onceOut} {await onceErr}");
+        }
+        Assert.Empty(CheckpointDebris.Find(dir.Path));
+        Assert.Equal(step, VerifyCheckpoint(CheckpointStateFile.LatestCheckpoint(dir.Path)!));
         Assert.True(named > kills / 2, $"only {named} of {kills} kills left a named checkpoint: the child rarely finished a save");
         // Kills must also land after commits (not only inside the first save of each child).
         Assert.True(step > kills / 4, $"only reached step {step}: kills rarely landed after a commit");

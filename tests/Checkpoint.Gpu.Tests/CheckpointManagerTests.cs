@@ -47,7 +47,8 @@ public sealed class CheckpointManagerTests : IClassFixture<CpuFixture>
             Assert.Equal(Path.Combine(dir.Path, $"ckpt-{i + 1}"), manager.Save());
         }
         Assert.Equal([Path.Combine(dir.Path, "ckpt-3"), Path.Combine(dir.Path, "ckpt-4")], manager.Checkpoints);
-        Assert.Equal(["checkpoint", "ckpt-3.data-00000-of-00001", "ckpt-3.index", "ckpt-4.data-00000-of-00001", "ckpt-4.index"], Files(dir));
+        // checkpoint.lock: the manager's one-saver-per-directory lock file (CheckpointDirectoryLock).
+        Assert.Equal(["checkpoint", "checkpoint.lock", "ckpt-3.data-00000-of-00001", "ckpt-3.index", "ckpt-4.data-00000-of-00001", "ckpt-4.index"], Files(dir));
         var state = CheckpointStateFile.Read(dir.Path)!;
         Assert.Equal("ckpt-4", state.ModelCheckpointPath);
         Assert.Equal(["ckpt-3", "ckpt-4"], state.AllModelCheckpointPaths);

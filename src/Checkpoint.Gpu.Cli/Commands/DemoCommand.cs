@@ -34,6 +34,7 @@ internal static class DemoCommand
         var stopAt = new Option<int>("--stop-at") { Hidden = true };
         var json = new Option<bool>("--json") { Description = "Print the summary as one JSON document on standard output (progress goes to standard error)." };
         var plot = new Option<string?>("--plot") { Description = "Also draw the loss curves (uninterrupted and resumed overlaid, checkpoints and the crash marked) to this PNG file." };
+        var preemptAfter = new Option<double?>("--preempt-after") { Description = "Preemption demo: arm the CheckpointManager for SIGTERM, send this process SIGTERM after SECONDS of training, write a final checkpoint at the next step boundary and exit with code 42 (TF's restart code)." };
         var workers = new Option<int>("--workers") { Description = "Run the crashed and resumed jobs as N replica processes (1-8) whose checkpoints are multi-worker saves merged by the chief.", DefaultValueFactory = _ => 1 };
         var command = new Command("demo", """
             The main job: train a small MLP regression with Adam on an accelerator, checkpointing with a CheckpointManager
@@ -45,7 +46,8 @@ internal static class DemoCommand
               ckpt demo
               ckpt demo --device opencl --steps 400 --every 50 --params 1000000 --dir /tmp/demo
               ckpt demo --workers 3
-            """) { device, dir, steps, every, parameters, phase, stopAt, json, workers, plot };
+              ckpt demo --steps 100000 --preempt-after 5 --json
+            """) { device, dir, steps, every, parameters, phase, stopAt, json, workers, plot, preemptAfter };
         command.SetAction(async (parse, cancellationToken) =>
         {
             var kind = parse.GetValue(device) == "opencl" ? AcceleratorKind.OpenCL : AcceleratorKind.Cpu;
@@ -54,6 +56,8 @@ internal static class DemoCommand
             if (n < 2 || k < 1 || k >= n) throw new CliException("--steps must be at least 2 and --every between 1 and steps - 1.", ExitCodes.UsageOrUnsupported);
             if (parse.GetValue(workers) is < 1 or > 8) throw new CliException("--workers must be between 1 and 8.", ExitCodes.UsageOrUnsupported);
             var settings = new DemoSettings(kind, n, k, DemoSettings.HiddenFor(parse.GetValue(parameters))) { Workers = parse.GetValue(workers) };
+            if (parse.GetValue(preemptAfter) is { } seconds)
+                return await RunPreemptedAsync(settings, parse.GetValue(dir), TimeSpan.FromSeconds(seconds), Console.Out, parse.GetValue(json), cancellationToken);
             return parse.GetValue(phase) is { } childPhase
                 ? await RunChildAsync(settings, parse.GetValue(dir)!, parse.GetValue(stopAt), childPhase, Console.Out, cancellationToken)
                 : await RunAsync(settings, parse.GetValue(dir), Console.Out, parse.GetValue(json), cancellationToken, parse.GetValue(plot));
@@ -175,6 +179,49 @@ internal static class DemoCommand
             output.WriteLine($"multi-worker   {settings.Workers} replicas {(replicasAgree ? "agree" : "DISAGREE")}; the checkpoint resumed from has {resumedShards} data file(s), one per worker's share (merged by the chief)");
         output.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{(ok ? "OK" : "FAILED")}  training {trainSeconds:F1} s; inspect the checkpoints with: ckpt inspect {uninterruptedDir}"));
         return ok ? ExitCodes.Ok : ExitCodes.DataProblem;
+    }
+
+    /// <summary>
+    /// <c>--preempt-after</c>: trains in this process with the manager armed for SIGTERM, signals itself, and reports
+    /// the step at the signal and the final checkpoint. Exit code 42 (<see cref="PreemptionOptions.DefaultExitCode"/>) when
+    /// preempted with a durable final checkpoint, 1 when training ended before the signal.
+    /// </summary>
+    private static async Task<int> RunPreemptedAsync(DemoSettings settings, string? directory, TimeSpan after, TextWriter output, bool json, CancellationToken cancellationToken)
+    {
+        if (after <= TimeSpan.Zero) throw new CliException("--preempt-after must be positive.", ExitCodes.UsageOrUnsupported);
+        var log = json ? Console.Error : output;
+        var root = Path.GetFullPath(directory ?? Path.Combine(Path.GetTempPath(), $"ckpt-demo-{DateTime.UtcNow:yyyyMMdd-HHmmss}-{Environment.ProcessId}"));
+        var dir = Path.Combine(root, "preempted");
+        if (Directory.Exists(dir) && Directory.EnumerateFileSystemEntries(dir).Any())
+            throw new CliException($"{dir}: not empty; give --dir a new or empty directory.", ExitCodes.UsageOrUnsupported);
+        log.WriteLine($"training in {dir}; SIGTERM to this process (pid {Environment.ProcessId}) after {after.TotalSeconds:0.###} s …");
+        var preemption = new Demo.DemoPreemption(after);
+        var result = await DemoTraining.RunAsync(settings, dir, settings.Steps, onStep: null, cancellationToken, preemption: preemption).ConfigureAwait(false);
+        var ok = preemption.Preempted && preemption.FinalCheckpoint is { } final && File.Exists(Format.BundleNaming.IndexFile(final))
+            && preemption.FinalCheckpointStep >= preemption.SignalStep && Format.CheckpointStateFile.LatestCheckpoint(dir) == final;
+        if (json)
+        {
+            JsonOutput.Write(output, w =>
+            {
+                w.WriteBoolean("ok", ok);
+                w.WriteBoolean("preempted", preemption.Preempted);
+                w.WriteNumber("signal_step", preemption.SignalStep);
+                w.WriteString("final_checkpoint", preemption.FinalCheckpoint);
+                w.WriteNumber("final_checkpoint_step", preemption.FinalCheckpointStep);
+                w.WriteNumber("last_step", result.FirstStep + result.Losses.Count - 1);
+                w.WriteNumber("checkpoints_written", result.CheckpointsWritten + (preemption.Preempted ? 1 : 0));
+                w.WriteString("directory", dir);
+                w.WriteNumber("exit_code", ok ? PreemptionOptions.DefaultExitCode : ExitCodes.DataProblem);
+            });
+        }
+        else
+        {
+            output.WriteLine(preemption.Preempted
+                ? $"preempted      SIGTERM at step {preemption.SignalStep}; final checkpoint {preemption.FinalCheckpoint} holds step {preemption.FinalCheckpointStep}"
+                : $"not preempted  training ended at step {settings.Steps} before the signal (use more --steps or a smaller --preempt-after)");
+            output.WriteLine($"{(ok ? "OK" : "FAILED")}  exit code {(ok ? PreemptionOptions.DefaultExitCode : ExitCodes.DataProblem)}; resume with: ckpt demo … or restore {dir}");
+        }
+        return ok ? PreemptionOptions.DefaultExitCode : ExitCodes.DataProblem;
     }
 
     private static async Task<DemoRunResult> TrainWithProgressAsync(DemoSettings settings, string directory, TextWriter output, CancellationToken cancellationToken)

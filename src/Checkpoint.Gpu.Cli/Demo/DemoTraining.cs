@@ -63,8 +63,11 @@ internal static class DemoTraining
     /// queued, and at the optimizer's per-variable write barriers (<see cref="CheckpointWriteBarrier"/>) if it is about to
     /// update a variable whose bytes are not yet staged. Every queued save is awaited before returning.
     /// </remarks>
+    /// <param name="preemption">When set (<c>--preempt-after</c>), the manager is armed for SIGTERM, the process signals itself
+    /// after the given time, and the loop stops after writing the final checkpoint (recorded in <paramref name="preemption"/>).</param>
     public static async Task<DemoRunResult> RunAsync(DemoSettings settings, string directory, int stopAtStep,
-        Action<long, float, string?, double, TimeSpan>? onStep, CancellationToken cancellationToken, WorkerContext? worker = null)
+        Action<long, float, string?, double, TimeSpan>? onStep, CancellationToken cancellationToken, WorkerContext? worker = null,
+        DemoPreemption? preemption = null)
     {
         var saveOptions = worker is null ? null : new CheckpointOptions { MultiWorker = worker.With(ownership: new BalancedOwnership()) };
         using var device = Accelerator.Create(settings.Device);
@@ -75,7 +78,7 @@ internal static class DemoTraining
         var optimizer = new Adam(device, learningRate: 0.002f);
         await using var checkpoint = new Checkpoint(("model", model), ("optimizer", optimizer));
         optimizer.WriteBarrier = new CheckpointWriteBarrier(checkpoint);
-        var manager = new CheckpointManager(checkpoint, directory, maxToKeep: settings.MaxToKeep);
+        using var manager = new CheckpointManager(checkpoint, directory, maxToKeep: settings.MaxToKeep);
 
         var restoredFrom = manager.RestoreOrInitialize();   // before Build: restore-on-create
         var restoredShards = restoredFrom is null ? 0 : Format.TensorBundleIndex.Read(restoredFrom).Header.ShardCount;
@@ -108,6 +111,7 @@ internal static class DemoTraining
             }
         }
 
+        using var preemptionTimer = preemption?.Arm(manager);
         for (var step = firstStep; step <= stopAtStep; step++)
         {
             losses.Add(await trainer.TrainStepAsync(cancellationToken).ConfigureAwait(false));
@@ -124,6 +128,16 @@ internal static class DemoTraining
             double gbpsNow;
             lock (gate) { lastNow = last; gbpsNow = lastGbps; }
             onStep?.Invoke(step, losses[^1], lastNow, gbpsNow, lastBlocked);
+            preemption?.StepCompleted(step);
+            // Step boundary: after a SIGTERM, wait for the queued saves and write the final checkpoint of this step.
+            if (preemption is not null && await manager.SaveIfPreemptedAsync(saveOptions, cancellationToken).ConfigureAwait(false) is { } final)
+            {
+                preemption.Preempted = true;
+                preemption.FinalCheckpoint = final;
+                preemption.FinalCheckpointStep = step;
+                lock (gate) last = final;
+                break;
+            }
         }
         await Task.WhenAll(pending).ConfigureAwait(false);   // surfaces the first failed save
 

@@ -1,5 +1,4 @@
 using System.Buffers.Binary;
-using System.Security.Cryptography;
 using CheckpointGpu.Format.Table;
 
 namespace CheckpointGpu.Format;
@@ -82,13 +81,8 @@ public static class TensorBundleIndex
         table.Finish();
     }
 
-    /// <summary>Temporary name next to <paramref name="path"/>: <c>&lt;path&gt;.tempstate&lt;random u64&gt;</c>, like TF.</summary>
-    internal static string TempName(string path)
-    {
-        Span<byte> r = stackalloc byte[8];
-        RandomNumberGenerator.Fill(r);
-        return path + ".tempstate" + BinaryPrimitives.ReadUInt64LittleEndian(r).ToString(System.Globalization.CultureInfo.InvariantCulture);
-    }
+    /// <summary>Temporary name next to <paramref name="path"/>: <c>&lt;path&gt;.tempstate&lt;random u64&gt;</c>, like TF (<see cref="TemporaryFileNames"/>).</summary>
+    internal static string TempName(string path) => TemporaryFileNames.ForBundleFile(path);
 
     internal static void WriteAtomically(string path, Action<Stream> write, bool flushToDisk)
     {

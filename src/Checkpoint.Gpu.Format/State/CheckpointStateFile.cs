@@ -1,6 +1,5 @@
 using System.Diagnostics.CodeAnalysis;
 using System.Globalization;
-using System.Security.Cryptography;
 using System.Text;
 
 namespace CheckpointGpu.Format;
@@ -102,7 +101,7 @@ public static class CheckpointStateFile
         if (string.Equals(Path.GetFullPath(Path.Combine(directory, relative.ModelCheckpointPath)), target, StringComparison.Ordinal))
             throw new ArgumentException($"ModelCheckpointPath '{state.ModelCheckpointPath}' collides with the state file itself.", nameof(state));
         Directory.CreateDirectory(directory);
-        var temp = Path.Combine(directory, FileName + ".tmp" + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(16)));
+        var temp = TemporaryFileNames.ForStateFile(Path.Combine(directory, FileName));
         try
         {
             using (var fs = new FileStream(temp, FileMode.CreateNew, FileAccess.Write, FileShare.None))

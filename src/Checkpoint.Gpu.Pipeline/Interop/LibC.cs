@@ -49,6 +49,29 @@ internal static partial class LibC
         return fd < 0 ? null : new SafeFileHandle(fd, ownsHandle: true);
     }
 
+    /// <summary>
+    /// Reads up to <paramref name="maxBytes"/> bytes of a small file through a plain <c>open(2)</c>: unlike .NET's
+    /// <see cref="FileStream"/> it takes no <c>flock</c>, so it can read a lock file another process holds exclusively.
+    /// </summary>
+    /// <returns>The bytes, or <see langword="null"/> when the file cannot be opened (or this is not Linux).</returns>
+    internal static byte[]? TryReadWithoutLock(string path, int maxBytes)
+    {
+        if (!IsLinux) return null;
+        var fd = Open(path, ORdOnly | OCloexec, 0);
+        if (fd < 0) return null;
+        using var handle = new SafeFileHandle(fd, ownsHandle: true);
+        var buffer = new byte[maxBytes];
+        try
+        {
+            var n = RandomAccess.Read(handle, buffer, 0);
+            return buffer[..n];
+        }
+        catch (IOException)
+        {
+            return null;
+        }
+    }
+
     /// <summary>Flushes a directory's entries (renames, creations) to stable storage: <c>open(O_DIRECTORY)</c> + <c>fsync</c>.</summary>
     /// <exception cref="IOException">The directory cannot be opened or flushed.</exception>
     internal static void FSyncDirectory(string directory)

@@ -103,6 +103,9 @@ internal sealed class SaveOperation
 
     public SaveHandle Handle { get; }
 
+    /// <summary>The pipeline's use lease on its accelerator while this save is queued or running (set and released by the pipeline).</summary>
+    public IDisposable? AcceleratorLease { get; set; }
+
     public Task Snapshotted => _snapshotted.Task;
 
     public Task Completion => _completion.Task;
@@ -575,8 +578,7 @@ internal sealed class SaveOperation
 
     internal static long AlignUp(long n) => (n + IShardFile.DirectIOAlignmentInBytes - 1) & ~(long)(IShardFile.DirectIOAlignmentInBytes - 1);
 
-    internal static string TempName(string path) =>
-        path + ".tempstate" + ((ulong)Random.Shared.NextInt64() ^ ((ulong)Environment.ProcessId << 40)).ToString(System.Globalization.CultureInfo.InvariantCulture);
+    internal static string TempName(string path) => TemporaryFileNames.ForBundleFile(path);
 
     private static void DisposeQuietly(IShardFile? f)
     {

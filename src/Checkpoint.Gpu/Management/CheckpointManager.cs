@@ -1,6 +1,8 @@
 using System.Globalization;
+using System.Runtime.InteropServices;
 using System.Text.RegularExpressions;
 using CheckpointGpu.Format;
+using CheckpointGpu.Pipeline;
 
 namespace CheckpointGpu;
 
@@ -19,11 +21,29 @@ namespace CheckpointGpu;
 /// than <c>last_preserved_timestamp</c> are managed (and may be deleted); older or untimestamped ones (written by
 /// <see cref="Checkpoint.Save"/> or TF1's <c>Saver</c>) are never deleted and drop out of the state at the next save.
 /// Only <c>&lt;prefix&gt;.index</c> and <c>&lt;prefix&gt;.data-?????-of-?????</c> of managed entries are ever deleted.</para>
-/// <para>Thread-safety: not thread-safe.</para>
+/// <para><b>One saver per directory.</b> The first save takes the directory's <see cref="CheckpointDirectoryLock"/>
+/// (<c>checkpoint.lock</c>, an OS file lock that dies with the process) and holds it until <see cref="Dispose"/> or process
+/// exit; a manager in another process then fails to save with <see cref="CheckpointDirectoryLockedException"/> naming
+/// the holder's pid. Restoring takes no lock. In a multi-worker save only the chief takes it (workers write only their
+/// parts under <c>&lt;prefix&gt;_temp/</c>).</para>
+/// <para><b>Debris.</b> Right after taking the lock, the first save removes what killed saves left in the directory
+/// (<see cref="CheckpointDebris"/>: <c>*.tempstate&lt;n&gt;</c> bundle temporaries, <c>checkpoint.tmp&lt;hex&gt;</c>,
+/// <c>&lt;prefix&gt;_temp/</c> part directories) — only names matching our own temporary patterns.</para>
+/// <para><b>Preemption.</b> <see cref="ArmPreemption"/> turns SIGTERM/SIGINT into a request the training loop honours at
+/// its next step boundary with <see cref="SaveIfPreemptedAsync"/> (TF's <c>PreemptionCheckpointHandler</c>); see there.</para>
+/// <para>Thread-safety: not thread-safe (the signal handler only sets flags).</para>
 /// </remarks>
-public sealed class CheckpointManager
+public sealed class CheckpointManager : IDisposable
 {
     private readonly object _bookkeeping = new();
+    private CheckpointDirectoryLock? _lock;
+    private bool _disposed;
+    private PreemptionOptions? _preemption;
+    private readonly List<PosixSignalRegistration> _signalRegistrations = [];
+    private readonly CancellationTokenSource _preemptionCts = new();
+    private int _preemptionSignal;   // 0 = none, else the PosixSignal value + 1000 (PosixSignal values are negative)
+    private Timer? _deadlineTimer;
+    private int _finalCheckpointDone;
 
     private static readonly Regex s_dataSuffix = new(@"^\.data-\d{5}-of-\d{5}$", RegexOptions.CultureInvariant);
     private readonly List<(string Path, double Timestamp)> _maybeDelete = [];
@@ -149,9 +169,13 @@ public sealed class CheckpointManager
     /// <param name="options">Options; frozen by this call.</param>
     /// <returns>The prefix written, or <see langword="null"/> when skipped by the interval.</returns>
     /// <exception cref="IOException">Writing failed; the state file still names only complete checkpoints.</exception>
+    /// <exception cref="CheckpointDirectoryLockedException">Another process is saving into <see cref="Directory"/>.</exception>
+    /// <exception cref="ObjectDisposedException">The manager is disposed.</exception>
     public string? Save(long? checkpointNumber = null, bool checkInterval = true, CheckpointOptions? options = null)
     {
+        ObjectDisposedException.ThrowIf(_disposed, this);
         if (NextPrefix(checkpointNumber, checkInterval) is not { } prefix) return null;
+        PrepareDirectory(prefix, options);
         Checkpoint.WriteUnnumbered(prefix, options);
         lock (_bookkeeping)
         {
@@ -200,12 +224,16 @@ public sealed class CheckpointManager
     /// or null when skipped.</returns>
     /// <remarks>Not thread-safe; await each call before the next. The manager's bookkeeping runs on the pipeline's
     /// completion path and is serialized with the synchronous methods by a lock.</remarks>
+    /// <exception cref="CheckpointDirectoryLockedException">Another process is saving into <see cref="Directory"/>.</exception>
+    /// <exception cref="ObjectDisposedException">The manager is disposed.</exception>
     public ValueTask<Pipeline.SaveHandle?> SaveAsync(long? checkpointNumber = null, bool checkInterval = true, CheckpointOptions? options = null,
         CancellationToken cancellationToken = default)
     {
+        ObjectDisposedException.ThrowIf(_disposed, this);
         cancellationToken.ThrowIfCancellationRequested();
         Checkpoint.ThrowIfQueuingAsyncSave();
         if (NextPrefix(checkpointNumber, checkInterval) is not { } prefix) return ValueTask.FromResult<Pipeline.SaveHandle?>(null);
+        PrepareDirectory(prefix, options);
         return Queue(prefix);
 
         async ValueTask<Pipeline.SaveHandle?> Queue(string prefix) =>
@@ -218,6 +246,195 @@ public sealed class CheckpointManager
                 }
                 return ValueTask.CompletedTask;
             }, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Before the first save: take the directory lock (not on a multi-worker save's non-chief workers), then remove the
+    /// debris of killed saves, keeping the part directory of the save about to start.
+    /// </summary>
+    private void PrepareDirectory(string prefix, CheckpointOptions? options)
+    {
+        if (_lock is not null || options?.MultiWorker is { IsChief: false }) return;
+        _lock = CheckpointDirectoryLock.Acquire(Directory);
+        var removed = CheckpointDebris.Remove(Directory, keep: [Path.GetFullPath(prefix) + "_temp"]);
+        if (removed.Count > 0 && Checkpoint.Log is { } log)
+            log.WriteLine($"CheckpointManager: removed {removed.Count} leftover temporary file(s) of interrupted saves in {Directory}: {string.Join(", ", removed.Select(Path.GetFileName).Take(5))}{(removed.Count > 5 ? ", …" : "")}");
+    }
+
+    // ------------------------------------------------------------------ preemption
+
+    /// <summary>
+    /// Arms preemption handling (TF's <c>PreemptionCheckpointHandler</c>): from now on SIGTERM or SIGINT (see
+    /// <see cref="PreemptionOptions.Signals"/>) no longer end the process; instead they set <see cref="PreemptionRequested"/>,
+    /// cancel <see cref="PreemptionToken"/>, raise <see cref="PreemptionSignalled"/> and start the
+    /// <see cref="PreemptionOptions.Deadline"/> clock. The training loop calls <see cref="SaveIfPreemptedAsync"/> (or
+    /// <see cref="SaveIfPreempted"/>) at every step boundary; after a signal that call waits for the in-flight asynchronous
+    /// saves, writes a final checkpoint of the current step, and exits with <see cref="PreemptionOptions.ExitCode"/> (42).
+    /// </summary>
+    /// <remarks>
+    /// <para><b>Why at a step boundary.</b> The signal arrives on another thread at an arbitrary instant, possibly while an
+    /// optimizer is half-way through updating the variables: a checkpoint written from the handler could mix two steps. So
+    /// the handler only records the request (as TF's <c>_sigterm_handler_fn</c> sets an event), and the loop saves where
+    /// the model is consistent. Queued asynchronous saves are complete snapshots already and finish first (saves run in
+    /// order).</para>
+    /// <para><b>Deadline.</b> If no final checkpoint is durable within <see cref="PreemptionOptions.Deadline"/> of the signal
+    /// (the loop is stuck in a long step, or never calls <see cref="SaveIfPreemptedAsync"/>), a timer writes the latest
+    /// durable checkpoint to standard error and exits with <see cref="PreemptionOptions.DeadlineExitCode"/> (43); the state
+    /// file then still names the previous complete checkpoint. A second signal while a request is pending is not
+    /// intercepted: it ends the process the default way (press Ctrl+C twice to quit at once).</para>
+    /// <para>Exit codes: 42 = preempted, final checkpoint durable (restart and resume); 43 = preempted, no final
+    /// checkpoint in time (resume from the latest in the state file).</para>
+    /// </remarks>
+    /// <param name="options">Signals, deadline, exit codes; <see cref="PreemptionOptions.Default"/> when null.</param>
+    /// <exception cref="InvalidOperationException">Already armed.</exception>
+    /// <exception cref="PlatformNotSupportedException">Signals cannot be registered on this platform.</exception>
+    /// <exception cref="ObjectDisposedException">The manager is disposed.</exception>
+    public void ArmPreemption(PreemptionOptions? options = null)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (_preemption is not null) throw new InvalidOperationException("Preemption handling is already armed for this manager.");
+        _preemption = options ?? PreemptionOptions.Default;
+        foreach (var signal in _preemption.Signals.Distinct())
+            _signalRegistrations.Add(PosixSignalRegistration.Create(signal, OnSignal));
+    }
+
+    /// <summary>True once a preemption signal arrived (after <see cref="ArmPreemption"/>).</summary>
+    public bool PreemptionRequested => Volatile.Read(ref _preemptionSignal) != 0;
+
+    /// <summary>The preemption signal received, or null.</summary>
+    public PosixSignal? PreemptionSignal => Volatile.Read(ref _preemptionSignal) is var v and not 0 ? (PosixSignal)(v - 1000) : null;
+
+    /// <summary>Cancelled when a preemption signal arrives: pass it to long waits inside a step to reach the boundary sooner.</summary>
+    public CancellationToken PreemptionToken => _preemptionCts.Token;
+
+    /// <summary>
+    /// Raised on the signal-handling thread when a preemption signal arrives (before <see cref="PreemptionToken"/> is
+    /// cancelled). Keep handlers short and thread-safe: record the step, do not touch device memory.
+    /// </summary>
+    public event Action<PosixSignal>? PreemptionSignalled;
+
+    private void OnSignal(PosixSignalContext context)
+    {
+        // A second signal while the first is handled: let it terminate the process the default way.
+        if (Interlocked.CompareExchange(ref _preemptionSignal, (int)context.Signal + 1000, 0) != 0) return;
+        context.Cancel = true;
+        try { PreemptionSignalled?.Invoke(context.Signal); }
+        catch (Exception ex) { Console.Error.WriteLine($"CheckpointManager: a PreemptionSignalled handler failed: {ex.Message}"); }
+        var deadline = _preemption!.Deadline;
+        _deadlineTimer = new Timer(_ => OnDeadline(), null, deadline, Timeout.InfiniteTimeSpan);
+        Console.Error.WriteLine($"CheckpointManager: received {context.Signal}; the final checkpoint is written at the next step boundary (deadline {deadline.TotalSeconds:0.#} s).");
+        try { _preemptionCts.Cancel(); }
+        catch (AggregateException ex) { Console.Error.WriteLine($"CheckpointManager: a PreemptionToken callback failed: {ex.InnerException?.Message}"); }
+    }
+
+    private void OnDeadline()
+    {
+        if (Volatile.Read(ref _finalCheckpointDone) != 0) return;
+        var options = _preemption!;
+        Console.Error.WriteLine($"CheckpointManager: preemption deadline of {options.Deadline.TotalSeconds:0.#} s passed without a final checkpoint; "
+            + $"pending saves not written: [{string.Join(", ", Checkpoint.Saver.PendingSaves.Select(h => h.CheckpointPrefix))}]; latest durable checkpoint: "
+            + $"{CheckpointStateFile.LatestCheckpoint(Directory) ?? "none"}. Exiting with code {options.DeadlineExitCode}.");
+        // The deadline is the budget: do not let the process-exit hook wait for the pending saves beyond it.
+        CheckpointPipeline.ProcessExitTimeout = TimeSpan.Zero;
+        Environment.Exit(options.DeadlineExitCode);
+    }
+
+    /// <summary>
+    /// Call at every step boundary of the training loop (TF's <c>save_checkpoint_if_preempted</c>). Without a pending
+    /// preemption request it returns <see langword="null"/> at once. After a signal it waits for the in-flight asynchronous
+    /// saves, saves a final checkpoint of the current state (ignoring the checkpoint interval; none when this step was just
+    /// saved), waits until it is durable (state file written), and then ends the process with
+    /// <see cref="PreemptionOptions.ExitCode"/> — or, with <see cref="PreemptionOptions.ExitProcess"/> false, returns its prefix.
+    /// </summary>
+    /// <param name="options">Save options; <see langword="null"/> for the defaults.</param>
+    /// <param name="cancellationToken">Cancels the wait (not the deadline).</param>
+    /// <returns><see langword="null"/> when no preemption is pending; otherwise the final checkpoint's prefix (only when not exiting).</returns>
+    /// <exception cref="IOException">The final save failed (with <see cref="PreemptionOptions.ExitProcess"/> true the process
+    /// exits with <see cref="PreemptionOptions.DeadlineExitCode"/> instead).</exception>
+    public async ValueTask<string?> SaveIfPreemptedAsync(CheckpointOptions? options = null, CancellationToken cancellationToken = default)
+    {
+        if (!PreemptionRequested) return null;
+        var preemption = _preemption!;
+        string? final;
+        try
+        {
+            var handle = await SaveAsync(checkInterval: false, options: options, cancellationToken: cancellationToken).ConfigureAwait(false);
+            if (handle is not null)
+            {
+                // Saves run in order: the final one durable means every earlier one has finished (a failed earlier save
+                // does not matter any more: the final checkpoint supersedes it).
+                await handle.Completion.WaitAsync(cancellationToken).ConfigureAwait(false);
+            }
+            else
+            {
+                // This step was saved already (interval bookkeeping): its save, still in flight, is the final checkpoint.
+                foreach (var pending in Checkpoint.Saver.PendingSaves) await pending.Completion.WaitAsync(cancellationToken).ConfigureAwait(false);
+            }
+            final = handle?.CheckpointPrefix ?? LatestCheckpoint;
+        }
+        catch (Exception ex) when (preemption.ExitProcess && ex is not OperationCanceledException)
+        {
+            Console.Error.WriteLine($"CheckpointManager: the final checkpoint after {PreemptionSignal} was NOT written: {ex.Message}. Latest durable checkpoint: "
+                + $"{CheckpointStateFile.LatestCheckpoint(Directory) ?? "none"}. Exiting with code {preemption.DeadlineExitCode}.");
+            Exit(preemption.DeadlineExitCode);
+            throw;
+        }
+        return Finish(final, preemption);
+    }
+
+    /// <summary>Synchronous <see cref="SaveIfPreemptedAsync"/> (uses <see cref="Save"/>).</summary>
+    /// <param name="options">Save options.</param>
+    /// <returns><see langword="null"/> when no preemption is pending; otherwise the final checkpoint's prefix (only when not exiting).</returns>
+    /// <exception cref="IOException">The final save failed (with <see cref="PreemptionOptions.ExitProcess"/> true the process
+    /// exits with <see cref="PreemptionOptions.DeadlineExitCode"/> instead).</exception>
+    public string? SaveIfPreempted(CheckpointOptions? options = null)
+    {
+        if (!PreemptionRequested) return null;
+        var preemption = _preemption!;
+        string? final;
+        try
+        {
+            final = Save(checkInterval: false, options: options) ?? LatestCheckpoint;
+        }
+        catch (Exception ex) when (preemption.ExitProcess)
+        {
+            Console.Error.WriteLine($"CheckpointManager: the final checkpoint after {PreemptionSignal} was NOT written: {ex.Message}. Exiting with code {preemption.DeadlineExitCode}.");
+            Exit(preemption.DeadlineExitCode);
+            throw;
+        }
+        return Finish(final, preemption);
+    }
+
+    private string? Finish(string? final, PreemptionOptions preemption)
+    {
+        Volatile.Write(ref _finalCheckpointDone, 1);
+        _deadlineTimer?.Dispose();
+        if (!preemption.ExitProcess) return final;
+        Console.Error.WriteLine($"CheckpointManager: final checkpoint {final ?? "(none)"} is durable after {PreemptionSignal}; exiting with code {preemption.ExitCode}.");
+        Exit(preemption.ExitCode);
+        return final;
+    }
+
+    private void Exit(int code)
+    {
+        Volatile.Write(ref _finalCheckpointDone, 1);
+        _deadlineTimer?.Dispose();
+        Console.Out.Flush();
+        Console.Error.Flush();
+        Environment.Exit(code);
+    }
+
+    /// <summary>Releases the directory lock and the signal registrations (saves already queued are not affected).</summary>
+    public void Dispose()
+    {
+        if (_disposed) return;
+        _disposed = true;
+        foreach (var registration in _signalRegistrations) registration.Dispose();
+        _signalRegistrations.Clear();
+        _deadlineTimer?.Dispose();
+        _lock?.Dispose();
+        _lock = null;
+        _preemptionCts.Dispose();
     }
 
     /// <summary>Applies the checkpoint interval, increments the save counter and returns the next prefix, or null to skip.</summary>

@@ -166,8 +166,14 @@ public sealed class CheckpointMirror : IDisposable, IAsyncDisposable
         if (_disposed) return;
         _disposed = true;
         (Status as IDisposable)?.Dispose();
-        Saver.ReleasePipelineInBackground();
-        foreach (var v in _variables) v.Variable.Dispose();
+        try
+        {
+            Saver.DisposePipelinesAndWait();   // queued saves still read the variables: wait for them (bounded)
+        }
+        finally
+        {
+            foreach (var v in _variables) v.Variable.Dispose();
+        }
     }
 
     private static int MirrorGraph(TrackableObjectGraph graph, TensorBundleReader reader, MirrorNode root, Accelerator accelerator, List<MirroredVariable> variables)

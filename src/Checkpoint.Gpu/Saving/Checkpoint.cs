@@ -261,21 +261,43 @@ public sealed class Checkpoint : AutoTrackable, IDisposable, IAsyncDisposable
         _saver.WaitUntilStagedAsync(variable, cancellationToken);
 
     /// <summary>Waits for queued asynchronous saves, frees the IO pipeline this checkpoint created, then disposes as <see cref="Dispose"/>.</summary>
+    /// <exception cref="IOException">A save still queued when disposal began failed; it is named in the message and NOT on disk.</exception>
     public async ValueTask DisposeAsync()
     {
-        await _saver.DisposeAsync().ConfigureAwait(false);
-        Dispose();
+        try
+        {
+            await _saver.DisposeAsync().ConfigureAwait(false);
+        }
+        finally
+        {
+            Dispose();
+        }
     }
 
-    /// <summary>Reports unmatched checkpoint values of this checkpoint's restores, then frees the save counter.</summary>
+    /// <summary>
+    /// Waits (blocking) until every queued asynchronous save is durable — or failed — then frees the IO pipeline this
+    /// checkpoint created and the save counter, and reports unmatched checkpoint values of its restores. Plain
+    /// <c>using</c> is therefore safe with <see cref="SaveAsync"/> and <c>CheckpointManager.SaveAsync</c>: no queued save is
+    /// dropped. In async code prefer <c>await using</c> (<see cref="DisposeAsync"/>), which waits without blocking a thread.
+    /// </summary>
+    /// <exception cref="TimeoutException">Saves were still running after <see cref="Pipeline.CheckpointPipelineOptions.DisposeTimeout"/>
+    /// (default 10 minutes); they are named in the message and on <see cref="Log"/>, and are not known to be durable.</exception>
+    /// <exception cref="IOException">A save still queued when disposal began failed (for example the disk filled up); it is
+    /// named in the message and NOT on disk.</exception>
     public void Dispose()
     {
         if (_disposed) return;
         _disposed = true;
         _saver.ReleaseStatuses();
-        _saver.ReleasePipelineInBackground();   // queued async saves finish, then the ring is freed (no blocking here)
-        _saveCounter?.Dispose();
-        _counterAccelerator?.Dispose();
+        try
+        {
+            _saver.DisposePipelinesAndWait();
+        }
+        finally
+        {
+            _saveCounter?.Dispose();
+            _counterAccelerator?.Dispose();
+        }
     }
 
     private sealed class ByteOrder : IComparer<byte[]>

@@ -11,6 +11,7 @@ public sealed partial class TrackableSaver : IAsyncDisposable
 {
     private readonly object _pipelineLock = new();
     private readonly List<CheckpointPipeline> _pipelinesUsed = [];
+    private readonly HashSet<SaveHandle> _pendingSaves = [];
     private CheckpointPipeline? _ownedPipeline;
     private int _queuing;
     private Accelerator? _ownedAccelerator;
@@ -181,9 +182,11 @@ public sealed partial class TrackableSaver : IAsyncDisposable
             // The pipeline copies on a stream of its own: work already queued on the variables' streams must land first.
             foreach (var accelerator in accelerators)
                 await accelerator.DefaultStream.SynchronizeAsync(cancellationToken).ConfigureAwait(false);
-            return plan is null
+            var handle = plan is null
                 ? pipeline.EnqueueCommitOnly(prefix, onCommitted, onFailed, cancellationToken)
                 : pipeline.SaveAsync(prefix, plan, onCommitted, onFailed, checkpointPrefix, cancellationToken);
+            Track(handle);
+            return handle;
         }
         catch (Exception ex)
         {
@@ -193,6 +196,26 @@ public sealed partial class TrackableSaver : IAsyncDisposable
         finally
         {
             Volatile.Write(ref _queuing, 0);
+        }
+    }
+
+    /// <summary>Remembers a queued save until it finishes (disposal reports the ones that fail after it began).</summary>
+    private void Track(SaveHandle handle)
+    {
+        lock (_pipelineLock) _pendingSaves.Add(handle);
+        _ = handle.Completion.ContinueWith(static (_, state) =>
+        {
+            var (saver, h) = ((TrackableSaver, SaveHandle))state!;
+            lock (saver._pipelineLock) saver._pendingSaves.Remove(h);
+        }, (this, handle), CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+    }
+
+    /// <summary>Saves queued through this saver that have not finished yet.</summary>
+    internal SaveHandle[] PendingSaves
+    {
+        get
+        {
+            lock (_pipelineLock) return [.. _pendingSaves];
         }
     }
 
@@ -265,40 +288,89 @@ public sealed partial class TrackableSaver : IAsyncDisposable
         }
     }
 
-    /// <summary>Waits for this saver's queued saves and frees the IO pipeline it created (not one passed in options).</summary>
+    /// <summary>
+    /// Waits for every save queued through this saver (on any pipeline) and frees the IO pipeline it created (not one
+    /// passed in options).
+    /// </summary>
+    /// <exception cref="IOException">A save that was still queued when disposal began failed: it is not on disk (every
+    /// such failure is named; the first is the inner exception).</exception>
     public async ValueTask DisposeAsync()
     {
         CheckpointPipeline? owned;
+        SaveHandle[] pending;
         lock (_pipelineLock)
         {
             owned = _ownedPipeline;
             _ownedPipeline = null;
             _pipelinesUsed.Clear();
+            pending = [.. _pendingSaves];
+        }
+        foreach (var handle in pending)
+        {
+            try { await handle.Completion.ConfigureAwait(false); }
+            catch (Exception) { /* reported below, with every other failure */ }
         }
         if (owned is not null) await owned.DisposeAsync().ConfigureAwait(false);
         if (_ownedAccelerator is not null) await _ownedAccelerator.DisposeAsync().ConfigureAwait(false);
         _ownedAccelerator = null;
         ReleaseStatuses();
+        ThrowIfAnyFailed(pending, "disposal");
     }
 
-    /// <summary>Releases the owned pipeline without waiting: its queued saves finish in the background, then it frees its ring.</summary>
-    internal void ReleasePipelineInBackground()
+    /// <summary>
+    /// Synchronous disposal: blocks until every save queued through this saver is finished (bounded by
+    /// <see cref="CheckpointPipelineOptions.DisposeTimeout"/> of each pipeline), then frees the owned pipeline.
+    /// </summary>
+    /// <exception cref="TimeoutException">Saves still ran at the timeout (named in the message, also written to <see cref="Log"/>).</exception>
+    /// <exception cref="IOException">A save that was still queued when disposal began failed: it is not on disk (every
+    /// such failure is named; the first is the inner exception).</exception>
+    internal void DisposePipelinesAndWait()
     {
         CheckpointPipeline? owned;
+        CheckpointPipeline[] used;
+        SaveHandle[] pending;
         lock (_pipelineLock)
         {
             owned = _ownedPipeline;
             _ownedPipeline = null;
+            used = [.. _pipelinesUsed];
             _pipelinesUsed.Clear();
+            pending = [.. _pendingSaves];
         }
-        var accelerator = _ownedAccelerator;
-        _ownedAccelerator = null;
-        if (owned is not null || accelerator is not null) _ = ReleaseAsync(owned, accelerator);
-
-        static async Task ReleaseAsync(CheckpointPipeline? pipeline, Accelerator? accelerator)
+        try
         {
-            if (pipeline is not null) await pipeline.DisposeAsync().ConfigureAwait(false);
-            if (accelerator is not null) await accelerator.DisposeAsync().ConfigureAwait(false);
+            foreach (var pipeline in used)
+            {
+                if (ReferenceEquals(pipeline, owned)) continue;
+                // A pipeline passed in options is not ours to dispose: wait for its queue (which holds our saves) only.
+                if (!pipeline.WaitForQueuedSaves(pipeline.Options.DisposeTimeout))
+                    throw new TimeoutException($"Waited {pipeline.Options.DisposeTimeout.TotalSeconds:0.#} s for queued checkpoint saves; still not durable: {string.Join(", ", pipeline.PendingSaves)}.");
+            }
+            owned?.Dispose();
         }
+        catch (TimeoutException ex)
+        {
+            Log?.WriteLine($"ERROR: {ex.Message}");
+            throw;
+        }
+        if (_ownedAccelerator is not null)
+        {
+            _ownedAccelerator.Dispose();
+            _ownedAccelerator = null;
+        }
+        ThrowIfAnyFailed(pending, "disposal");
+    }
+
+    /// <summary>
+    /// Throws an <see cref="IOException"/> naming every failed save among <paramref name="handles"/> (all complete). Saves
+    /// cancelled through their token are not failures: the caller asked for it.
+    /// </summary>
+    internal static void ThrowIfAnyFailed(IEnumerable<SaveHandle> handles, string when)
+    {
+        var failed = handles.Where(h => h.Completion.IsFaulted).ToArray();
+        if (failed.Length == 0) return;
+        var first = failed[0].Completion.Exception!.InnerException!;
+        var lines = failed.Select(h => $"{h.CheckpointPrefix}: {h.Completion.Exception?.InnerException?.Message}");
+        throw new IOException($"{failed.Length} checkpoint save(s) still queued at {when} failed and are NOT on disk: {string.Join("; ", lines)}", first);
     }
 }
