@@ -15,6 +15,7 @@ var root = new RootCommand("""
     RestoreCommand.Create(),
     DemoCommand.Create(),
     BenchCommand.Create(),
+    DevicesCommand.Create(),
 };
 
 var parse = root.Parse(args);

@@ -9,7 +9,7 @@ using CheckpointGpu.Pipeline;
 namespace CheckpointGpu.Benchmarks.EndToEnd;
 
 /// <summary>
-/// <c>e2e --gib N --device cpu|opencl [--dir D] [--repeats 3] [--no-torch] [--no-sim] [--sweep]</c>: durable
+/// <c>e2e --gib N --device cpu|opencl|ilgpu-cpu|cuda|ilgpu-opencl [--dir D] [--repeats 3] [--no-torch] [--no-sim] [--sweep]</c>: durable
 /// save/restore throughput of the pipeline against fio (the limit), a naive FileStream baseline and torch; CRC
 /// cost; peak RSS; and a training-loop simulation per snapshot policy. One JSON line per measurement.
 /// </summary>
@@ -27,7 +27,7 @@ public static class EndToEndBenchmark
         var noTorch = args.Contains("--no-torch");
         var noSim = args.Contains("--no-sim");
         Directory.CreateDirectory(dir);
-        var kind = s_device == "opencl" ? AcceleratorKind.OpenCL : AcceleratorKind.Cpu;
+        var kind = DeviceKinds.Parse(s_device);
         using var acc = Accelerator.Create(kind);
         var sizes = ModelSizes((long)(gib * (1L << 30)));
         var total = sizes.Sum();
