@@ -38,6 +38,7 @@ internal static class CkptApp
             RestoreCommand.Create(output),
             DemoCommand.Create(),
             BenchCommand.Create(),
+            DevicesCommand.Create(),
         };
         root.Options.Add(verbose);
 

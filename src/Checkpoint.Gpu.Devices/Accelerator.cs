@@ -1,5 +1,5 @@
 using CheckpointGpu.Devices.Cpu;
-using CheckpointGpu.Devices.Cuda;
+using CheckpointGpu.Devices.Ilgpu;
 using CheckpointGpu.Devices.OpenCL;
 
 namespace CheckpointGpu.Devices;
@@ -8,9 +8,11 @@ namespace CheckpointGpu.Devices;
 /// <remarks>
 /// <para>Open one with <see cref="Create(AcceleratorKind, int)"/>; list devices with <see cref="Enumerate(AcceleratorKind)"/>.
 /// Backends: <see cref="AcceleratorKind.Cpu"/> (always available), <see cref="AcceleratorKind.OpenCL"/>
-/// (system <c>libOpenCL.so.1</c>; run here on PoCL only) and <see cref="AcceleratorKind.Cuda"/> (seam only: not
-/// implemented, <see cref="IsSupported(AcceleratorKind)"/> returns <see langword="false"/>). Native libraries are
-/// loaded lazily; a missing library means "not supported", never a crash.</para>
+/// (system <c>libOpenCL.so.1</c>; run here on PoCL only), and through ILGPU 1.5.3 (<see cref="IlgpuAccelerator"/>)
+/// <see cref="AcceleratorKind.IlgpuCpu"/> (always available), <see cref="AcceleratorKind.Cuda"/> (when ILGPU finds a
+/// CUDA device) and <see cref="AcceleratorKind.IlgpuOpenCL"/> (OpenCL 2.0+ devices with the generic address space).
+/// Native libraries are loaded lazily; a missing library means "not supported", never a crash;
+/// <see cref="GetUnsupportedReason(AcceleratorKind)"/> says why a kind is not supported.</para>
 /// <para>Lifetime (parent-owned, STYLE B4): <see cref="Dispose"/> first waits for every stream to drain, then frees
 /// buffers and pinned buffers the user did not dispose, then destroys the streams, then the device context.
 /// <see cref="DisposeAsync"/> drains without blocking a thread.</para>
@@ -75,8 +77,19 @@ public abstract partial class Accelerator : IDisposable, IAsyncDisposable
     {
         AcceleratorKind.Cpu => true,
         AcceleratorKind.OpenCL => OpenCLAccelerator.EnumerateDevices().Count > 0,
-        AcceleratorKind.Cuda => CudaDriver.IsBackendImplemented && CudaDriver.IsLibraryAvailable,
+        AcceleratorKind.IlgpuCpu or AcceleratorKind.Cuda or AcceleratorKind.IlgpuOpenCL => IlgpuRuntime.Get(kind).Devices.Count > 0,
         _ => false,
+    };
+
+    /// <summary>Why <paramref name="kind"/> is not supported (e.g. ILGPU's refusal of PoCL, or no CUDA device), or <see langword="null"/> when it is.</summary>
+    /// <param name="kind">The backend.</param>
+    /// <returns>A sentence naming the cause, or <see langword="null"/>.</returns>
+    public static string? GetUnsupportedReason(AcceleratorKind kind) => kind switch
+    {
+        AcceleratorKind.Cpu => null,
+        AcceleratorKind.OpenCL => IsSupported(kind) ? null : "no OpenCL platform/device found (libOpenCL.so.1 and an ICD such as pocl-opencl-icd are needed)",
+        AcceleratorKind.IlgpuCpu or AcceleratorKind.Cuda or AcceleratorKind.IlgpuOpenCL => IlgpuRuntime.Get(kind).UnsupportedReason,
+        _ => $"unknown accelerator kind {(int)kind}",
     };
 
     /// <summary>The devices of <paramref name="kind"/>; empty when the backend or its native library is missing.</summary>
@@ -87,7 +100,7 @@ public abstract partial class Accelerator : IDisposable, IAsyncDisposable
     {
         AcceleratorKind.Cpu => [CpuAccelerator.Describe()],
         AcceleratorKind.OpenCL => OpenCLAccelerator.EnumerateDevices().Select(d => d.Info).ToArray(),
-        AcceleratorKind.Cuda => [],
+        AcceleratorKind.IlgpuCpu or AcceleratorKind.Cuda or AcceleratorKind.IlgpuOpenCL => IlgpuRuntime.Get(kind).Devices,
         _ => throw new ArgumentOutOfRangeException(nameof(kind), kind, "Unknown accelerator kind."),
     };
 
@@ -96,7 +109,7 @@ public abstract partial class Accelerator : IDisposable, IAsyncDisposable
     /// <param name="ordinal">0-based index into <see cref="Enumerate(AcceleratorKind)"/>.</param>
     /// <returns>The accelerator; the caller disposes it.</returns>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="ordinal"/> is negative or not below the device count, or <paramref name="kind"/> is undefined.</exception>
-    /// <exception cref="NotSupportedException">The backend is not available (no native library, no device, or, for CUDA, not implemented yet).</exception>
+    /// <exception cref="NotSupportedException">The backend is not available (no native library, no device, or ILGPU refuses the device); the message gives <see cref="GetUnsupportedReason(AcceleratorKind)"/>.</exception>
     /// <exception cref="AcceleratorException">The driver failed to create the context.</exception>
     public static Accelerator Create(AcceleratorKind kind, int ordinal = 0)
     {
@@ -108,10 +121,10 @@ public abstract partial class Accelerator : IDisposable, IAsyncDisposable
                 return new CpuAccelerator();
             case AcceleratorKind.OpenCL:
                 return OpenCLAccelerator.Create(ordinal);
+            case AcceleratorKind.IlgpuCpu:
             case AcceleratorKind.Cuda:
-                throw new NotSupportedException(CudaDriver.IsLibraryAvailable
-                    ? "The CUDA backend is not implemented yet (libcuda.so.1 is present); use AcceleratorKind.OpenCL or Cpu."
-                    : "CUDA is not available: libcuda.so.1 cannot be loaded, and the CUDA backend is not implemented yet.");
+            case AcceleratorKind.IlgpuOpenCL:
+                return IlgpuAccelerator.Open(kind, ordinal);
             default:
                 throw new ArgumentOutOfRangeException(nameof(kind), kind, "Unknown accelerator kind.");
         }
@@ -140,7 +153,7 @@ public abstract partial class Accelerator : IDisposable, IAsyncDisposable
     /// The backend's memory handle. CPU: the address of <paramref name="lengthInBytes"/> readable and writable bytes.
     /// OpenCL: a <c>cl_mem</c> buffer created in this accelerator's context (see
     /// <see cref="OpenCLAccelerator.CreateFromExistingContext(nint, nint)"/> to share the caller's context), at least
-    /// <paramref name="lengthInBytes"/> long. CUDA (future): a <c>CUdeviceptr</c> in this accelerator's context.
+    /// <paramref name="lengthInBytes"/> long. ILGPU kinds (including CUDA): not supported, see <see cref="IlgpuAccelerator.Wrap{T}(ILGPU.Runtime.MemoryBuffer1D{T, ILGPU.Stride1D.Dense})"/>.
     /// </param>
     /// <param name="lengthInBytes">Size in bytes that the buffer exposes.</param>
     /// <param name="ownsMemory">
@@ -155,6 +168,7 @@ public abstract partial class Accelerator : IDisposable, IAsyncDisposable
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="lengthInBytes"/> is negative.</exception>
     /// <exception cref="ObjectDisposedException">The accelerator is disposed.</exception>
     /// <exception cref="AcceleratorException">The driver rejected the handle.</exception>
+    /// <exception cref="NotSupportedException">The backend is an ILGPU one: wrap ILGPU buffers with <see cref="IlgpuAccelerator.Wrap{T}(ILGPU.Runtime.MemoryBuffer1D{T, ILGPU.Stride1D.Dense})"/> instead.</exception>
     public DeviceBuffer WrapExternal(nint nativeHandle, long lengthInBytes, bool ownsMemory)
     {
         if (nativeHandle == 0) throw new ArgumentException("The native memory handle is zero.", nameof(nativeHandle));
@@ -277,6 +291,8 @@ public abstract partial class Accelerator : IDisposable, IAsyncDisposable
     private protected abstract void DisposeInternal();
 
     // ---------------------------------------------------------------- children
+
+    private protected DeviceBuffer RegisterExternal(DeviceBuffer buffer) => Register(buffer);
 
     private DeviceBuffer Register(DeviceBuffer buffer)
     {

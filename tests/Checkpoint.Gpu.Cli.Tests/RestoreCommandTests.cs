@@ -6,7 +6,7 @@ using CheckpointGpu.TestSupport;
 namespace CheckpointGpu.Cli.Tests;
 
 /// <summary>
-/// <c>ckpt restore</c> over the TensorFlow-written corpus on CPU and OpenCL (PoCL): every value arrives by
+/// <c>ckpt restore</c> over the TensorFlow-written corpus on CPU, ILGPU-CPU and OpenCL (PoCL): every value arrives by
 /// restore-on-create, every value read back from the device matches TensorFlow's stored CRC32C, and
 /// <c>--resave</c> reproduces TensorFlow's own files byte for byte for object-based checkpoints.
 /// </summary>
@@ -23,6 +23,7 @@ public sealed class RestoreCommandTests
     private static IEnumerable<string> Devices()
     {
         yield return "cpu";
+        yield return "ilgpu-cpu";
         if (OpenClAvailable()) yield return "opencl";
     }
 

@@ -120,3 +120,8 @@ public sealed class OpenClLeakTests(ITestOutputHelper output) : AcceleratorLeakT
         return Accelerator.Create(AcceleratorKind.OpenCL);
     }
 }
+
+public sealed class IlgpuCpuLeakTests(ITestOutputHelper output) : AcceleratorLeakTests(output)
+{
+    protected override Accelerator CreateAccelerator() => Accelerator.Create(AcceleratorKind.IlgpuCpu);
+}

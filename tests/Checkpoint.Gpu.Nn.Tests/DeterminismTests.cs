@@ -24,6 +24,8 @@ public sealed class DeterminismTests(ITestOutputHelper output)
             { "cpu", "keras3", "adam" },
             { "cpu", "keras2", "sgd" },
             { "cpu", "keras3", "sgd" },
+            { "ilgpu-cpu", "keras2", "adam" },
+            { "ilgpu-cpu", "keras3", "sgd" },
         };
         if (Backends.RunOpenCl)
         {
@@ -37,7 +39,7 @@ public sealed class DeterminismTests(ITestOutputHelper output)
     [MemberData(nameof(Cases))]
     public void TrainSplitAcrossProcesses_FinalVariablesBitIdentical(string device, string naming, string optimizer)
     {
-        var kind = device == "opencl" ? AcceleratorKind.OpenCL : AcceleratorKind.Cpu;
+        var kind = device switch { "opencl" => AcceleratorKind.OpenCL, "ilgpu-cpu" => AcceleratorKind.IlgpuCpu, _ => AcceleratorKind.Cpu };
         var keras = naming == "keras3" ? KerasNaming.Keras3 : KerasNaming.Keras2;
         using var dir = new TempDir("det");
 
@@ -83,6 +85,28 @@ public sealed class DeterminismTests(ITestOutputHelper output)
             Assert.Equal(bytesA, bytesB);
         }
         output.WriteLine($"{device}/{naming}/{optimizer}: {keys.Length} tensors bit-identical; loss {straightLosses[0]} → {straightLosses[^1]}");
+    }
+
+    [Theory]
+    [InlineData("adam")]
+    [InlineData("sgd")]
+    public void IlgpuCpuKernels_SameTrainingAsNativeCpuKernels_BitIdentical(string optimizer)
+    {
+        // One kernel source on ILGPU's CPU accelerator runs as .NET code: same order of every sum, no FMA contraction,
+        // .NET's MathF — so it must compute the native CPU kernels' bits exactly.
+        using var dir = new TempDir("det-ilgpu");
+        string Run(AcceleratorKind kind, string name)
+        {
+            using var session = TrainSession.Create(kind, KerasNaming.Keras3, optimizer, Seed, restoreFrom: null);
+            session.Train(Steps);
+            return session.Checkpoint.Write(dir.File(name));
+        }
+        using var cpu = TensorBundleReader.Open(Run(AcceleratorKind.Cpu, "cpu"));
+        using var ilgpu = TensorBundleReader.Open(Run(AcceleratorKind.IlgpuCpu, "ilgpu"));
+        var keys = cpu.Entries.Where(e => e.Key.Length > 0 && e.Key != CheckpointKeys.ObjectGraph).Select(e => e.Key).ToArray();
+        Assert.NotEmpty(keys);
+        foreach (var key in keys)
+            Assert.True(cpu.GetEntry(key).Crc32C == ilgpu.GetEntry(key).Crc32C, $"'{key}' differs between native CPU and ILGPU-CPU kernels");
     }
 
     private string[] RunChild(string device, string naming, string optimizer, string restore, int steps, string write)

@@ -10,6 +10,7 @@ internal static class Backends
 {
     private static readonly Lazy<Accelerator> s_cpu = new(() => Accelerator.Create(AcceleratorKind.Cpu));
     private static readonly Lazy<Accelerator> s_openCl = new(() => Accelerator.Create(AcceleratorKind.OpenCL));
+    private static readonly Lazy<Accelerator> s_ilgpuCpu = new(() => Accelerator.Create(AcceleratorKind.IlgpuCpu));
 
     public static bool IsCi => TfCorpus.IsCi;
 
@@ -20,12 +21,13 @@ internal static class Backends
     {
         "cpu" => s_cpu.Value,
         "opencl" => s_openCl.Value,
+        "ilgpu-cpu" => s_ilgpuCpu.Value,
         _ => throw new ArgumentOutOfRangeException(nameof(name), name, null),
     };
 
     public static TheoryData<string> Names()
     {
-        var data = new TheoryData<string> { "cpu" };
+        var data = new TheoryData<string> { "cpu", "ilgpu-cpu" };
         if (RunOpenCl) data.Add("opencl");
         return data;
     }

@@ -2,7 +2,7 @@ using CheckpointGpu.Devices;
 using CheckpointGpu.Nn;
 using CheckpointGpu.Nn.TrainChild;
 
-// Usage: TrainChild --device cpu|opencl --naming keras2|keras3 --optimizer adam|sgd --seed N --restore PREFIX --steps K --write OUT
+// Usage: TrainChild --device cpu|opencl|ilgpu-cpu --naming keras2|keras3 --optimizer adam|sgd --seed N --restore PREFIX --steps K --write OUT
 // Restores PREFIX before building anything, trains K more steps, asserts every checkpoint value was consumed, writes OUT.
 // Exit codes: 0 ok, 1 failure (message on stderr), 2 usage.
 // Other modes: `readme-async DIR STEPS` (the README's async example with plain using), `preempt DIR EVERY` (PreemptChild).
@@ -19,7 +19,7 @@ for (var i = 0; i + 1 < args.Length; i += 2) options[args[i]] = args[i + 1];
 string Get(string key) => options.TryGetValue(key, out var v) ? v : throw new ArgumentException($"missing {key}");
 try
 {
-    var device = Get("--device") == "opencl" ? AcceleratorKind.OpenCL : AcceleratorKind.Cpu;
+    var device = Get("--device") switch { "opencl" => AcceleratorKind.OpenCL, "ilgpu-cpu" => AcceleratorKind.IlgpuCpu, _ => AcceleratorKind.Cpu };
     var naming = Get("--naming") == "keras3" ? KerasNaming.Keras3 : KerasNaming.Keras2;
     using var session = TrainSession.Create(device, naming, Get("--optimizer"), ulong.Parse(Get("--seed"), System.Globalization.CultureInfo.InvariantCulture), Get("--restore"));
     session.Status!.AssertExistingObjectsMatched();

@@ -35,16 +35,19 @@ public static class Backends
 {
     private static bool IsCi => string.Equals(Environment.GetEnvironmentVariable("CI"), "true", StringComparison.OrdinalIgnoreCase);
 
+    /// <summary>CPU and ILGPU-CPU always; OpenCL when a platform exists, and always under CI=true (where a missing platform fails).</summary>
     public static IReadOnlyList<AcceleratorKind> KindList =>
-        IsCi || Accelerator.IsSupported(AcceleratorKind.OpenCL) ? [AcceleratorKind.Cpu, AcceleratorKind.OpenCL] : [AcceleratorKind.Cpu];
+        IsCi || Accelerator.IsSupported(AcceleratorKind.OpenCL)
+            ? [AcceleratorKind.Cpu, AcceleratorKind.IlgpuCpu, AcceleratorKind.OpenCL]
+            : [AcceleratorKind.Cpu, AcceleratorKind.IlgpuCpu];
 
-    /// <summary>CPU always; OpenCL when a platform exists, and always under CI=true (where a missing platform fails).</summary>
+    /// <summary><see cref="KindList"/> as theory data.</summary>
     public static TheoryData<AcceleratorKind> Kinds
     {
         get
         {
-            var data = new TheoryData<AcceleratorKind> { AcceleratorKind.Cpu };
-            if (IsCi || Accelerator.IsSupported(AcceleratorKind.OpenCL)) data.Add(AcceleratorKind.OpenCL);
+            var data = new TheoryData<AcceleratorKind>();
+            foreach (var kind in KindList) data.Add(kind);
             return data;
         }
     }

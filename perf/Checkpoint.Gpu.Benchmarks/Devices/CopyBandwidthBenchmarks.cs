@@ -28,7 +28,7 @@ public unsafe class CopyBandwidthBenchmarks
     private void* _memcpyDestination;
 
     /// <summary>The backend under test.</summary>
-    [Params(AcceleratorKind.Cpu, AcceleratorKind.OpenCL)]
+    [Params(AcceleratorKind.Cpu, AcceleratorKind.IlgpuCpu, AcceleratorKind.OpenCL)]
     public AcceleratorKind Backend { get; set; }
 
     /// <summary>Bytes per copy: 4 KiB, 1 MiB, 16 MiB, 256 MiB.</summary>

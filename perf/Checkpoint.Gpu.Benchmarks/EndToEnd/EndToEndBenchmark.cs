@@ -10,7 +10,7 @@ namespace CheckpointGpu.Benchmarks.EndToEnd;
 
 /// <summary>
 /// <c>e2e [--layout default|transformer|many-small] [--gib N] [--params 1B] [--dtype float32|bf16|fp16] [--no-moments]
-/// --device cpu|opencl [--dir D] [--repeats 3] [--no-torch] [--no-sim] [--sweep]</c>: durable
+/// --device cpu|opencl|ilgpu-cpu|cuda|ilgpu-opencl [--dir D] [--repeats 3] [--no-torch] [--no-sim] [--sweep]</c>: durable
 /// save/restore throughput of the pipeline against fio (the limit), a naive FileStream baseline and torch; CRC
 /// cost; peak RSS; and a training-loop simulation per snapshot policy. One JSON line per measurement.
 /// </summary>
@@ -28,7 +28,7 @@ public static class EndToEndBenchmark
         var noTorch = args.Contains("--no-torch");
         var noSim = args.Contains("--no-sim");
         Directory.CreateDirectory(dir);
-        var kind = s_device == "opencl" ? AcceleratorKind.OpenCL : AcceleratorKind.Cpu;
+        var kind = DeviceKinds.Parse(s_device);
         using var acc = Accelerator.Create(kind);
         var layout = (Arg(args, "--layout") ?? "default").ToLowerInvariant();
         s_specs = layout switch

@@ -330,7 +330,7 @@ public static class MultiWorkerBenchmark
 
     // ==================================================================== plumbing
 
-    private static AcceleratorKind Kind(string device) => device == "opencl" ? AcceleratorKind.OpenCL : AcceleratorKind.Cpu;
+    private static AcceleratorKind Kind(string device) => DeviceKinds.Parse(device);
 
     private static double Median(List<double> xs)
     {

@@ -21,8 +21,7 @@ internal static class BenchCommand
     public static Command Create()
     {
         var gib = new Option<double>("--gib") { Description = "Model size in GiB (float32 tensors from 4 KiB to 256 MiB).", DefaultValueFactory = _ => 1 };
-        var device = new Option<string>("--device") { Description = "Accelerator: cpu or opencl.", DefaultValueFactory = _ => "cpu" };
-        device.AcceptOnlyFromAmong("cpu", "opencl");
+        var device = DeviceNames.CreateOption("Accelerator");
         var dir = new Option<string?>("--dir") { Description = "Scratch directory on the disk to measure (default: ./e2e-bench); needs about 3x the model size free." };
         var repeats = new Option<int>("--repeats") { Description = "Repeats per measurement (medians are reported).", DefaultValueFactory = _ => 3 };
         var noTorch = new Option<bool>("--no-torch") { Description = "Skip the torch.save/torch.load peer." };
@@ -49,6 +48,7 @@ internal static class BenchCommand
             """) { gib, device, dir, repeats, noTorch, noSim, layout, parameters, dtype, noMoments, plot };
         command.SetAction(async (parse, cancellationToken) =>
         {
+            DeviceNames.RequireSupported(DeviceNames.Parse(parse.GetValue(device)!));
             var args = new List<string> { "e2e", "--gib", parse.GetValue(gib).ToString(CultureInfo.InvariantCulture), "--device", parse.GetValue(device)!,
                 "--repeats", parse.GetValue(repeats).ToString(CultureInfo.InvariantCulture) };
             if (parse.GetValue(dir) is { } d) args.AddRange(["--dir", Path.GetFullPath(d)]);

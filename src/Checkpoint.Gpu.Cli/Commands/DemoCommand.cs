@@ -24,8 +24,7 @@ internal static class DemoCommand
 
     public static Command Create()
     {
-        var device = new Option<string>("--device") { Description = "Accelerator: cpu or opencl.", DefaultValueFactory = _ => "cpu" };
-        device.AcceptOnlyFromAmong("cpu", "opencl");
+        var device = DeviceNames.CreateOption("Accelerator");
         var dir = new Option<string?>("--dir") { Description = "Directory for the checkpoints (default: a new folder under the system temp directory)." };
         var steps = new Option<int>("--steps") { Description = "Training steps.", DefaultValueFactory = _ => 200 };
         var every = new Option<int>("--every") { Description = "Save a checkpoint every K steps.", DefaultValueFactory = _ => 20 };
@@ -50,7 +49,7 @@ internal static class DemoCommand
             """) { device, dir, steps, every, parameters, phase, stopAt, json, workers, plot, preemptAfter };
         command.SetAction(async (parse, cancellationToken) =>
         {
-            var kind = parse.GetValue(device) == "opencl" ? AcceleratorKind.OpenCL : AcceleratorKind.Cpu;
+            var kind = DeviceNames.Parse(parse.GetValue(device)!);
             var n = parse.GetValue(steps);
             var k = parse.GetValue(every);
             if (n < 2 || k < 1 || k >= n) throw new CliException("--steps must be at least 2 and --every between 1 and steps - 1.", ExitCodes.UsageOrUnsupported);
@@ -70,8 +69,7 @@ internal static class DemoCommand
     {
         // With --json, standard output carries only the JSON document; the narrative goes to standard error.
         var log = json ? Console.Error : output;
-        if (!Accelerator.IsSupported(settings.Device) || Accelerator.Enumerate(settings.Device).Count == 0)
-            throw new CliException($"no {settings.Device} accelerator is available on this machine (for OpenCL install an ICD, e.g. Debian's pocl-opencl-icd).", ExitCodes.UsageOrUnsupported);
+        DeviceNames.RequireSupported(settings.Device);
         var root = Path.GetFullPath(directory ?? Path.Combine(Path.GetTempPath(), $"ckpt-demo-{DateTime.UtcNow:yyyyMMdd-HHmmss}-{Environment.ProcessId}"));
         var uninterruptedDir = Path.Combine(root, "uninterrupted");
         var restartedDir = Path.Combine(root, "restarted");
@@ -134,7 +132,7 @@ internal static class DemoCommand
             JsonOutput.Write(output, w =>
             {
                 w.WriteBoolean("ok", ok);
-                w.WriteString("device", settings.Device.ToString().ToLowerInvariant());
+                w.WriteString("device", DeviceNames.Name(settings.Device));
                 w.WriteNumber("parameters", settings.ParameterCount);
                 w.WriteNumber("steps", settings.Steps);
                 w.WriteNumber("every", settings.Every);
@@ -273,7 +271,7 @@ internal static class DemoCommand
         if (string.Equals(Path.GetFileNameWithoutExtension(executable), "dotnet", StringComparison.Ordinal))
             args.Add(Assembly.GetEntryAssembly()!.Location);
         args.AddRange(["demo", "--phase", phase, "--dir", directory, "--stop-at", stopAt.ToString(CultureInfo.InvariantCulture),
-            "--device", settings.Device == AcceleratorKind.OpenCL ? "opencl" : "cpu", "--steps", settings.Steps.ToString(CultureInfo.InvariantCulture),
+            "--device", DeviceNames.Name(settings.Device), "--steps", settings.Steps.ToString(CultureInfo.InvariantCulture),
             "--every", settings.Every.ToString(CultureInfo.InvariantCulture), "--params", settings.ParameterCount.ToString(CultureInfo.InvariantCulture),
             "--workers", settings.Workers.ToString(CultureInfo.InvariantCulture)]);
         using var launcher = LocalWorkerLauncher.Start(executable, _ => args, settings.Workers, coordination);

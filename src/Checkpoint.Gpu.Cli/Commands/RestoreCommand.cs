@@ -9,7 +9,7 @@ using CheckpointGpu.Format;
 namespace CheckpointGpu.Cli.Commands;
 
 /// <summary>
-/// <c>ckpt restore PATH --device cpu|opencl [--resave DST_PREFIX] [--json]</c>: restores a checkpoint into
+/// <c>ckpt restore PATH --device cpu|opencl|ilgpu-cpu|cuda|ilgpu-opencl [--resave DST_PREFIX] [--json]</c>: restores a checkpoint into
 /// device buffers through restore-on-create and checks every value read back from the device.
 /// </summary>
 /// <remarks>
@@ -24,8 +24,7 @@ internal static class RestoreCommand
     public static Command Create(TextWriter? output = null)
     {
         var path = new Argument<string>("PATH") { Description = "Checkpoint prefix, its .index file, or a directory with a 'checkpoint' state file." };
-        var device = new Option<string>("--device") { Description = "Accelerator for the variables: cpu or opencl.", DefaultValueFactory = _ => "cpu" };
-        device.AcceptOnlyFromAmong("cpu", "opencl");
+        var device = DeviceNames.CreateOption("Accelerator for the variables");
         var resave = new Option<string?>("--resave") { Description = "Write the restored tree again to this prefix (TensorFlow-identical for TF-written object-based checkpoints).", HelpName = "DST_PREFIX" };
         var json = new Option<bool>("--json") { Description = "Print one JSON document with every variable and the result." };
         var command = new Command("restore", """
@@ -46,9 +45,8 @@ internal static class RestoreCommand
     internal static int Run(string path, string device, string? resave, bool json, TextWriter output)
     {
         var prefix = CheckpointLocator.Resolve(path);
-        var kind = device == "opencl" ? AcceleratorKind.OpenCL : AcceleratorKind.Cpu;
-        if (!Accelerator.IsSupported(kind) || Accelerator.Enumerate(kind).Count == 0)
-            throw new CliException($"no {device} accelerator is available on this machine (for OpenCL install an ICD, e.g. Debian's pocl-opencl-icd).", ExitCodes.UsageOrUnsupported);
+        var kind = DeviceNames.Parse(device);
+        DeviceNames.RequireSupported(kind);
 
         var clock = Stopwatch.StartNew();
         using var accelerator = Accelerator.Create(kind);
@@ -89,7 +87,7 @@ internal static class RestoreCommand
         JsonOutput.Write(output, w =>
         {
             w.WriteString("prefix", mirror.Prefix);
-            w.WriteString("device", accelerator.Kind.ToString().ToLowerInvariant());
+            w.WriteString("device", DeviceNames.Name(accelerator.Kind));
             w.WriteString("device_name", accelerator.Name);
             w.WriteBoolean("object_based", mirror.IsObjectBased);
             w.WriteBoolean("consumed", true);

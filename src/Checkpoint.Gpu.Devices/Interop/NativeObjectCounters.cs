@@ -12,6 +12,8 @@ internal static class NativeObjectCounters
     internal static long ClPrograms;
     internal static long ClKernels;
     internal static long ClMappedHost;
+    internal static long IlgpuBuffers;
+    internal static long IlgpuPageLocks;
 
     internal static NativeObjectCountSnapshot Snapshot() => new(
         Interlocked.Read(ref AlignedMemory),
@@ -21,9 +23,12 @@ internal static class NativeObjectCounters
         Interlocked.Read(ref ClEvents),
         Interlocked.Read(ref ClPrograms),
         Interlocked.Read(ref ClKernels),
-        Interlocked.Read(ref ClMappedHost));
+        Interlocked.Read(ref ClMappedHost),
+        Interlocked.Read(ref IlgpuBuffers),
+        Interlocked.Read(ref IlgpuPageLocks));
 }
 
 /// <summary>A point-in-time copy of <see cref="NativeObjectCounters"/>.</summary>
 internal readonly record struct NativeObjectCountSnapshot(
-    long AlignedMemory, long ClContexts, long ClCommandQueues, long ClMems, long ClEvents, long ClPrograms, long ClKernels, long ClMappedHost);
+    long AlignedMemory, long ClContexts, long ClCommandQueues, long ClMems, long ClEvents, long ClPrograms, long ClKernels, long ClMappedHost,
+    long IlgpuBuffers, long IlgpuPageLocks);

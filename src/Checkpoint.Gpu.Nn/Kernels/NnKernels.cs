@@ -35,11 +35,17 @@ public abstract class NnKernels
     /// <summary>The accelerator whose buffers these kernels work on.</summary>
     public Accelerator Accelerator { get; }
 
+    /// <summary>Whether <see cref="For(Accelerator)"/> has kernels for accelerators of <paramref name="kind"/>.</summary>
+    /// <param name="kind">The backend.</param>
+    /// <returns>True for every kind: native CPU and OpenCL kernels, and one ILGPU kernel source for the ILGPU kinds.</returns>
+    public static bool IsSupported(AcceleratorKind kind) =>
+        kind is AcceleratorKind.Cpu or AcceleratorKind.OpenCL or AcceleratorKind.IlgpuCpu or AcceleratorKind.Cuda or AcceleratorKind.IlgpuOpenCL;
+
     /// <summary>Returns the (cached) kernels for <paramref name="accelerator"/>.</summary>
     /// <param name="accelerator">A CPU or OpenCL accelerator.</param>
     /// <returns>The kernels.</returns>
     /// <exception cref="ArgumentNullException"><paramref name="accelerator"/> is null.</exception>
-    /// <exception cref="NotSupportedException">The backend has no Nn kernels (CUDA).</exception>
+    /// <exception cref="NotSupportedException">The accelerator is of a type without Nn kernels.</exception>
     /// <exception cref="ObjectDisposedException">The accelerator is disposed.</exception>
     public static NnKernels For(Accelerator accelerator)
     {
@@ -48,6 +54,7 @@ public abstract class NnKernels
         return s_cache.GetValue(accelerator, static a => a switch
         {
             OpenCLAccelerator cl => new OpenCLNnKernels(cl),
+            Devices.Ilgpu.IlgpuAccelerator ilgpu => new IlgpuNnKernels(ilgpu),
             _ when a.Kind == AcceleratorKind.Cpu => new CpuNnKernels(a),
             _ => throw new NotSupportedException($"No Nn kernels for {a.Kind} accelerators."),
         });

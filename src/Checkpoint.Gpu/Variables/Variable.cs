@@ -19,12 +19,12 @@ namespace CheckpointGpu;
 /// the accelerator's default stream and complete before the methods return.</para>
 /// <para>Thread-safety: reads and assigns are not synchronized with each other.</para>
 /// </remarks>
-public sealed class Variable : Trackable, IDisposable
+public sealed partial class Variable : Trackable, IDisposable
 {
     private readonly DeviceBuffer _buffer;
     private IReadOnlyList<SaveableValue>? _attributes;
 
-    private Variable(Accelerator accelerator, string name, DType dtype, TensorShape shape)
+    private Variable(Accelerator accelerator, string name, DType dtype, TensorShape shape, DeviceBuffer? external = null)
     {
         Accelerator = accelerator;
         Name = name;
@@ -32,7 +32,9 @@ public sealed class Variable : Trackable, IDisposable
         Shape = shape;
         ElementSize = DTypes.GetElementSize(dtype);
         LengthInBytes = checked(shape.ElementCount * ElementSize);
-        _buffer = accelerator.Allocate(LengthInBytes);
+        // An external buffer (bring-your-own ILGPU, Variable.Ilgpu.cs) is the caller's memory seen through a
+        // non-owning wrapper; disposing the variable disposes only the wrapper.
+        _buffer = external ?? accelerator.Allocate(LengthInBytes);
     }
 
     /// <summary>TF variable name without <c>:0</c> (for example <c>dense/kernel</c>); saved as <c>full_name</c> and matched by name-based restores.</summary>
@@ -107,7 +109,7 @@ public sealed class Variable : Trackable, IDisposable
     }
 
     internal static Variable CreateCore(Accelerator accelerator, string name, DType dtype, TensorShape shape,
-        VariableInitializer? initializer, CheckpointPosition? restoreFrom, string? objectPath)
+        VariableInitializer? initializer, CheckpointPosition? restoreFrom, string? objectPath, Func<DeviceBuffer>? external = null)
     {
         ArgumentNullException.ThrowIfNull(accelerator);
         ArgumentNullException.ThrowIfNull(name);
@@ -119,7 +121,7 @@ public sealed class Variable : Trackable, IDisposable
             var info = position.GetSimpleValueInfo();
             CheckCompatible(name, dtype, shape, info.DType, info.Shape, position.CheckpointPrefix, objectPath, position.SimpleValueKey);
         }
-        var variable = new Variable(accelerator, name, dtype, shape);
+        var variable = new Variable(accelerator, name, dtype, shape, external?.Invoke());
         try
         {
             if (restoreFrom is { } p)

@@ -1,0 +1,201 @@
+using System.Runtime.CompilerServices;
+using ILGPU;
+using ILGPU.Runtime;
+
+namespace CheckpointGpu.Devices.Ilgpu;
+
+/// <summary>
+/// An ordered stream over one ILGPU <see cref="ILGPU.Runtime.AcceleratorStream"/>, completed by one dedicated thread.
+/// </summary>
+/// <remarks>
+/// <para>Enqueue validates (in the base class), appends a work item and returns. The stream's own thread takes every
+/// queued item (up to <see cref="MaxBatch"/>), issues each on the ILGPU stream, then calls the ILGPU stream's
+/// <c>Synchronize</c> once and completes the batch's events in order. On CUDA the copies of a batch are queued
+/// together (asynchronous DMA from page-locked memory) and the thread sleeps in <c>cuStreamSynchronize</c>; on
+/// ILGPU's CPU accelerator the operations run on this thread.</para>
+/// <para>Why a dedicated thread: ILGPU 1.5.3 has no host callbacks or awaitable events, and its
+/// <c>SynchronizeAsync</c> is <c>Task.Run</c> of a blocking synchronize (STYLE A3.7), which would park a pool thread
+/// per wait. One thread per stream, parked only while its stream has work in flight or waits for work, keeps every
+/// completion off the thread pool. The thread exits when the stream is disposed.</para>
+/// </remarks>
+internal sealed unsafe class IlgpuStream : AcceleratorStream
+{
+    private const int MaxBatch = 64;
+    private const long ParallelThresholdInBytes = 8L << 20;
+    private const long ChunkInBytes = 2L << 20;
+    private static int s_threadCounter;
+
+    private readonly ILGPU.Runtime.Accelerator _device;
+    private readonly ILGPU.Runtime.AcceleratorStream _stream;
+    private readonly Queue<WorkItem> _queue = new();
+    private readonly Thread _thread;
+    private readonly bool _splitLargeCopies;
+    private bool _stopping;
+
+    internal IlgpuStream(IlgpuAccelerator accelerator) : base(accelerator)
+    {
+        _device = accelerator.Device;
+        _stream = _device.CreateStream();
+        _splitLargeCopies = _device.AcceleratorType == AcceleratorType.CPU && Environment.ProcessorCount > 1;
+        _thread = new Thread(Run)
+        {
+            IsBackground = true,
+            Name = $"ilgpu-stream-{Interlocked.Increment(ref s_threadCounter)}",
+        };
+        _thread.Start();
+    }
+
+    private enum WorkKind { CopyToHost, CopyFromHost, Copy, Fill, Marker, Custom }
+
+    private readonly record struct WorkItem(
+        WorkKind Kind, ArrayView<byte> Device, ArrayView<byte> Other, nint Host, byte Value,
+        Action<ILGPU.Runtime.AcceleratorStream>? Custom, DeviceEvent Completion);
+
+    /// <summary>The ILGPU stream (operations issued on it from outside are not ordered with this stream's queue).</summary>
+    internal ILGPU.Runtime.AcceleratorStream Native => _stream;
+
+    private static ArrayView<byte> View(in DeviceView view) =>
+        ((SafeIlgpuBufferHandle)view.Buffer!.Handle).RawView.SubView(view.OffsetInBytes, view.LengthInBytes);
+
+    private protected override void EnqueueCopyToHostInternal(DeviceView source, nint hostDestination, DeviceEvent completion) =>
+        Post(new WorkItem(WorkKind.CopyToHost, View(source), default, hostDestination, 0, null, completion));
+
+    private protected override void EnqueueCopyFromHostInternal(nint hostSource, DeviceView destination, DeviceEvent completion) =>
+        Post(new WorkItem(WorkKind.CopyFromHost, View(destination), default, hostSource, 0, null, completion));
+
+    private protected override void EnqueueCopyInternal(DeviceView source, DeviceView destination, DeviceEvent completion) =>
+        Post(new WorkItem(WorkKind.Copy, View(source), View(destination), 0, 0, null, completion));
+
+    private protected override void EnqueueFillInternal(DeviceView destination, byte value, DeviceEvent completion) =>
+        Post(new WorkItem(WorkKind.Fill, View(destination), default, 0, value, null, completion));
+
+    private protected override void RecordInternal(DeviceEvent completion) =>
+        Post(new WorkItem(WorkKind.Marker, default, default, 0, 0, null, completion));
+
+    /// <summary>Queues an ILGPU operation (a kernel launch) in stream order; <paramref name="issue"/> runs on the stream's thread.</summary>
+    internal void EnqueueCustomInternal(Action<ILGPU.Runtime.AcceleratorStream> issue, DeviceEvent completion) =>
+        Post(new WorkItem(WorkKind.Custom, default, default, 0, 0, issue, completion));
+
+    private protected override void DisposeInternal()
+    {
+        lock (_queue)
+        {
+            _stopping = true;
+            Monitor.PulseAll(_queue);
+        }
+        if (Thread.CurrentThread != _thread) _thread.Join();
+        try { _stream.Dispose(); }
+        catch (Exception ex) when (ex is ILGPU.Runtime.AcceleratorException or InvalidOperationException or ObjectDisposedException)
+        {
+            // The ILGPU accelerator already released its streams.
+        }
+    }
+
+    private void Post(in WorkItem item)
+    {
+        lock (_queue)
+        {
+            ObjectDisposedException.ThrowIf(_stopping, this);
+            _queue.Enqueue(item);
+            if (_queue.Count == 1) Monitor.Pulse(_queue);
+        }
+    }
+
+    private void Run()
+    {
+        var batch = new List<WorkItem>(MaxBatch);
+        var errors = new Exception?[MaxBatch];
+        // CUDA binds the context per thread; ILGPU's operations bind as well, this makes it hold for the loop.
+        using var binding = _device.BindScoped();
+        while (true)
+        {
+            lock (_queue)
+            {
+                while (_queue.Count == 0 && !_stopping) Monitor.Wait(_queue);
+                if (_queue.Count == 0) return;
+                while (batch.Count < MaxBatch && _queue.TryDequeue(out var next)) batch.Add(next);
+            }
+            var needsSync = false;
+            for (var i = 0; i < batch.Count; i++)
+            {
+                errors[i] = null;
+                try
+                {
+                    needsSync |= Issue(batch[i]);
+                }
+                catch (Exception ex) when (ex is not OutOfMemoryException)
+                {
+                    errors[i] = Wrap(ex, batch[i].Kind.ToString());
+                }
+            }
+            Exception? syncError = null;
+            if (needsSync)
+            {
+                try { _stream.Synchronize(); }
+                catch (Exception ex) when (ex is not OutOfMemoryException) { syncError = Wrap(ex, "Synchronize"); }
+            }
+            for (var i = 0; i < batch.Count; i++) batch[i].Completion.Complete(errors[i] ?? syncError);
+            batch.Clear();
+        }
+    }
+
+    /// <summary>Issues one item on the ILGPU stream; returns whether it needs a synchronize to finish.</summary>
+    private bool Issue(in WorkItem item)
+    {
+        switch (item.Kind)
+        {
+            case WorkKind.CopyToHost or WorkKind.CopyFromHost or WorkKind.Copy when _splitLargeCopies && item.Device.Length >= ParallelThresholdInBytes:
+                CopyInParallelChunks(item);
+                return true;
+            case WorkKind.CopyToHost:
+                item.Device.CopyToCPUUnsafeAsync(_stream, ref Unsafe.AsRef<byte>((void*)item.Host), item.Device.Length);
+                return true;
+            case WorkKind.CopyFromHost:
+                item.Device.CopyFromCPUUnsafeAsync(_stream, ref Unsafe.AsRef<byte>((void*)item.Host), item.Device.Length);
+                return true;
+            case WorkKind.Copy:
+                item.Device.CopyTo(_stream, item.Other);
+                return true;
+            case WorkKind.Fill:
+                item.Device.MemSet(_stream, item.Value);
+                return true;
+            case WorkKind.Custom:
+                item.Custom!(_stream);
+                return true;
+            default:
+                return false;
+        }
+    }
+
+    /// <summary>
+    /// ILGPU's CPU accelerator copies synchronously on the calling thread, one memcpy: large copies are split into
+    /// 2 MiB chunks copied in parallel through the same ILGPU calls, as the native CPU stream does (a single core does
+    /// not reach the memory bandwidth). Only for the CPU accelerator: on CUDA/OpenCL the copy is one DMA request.
+    /// </summary>
+    private void CopyInParallelChunks(WorkItem item)
+    {
+        var length = item.Device.Length;
+        var chunks = (length + ChunkInBytes - 1) / ChunkInBytes;
+        Parallel.For(0L, chunks, new ParallelOptions { MaxDegreeOfParallelism = Environment.ProcessorCount }, i =>
+        {
+            var offset = i * ChunkInBytes;
+            var count = Math.Min(ChunkInBytes, length - offset);
+            var device = item.Device.SubView(offset, count);
+            switch (item.Kind)
+            {
+                case WorkKind.CopyToHost:
+                    device.CopyToCPUUnsafeAsync(_stream, ref Unsafe.AsRef<byte>((void*)(item.Host + (nint)offset)), count);
+                    break;
+                case WorkKind.CopyFromHost:
+                    device.CopyFromCPUUnsafeAsync(_stream, ref Unsafe.AsRef<byte>((void*)(item.Host + (nint)offset)), count);
+                    break;
+                default:
+                    device.CopyTo(_stream, item.Other.SubView(offset, count));
+                    break;
+            }
+        });
+    }
+
+    private Exception Wrap(Exception ex, string call) =>
+        ex is AcceleratorException ? ex : new IlgpuException(Accelerator.Kind, call, ex);
+}
