@@ -81,6 +81,40 @@ public sealed class WorkerContext
         CoordinationDirectory = Path.GetFullPath(coordinationDirectory);
     }
 
+    /// <summary>
+    /// Creates the context of this process in a group that coordinates through <paramref name="coordination"/> (for example
+    /// <c>Checkpoint.Gpu.Mpi</c>'s <c>MpiCoordination</c>): rank and world size come from it, no coordination directory is used.
+    /// </summary>
+    /// <param name="coordination">The group's coordination.</param>
+    /// <exception cref="ArgumentNullException"><paramref name="coordination"/> is null.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">Its rank or world size is out of range.</exception>
+    public WorkerContext(IWorkerCoordination coordination)
+    {
+        ArgumentNullException.ThrowIfNull(coordination);
+        var worldSize = coordination.WorldSize;
+        var rank = coordination.Rank;
+        ArgumentOutOfRangeException.ThrowIfLessThan(worldSize, 1);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(worldSize, 99999);
+        ArgumentOutOfRangeException.ThrowIfNegative(rank);
+        ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual(rank, worldSize);
+        Rank = rank;
+        WorldSize = worldSize;
+        CoordinationDirectory = "";
+        Coordination = coordination;
+    }
+
+    /// <summary>
+    /// How the workers coordinate: null (default) for completion-marker files in <see cref="CoordinationDirectory"/>,
+    /// or an <see cref="IWorkerCoordination"/> such as <c>MpiCoordination</c> (set through
+    /// <see cref="WorkerContext(IWorkerCoordination)"/>; nothing then polls the filesystem).
+    /// </summary>
+    public IWorkerCoordination? Coordination { get; }
+
+    /// <summary>The coordination a save uses: <see cref="Coordination"/>, or the marker files.</summary>
+    internal IWorkerCoordination EffectiveCoordination => Coordination ?? LazyInitializer.EnsureInitialized(ref _files, () => new FileSystemCoordination(this));
+
+    private FileSystemCoordination? _files;
+
     /// <summary>This worker's rank (0 = chief).</summary>
     public int Rank { get; }
 
@@ -90,7 +124,7 @@ public sealed class WorkerContext
     /// <summary>True for rank 0, which merges, publishes, updates the state file and prunes.</summary>
     public bool IsChief => Rank == 0;
 
-    /// <summary>Absolute path of the shared coordination directory.</summary>
+    /// <summary>Absolute path of the shared coordination directory; empty when <see cref="Coordination"/> is set.</summary>
     public string CoordinationDirectory { get; }
 
     /// <summary>
@@ -168,7 +202,7 @@ public sealed class WorkerContext
     /// <param name="waitForPublished">New <see cref="WaitForPublished"/>.</param>
     /// <returns>The copy.</returns>
     public WorkerContext With(IWorkerOwnership? ownership = null, TimeSpan? timeout = null, bool? waitForPublished = null) =>
-        new(Rank, WorldSize, CoordinationDirectory, _state)
+        new(this, _state)
         {
             JobId = JobId,
             Ownership = ownership ?? Ownership,
@@ -176,8 +210,13 @@ public sealed class WorkerContext
             WaitForPublished = waitForPublished ?? WaitForPublished,
         };
 
-    private WorkerContext(int rank, int worldSize, string coordinationDirectory, AttemptState state) : this(rank, worldSize, coordinationDirectory)
+    private WorkerContext(WorkerContext source, AttemptState state)
     {
+        Rank = source.Rank;
+        WorldSize = source.WorldSize;
+        CoordinationDirectory = source.CoordinationDirectory;
+        Coordination = source.Coordination;
+        _files = source._files;
         _state = state;
     }
 
@@ -204,5 +243,6 @@ public sealed class WorkerContext
     }
 
     /// <inheritdoc/>
-    public override string ToString() => $"worker {Rank} of {WorldSize} ({CoordinationDirectory}{(JobId is null ? "" : ", job " + JobId)})";
+    public override string ToString() =>
+        $"worker {Rank} of {WorldSize} ({(Coordination is null ? CoordinationDirectory : Coordination.GetType().Name)}{(JobId is null ? "" : ", job " + JobId)})";
 }
