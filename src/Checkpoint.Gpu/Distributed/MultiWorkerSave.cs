@@ -176,7 +176,11 @@ internal sealed class MultiWorkerSave
         var report = _report;
         // The part's index travels with the report: the chief merges from memory and never reads it back.
         if (_coordination.CarriesPartIndexes && PartPrefix is not null)
-            report = report with { PartIndex = await File.ReadAllBytesAsync(BundleNaming.IndexFile(PartPrefix), cancellationToken).ConfigureAwait(false) };
+        {
+            // This worker's own index, just written (page cache): a local read, never the chief reading the shared filesystem.
+            var indexFile = BundleNaming.IndexFile(PartPrefix);
+            report = report with { PartIndex = async ? await File.ReadAllBytesAsync(indexFile, cancellationToken).ConfigureAwait(false) : File.ReadAllBytes(indexFile) };
+        }
 
         if (_worker.IsChief)
         {
