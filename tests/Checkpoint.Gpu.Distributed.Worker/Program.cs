@@ -44,6 +44,12 @@ catch (MultiWorkerCheckpointException ex)
     Console.WriteLine($"ABORTED rank {worker.Rank}: {ex.Message} missing=[{string.Join(",", ex.MissingRanks)}] failed=[{string.Join(",", ex.FailedRanks)}]");
     return 3;
 }
+catch (IOException ex)
+{
+    // This rank's own failure (e.g. an injected one): reported to the chief already; exit normally so MPI finalizes.
+    Console.WriteLine($"FAILED rank {worker.Rank}: {ex.Message}");
+    return 2;
+}
 
 static int Save(Accelerator accelerator, WorkerContext worker, Dictionary<string, string> o)
 {
