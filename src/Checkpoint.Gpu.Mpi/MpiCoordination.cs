@@ -109,16 +109,55 @@ public sealed class MpiCoordination : IWorkerCoordination, IDisposable
         _started.Set();
         using (environment)
         {
-            foreach (var item in _queue.GetConsumingEnumerable()) item.Execute(this);
+            // Collectives must be issued in the same order on every rank: save rounds run strictly by sequence number
+            // (gather, then verdict), whatever order their calls arrive in (a later save's failure report may come
+            // before an earlier save's verdict); other calls run between rounds.
+            var deferred = new List<WorkItem>();
+            long next = 1;
+            var midRound = false;
+            foreach (var arrived in _queue.GetConsumingEnumerable())
+            {
+                deferred.Add(arrived);
+                while (deferred.FirstOrDefault(Runnable) is { } item)
+                {
+                    deferred.Remove(item);
+                    item.Execute(this);
+                    if (item.Step == Step.Gather) midRound = true;
+                    else if (item.Step is Step.Verdict or Step.Both) { midRound = false; if (item.Round != 0) next = item.Round + 1; }
+                }
+            }
+
+            bool Runnable(WorkItem item) => item.Step switch
+            {
+                Step.Free => !midRound,
+                Step.Gather or Step.Both => !midRound && (item.Round == next || item.Round == 0),
+                _ => midRound && (item.Round == next || item.Round == 0),
+            };
         }
     }
 
-    private abstract class WorkItem
+    private enum Step
     {
+        /// <summary>Not part of a save round (barrier, broadcast): runs between rounds.</summary>
+        Free,
+        /// <summary>A round's gather; the round's verdict must follow.</summary>
+        Gather,
+        /// <summary>A round's verdict; ends the round.</summary>
+        Verdict,
+        /// <summary>A failed rank's gather and verdict together; ends the round.</summary>
+        Both,
+    }
+
+    private abstract class WorkItem(long round, Step step)
+    {
+        public long Round { get; } = round;
+
+        public Step Step { get; } = step;
+
         public abstract void Execute(MpiCoordination owner);
     }
 
-    private sealed class WorkItem<T>(string what, TimeSpan timeout, Func<MPI.Intracommunicator, T> call) : WorkItem
+    private sealed class WorkItem<T>(string what, TimeSpan timeout, Func<MPI.Intracommunicator, T> call, long round, Step step) : WorkItem(round, step)
     {
         private readonly TaskCompletionSource<T> _done = new(TaskCreationOptions.RunContinuationsAsynchronously);
         private readonly object _gate = new();
@@ -171,10 +210,10 @@ public sealed class MpiCoordination : IWorkerCoordination, IDisposable
         Environment.Exit(AbortExitCode);
     }
 
-    private WorkItem<T> Enqueue<T>(string what, TimeSpan timeout, Func<MPI.Intracommunicator, T> call)
+    private WorkItem<T> Enqueue<T>(string what, TimeSpan timeout, Func<MPI.Intracommunicator, T> call, CoordinationRound? round = null, Step step = Step.Free)
     {
         ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
-        var item = new WorkItem<T>($"rank {Rank}: {what}", timeout, call);
+        var item = new WorkItem<T>($"rank {Rank}: {what}", timeout, call, round?.Sequence ?? 0, step);
         _queue.Add(item);
         return item;
     }
@@ -236,7 +275,7 @@ public sealed class MpiCoordination : IWorkerCoordination, IDisposable
     {
         ArgumentNullException.ThrowIfNull(round);
         var bytes = MpiWire.Encode(report);
-        return Enqueue($"gathering reports for {round.Prefix}", round.Timeout, w => (IReadOnlyList<WorkerReport?>?)GatherCall(w, bytes)).Wait();
+        return Enqueue($"gathering reports for {round.Prefix}", round.Timeout, w => (IReadOnlyList<WorkerReport?>?)GatherCall(w, bytes), round, Step.Gather).Wait();
     }
 
     /// <inheritdoc/>
@@ -245,7 +284,7 @@ public sealed class MpiCoordination : IWorkerCoordination, IDisposable
         ArgumentNullException.ThrowIfNull(round);
         cancellationToken.ThrowIfCancellationRequested();
         var bytes = MpiWire.Encode(report);
-        return Enqueue($"gathering reports for {round.Prefix}", round.Timeout, w => (IReadOnlyList<WorkerReport?>?)GatherCall(w, bytes)).Task;
+        return Enqueue($"gathering reports for {round.Prefix}", round.Timeout, w => (IReadOnlyList<WorkerReport?>?)GatherCall(w, bytes), round, Step.Gather).Task;
     }
 
     private static WorkerReport?[]? GatherCall(MPI.Intracommunicator world, byte[] mine)
@@ -279,7 +318,7 @@ public sealed class MpiCoordination : IWorkerCoordination, IDisposable
     {
         ArgumentNullException.ThrowIfNull(round);
         var bytes = Rank == 0 ? MpiWire.Encode(verdict ?? throw new ArgumentNullException(nameof(verdict))) : null;
-        return Enqueue($"broadcasting the verdict for {round.Prefix}", Rank == 0 ? round.Timeout : 2 * round.Timeout, w => VerdictCall(w, bytes)).Wait();
+        return Enqueue($"broadcasting the verdict for {round.Prefix}", Rank == 0 ? round.Timeout : 2 * round.Timeout, w => VerdictCall(w, bytes), round, Step.Verdict).Wait();
     }
 
     /// <inheritdoc/>
@@ -288,7 +327,7 @@ public sealed class MpiCoordination : IWorkerCoordination, IDisposable
         ArgumentNullException.ThrowIfNull(round);
         cancellationToken.ThrowIfCancellationRequested();
         var bytes = Rank == 0 ? MpiWire.Encode(verdict ?? throw new ArgumentNullException(nameof(verdict))) : null;
-        return Enqueue($"broadcasting the verdict for {round.Prefix}", Rank == 0 ? round.Timeout : 2 * round.Timeout, w => VerdictCall(w, bytes)).Task;
+        return Enqueue($"broadcasting the verdict for {round.Prefix}", Rank == 0 ? round.Timeout : 2 * round.Timeout, w => VerdictCall(w, bytes), round, Step.Verdict).Task;
     }
 
     private static CoordinationVerdict? VerdictCall(MPI.Intracommunicator world, byte[]? chiefBytes) => MpiWire.DecodeVerdict(BroadcastCall(world, chiefBytes));
@@ -314,7 +353,7 @@ public sealed class MpiCoordination : IWorkerCoordination, IDisposable
             }
             VerdictCall(w, verdict);
             return true;
-        });
+        }, round, Step.Both);
         // Observe the outcome so a transport error is not an unobserved task exception.
         _ = item.Task.ContinueWith(t => _ = t.Exception, CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted | TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
     }

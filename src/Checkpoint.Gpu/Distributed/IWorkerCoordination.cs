@@ -100,7 +100,15 @@ public interface IWorkerCoordination
 /// <param name="Timeout">How long the chief waits for reports (other ranks wait up to twice this for the verdict).</param>
 /// <param name="WaitForVerdict">Non-chief ranks wait for the verdict (<see cref="WorkerContext.WaitForPublished"/>).</param>
 /// <param name="JobId">The job id (<see cref="WorkerContext.JobId"/>), or null.</param>
-public sealed record CoordinationRound(string Prefix, int Attempt, TimeSpan Timeout, bool WaitForVerdict, string? JobId);
+public sealed record CoordinationRound(string Prefix, int Attempt, TimeSpan Timeout, bool WaitForVerdict, string? JobId)
+{
+    /// <summary>
+    /// Number of this attempt among all attempts of the <see cref="WorkerContext"/> (and its copies), 1, 2, … in the
+    /// order saves were started: identical on every rank (SPMD). Collective implementations run rounds strictly in this
+    /// order, even when a later save reports a failure before an earlier one has finished. 0 when not set.
+    /// </summary>
+    public long Sequence { get; init; }
+}
 
 /// <summary>A worker's report on one checkpoint attempt.</summary>
 public sealed record WorkerReport

@@ -65,7 +65,7 @@ internal sealed class MultiWorkerSave
     {
         var fullPrefix = Path.GetFullPath(prefix);
         var coordination = worker.EffectiveCoordination;
-        var round = new CoordinationRound(fullPrefix, worker.NextAttempt(fullPrefix), worker.Timeout, worker.WaitForPublished, worker.JobId);
+        var round = new CoordinationRound(fullPrefix, worker.NextAttempt(fullPrefix), worker.Timeout, worker.WaitForPublished, worker.JobId) { Sequence = worker.NextRound() };
         var graphHash = Convert.ToHexString(SHA256.HashData(graphBytes));
 
         var units = new List<OwnershipUnit>();

@@ -60,6 +60,7 @@ public sealed class WorkerContext
     {
         public readonly Lock Gate = new();
         public readonly Dictionary<string, int> Attempts = new(StringComparer.Ordinal);
+        public long Rounds;
         public string? LastVerdict;
     }
 
@@ -219,6 +220,9 @@ public sealed class WorkerContext
         _files = source._files;
         _state = state;
     }
+
+    /// <summary>The next round number (1, 2, …): every save attempt of this context and its copies, in call order.</summary>
+    internal long NextRound() => Interlocked.Increment(ref _state.Rounds);
 
     /// <summary>The next attempt number for <paramref name="fullPrefix"/> (1 for the first save of it by this job).</summary>
     internal int NextAttempt(string fullPrefix)
