@@ -173,6 +173,7 @@ internal sealed class MultiWorkerSave
         if (PartPrefix is not null) LocalShardStorage.Instance.FlushDirectory(Path.GetDirectoryName(PartPrefix)!);
         if (Interlocked.Exchange(ref _reported, 1) != 0)
             throw new InvalidOperationException($"{FullPrefix}: worker {_worker.Rank} already reported this checkpoint.");
+        _worker.Milestones?.Invoke(CoordinationMilestone.PartDurable, Stopwatch.GetTimestamp());
         var report = _report;
         // The part's index travels with the report: the chief merges from memory and never reads it back.
         if (_coordination.CarriesPartIndexes && PartPrefix is not null)
@@ -197,10 +198,12 @@ internal sealed class MultiWorkerSave
                 throw;
             }
             Publish(reports);
+            _worker.Milestones?.Invoke(CoordinationMilestone.VerdictKnown, Stopwatch.GetTimestamp());
             return;
         }
         _ = async ? await _coordination.GatherAsync(_round, report, cancellationToken).ConfigureAwait(false) : _coordination.Gather(_round, report);
         var verdict = async ? await _coordination.ShareVerdictAsync(_round, null, cancellationToken).ConfigureAwait(false) : _coordination.ShareVerdict(_round, null);
+        _worker.Milestones?.Invoke(CoordinationMilestone.VerdictKnown, Stopwatch.GetTimestamp());
         if (verdict is { Published: false })
         {
             RemovePart(PartPrefix, FullPrefix);
@@ -249,6 +252,7 @@ internal sealed class MultiWorkerSave
         {
             throw Abort([], [], $"merging the parts failed: {ex.Message}", ex);
         }
+        _worker.Milestones?.Invoke(CoordinationMilestone.Published, Stopwatch.GetTimestamp());
         RemoveTempDirectory(FullPrefix);
         _coordination.ShareVerdict(_round, new CoordinationVerdict { Published = true });
     }

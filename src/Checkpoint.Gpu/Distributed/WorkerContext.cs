@@ -170,6 +170,13 @@ public sealed class WorkerContext
     public bool WaitForPublished { get; init; } = true;
 
     /// <summary>
+    /// Optional observer of protocol milestones, for benchmarks and tracing: called synchronously on the saving thread
+    /// with the milestone and <see cref="System.Diagnostics.Stopwatch.GetTimestamp"/> (a monotonic clock shared by the
+    /// processes of one host). Must be fast and must not throw. Default null.
+    /// </summary>
+    public Action<CoordinationMilestone, long>? Milestones { get; init; }
+
+    /// <summary>
     /// Reads the context from <see cref="RankVariable"/>, <see cref="WorldSizeVariable"/>,
     /// <see cref="CoordinationDirectoryVariable"/> and optionally <see cref="JobIdVariable"/> and
     /// <see cref="TimeoutVariable"/> (what <see cref="LocalWorkerLauncher"/> sets).
@@ -201,14 +208,17 @@ public sealed class WorkerContext
     /// <param name="ownership">New ownership policy.</param>
     /// <param name="timeout">New timeout.</param>
     /// <param name="waitForPublished">New <see cref="WaitForPublished"/>.</param>
+    /// <param name="milestones">New <see cref="Milestones"/> observer.</param>
     /// <returns>The copy.</returns>
-    public WorkerContext With(IWorkerOwnership? ownership = null, TimeSpan? timeout = null, bool? waitForPublished = null) =>
+    public WorkerContext With(IWorkerOwnership? ownership = null, TimeSpan? timeout = null, bool? waitForPublished = null,
+        Action<CoordinationMilestone, long>? milestones = null) =>
         new(this, _state)
         {
             JobId = JobId,
             Ownership = ownership ?? Ownership,
             Timeout = timeout ?? Timeout,
             WaitForPublished = waitForPublished ?? WaitForPublished,
+            Milestones = milestones ?? Milestones,
         };
 
     private WorkerContext(WorkerContext source, AttemptState state)
@@ -249,4 +259,17 @@ public sealed class WorkerContext
     /// <inheritdoc/>
     public override string ToString() =>
         $"worker {Rank} of {WorldSize} ({(Coordination is null ? CoordinationDirectory : Coordination.GetType().Name)}{(JobId is null ? "" : ", job " + JobId)})";
+}
+
+/// <summary>Milestones of one multi-worker save attempt reported to <see cref="WorkerContext.Milestones"/>.</summary>
+public enum CoordinationMilestone
+{
+    /// <summary>This worker's part is durable (data and index flushed, directory flushed); its report is about to be sent.</summary>
+    PartDurable,
+
+    /// <summary>Chief only: the merged checkpoint is published (index renamed and flushed); the verdict is about to be shared.</summary>
+    Published,
+
+    /// <summary>This worker knows the verdict (the chief: after sharing it).</summary>
+    VerdictKnown,
 }
