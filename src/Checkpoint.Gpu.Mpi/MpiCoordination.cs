@@ -127,6 +127,10 @@ public sealed class MpiCoordination : IWorkerCoordination, IDisposable
                 }
             }
 
+            // Disposed with rounds still incomplete (a rank's save never reported): fail their waiters instead of hanging them.
+            foreach (var item in deferred)
+                item.Fail(new ObjectDisposedException(nameof(MpiCoordination), $"MPI was finalized before round {item.Round}'s earlier calls arrived."));
+
             bool Runnable(WorkItem item) => item.Step switch
             {
                 Step.Free => !midRound,
@@ -155,6 +159,9 @@ public sealed class MpiCoordination : IWorkerCoordination, IDisposable
         public Step Step { get; } = step;
 
         public abstract void Execute(MpiCoordination owner);
+
+        /// <summary>Completes the call with <paramref name="error"/> without running it.</summary>
+        public abstract void Fail(Exception error);
     }
 
     private sealed class WorkItem<T>(string what, TimeSpan timeout, Func<MPI.Intracommunicator, T> call, long round, Step step) : WorkItem(round, step)
@@ -180,6 +187,17 @@ public sealed class MpiCoordination : IWorkerCoordination, IDisposable
                 _error = ex;
             }
             watchdog.Change(Timeout.Infinite, Timeout.Infinite);
+            Complete();
+        }
+
+        public override void Fail(Exception error)
+        {
+            _error = error;
+            Complete();
+        }
+
+        private void Complete()
+        {
             lock (_gate)
             {
                 _finished = true;

@@ -139,16 +139,27 @@ public static class MultiWorkerBenchmark
                 var gbps = bytes / seconds / GB;
                 // Coordination per checkpoint: from the last rank's part being durable to the chief's publish, and to the
                 // last rank knowing the verdict (Stopwatch timestamps: CLOCK_MONOTONIC, shared by the processes of this host).
+                // Split: transport = reports reaching the chief (last part durable → gathered) + the verdict reaching every
+                // rank (published → last rank knows); merge = the chief's merge and publish in between (the same I/O for both).
                 var commitMs = new List<double>();
                 var allMs = new List<double>();
+                var transportMs = new List<double>();
+                var mergeMs = new List<double>();
+                static double Ms2(long ticks) => ticks * 1000.0 / Stopwatch.Frequency;
                 for (var k = 1; k <= repeats; k++)
                 {
                     var lastPart = perRank.Max(s => s[k].PartTs);
-                    commitMs.Add((perRank[0][k].PublishedTs - lastPart) * 1000.0 / Stopwatch.Frequency);
-                    allMs.Add((perRank.Max(s => s[k].VerdictTs) - lastPart) * 1000.0 / Stopwatch.Frequency);
+                    var lastKnows = perRank.Max(s => s[k].VerdictTs);
+                    var chiefSave = perRank[0][k];
+                    commitMs.Add(Ms2(chiefSave.PublishedTs - lastPart));
+                    allMs.Add(Ms2(lastKnows - lastPart));
+                    transportMs.Add(Ms2(chiefSave.GatheredTs - lastPart) + Ms2(lastKnows - chiefSave.PublishedTs));
+                    mergeMs.Add(Ms2(chiefSave.PublishedTs - chiefSave.GatheredTs));
                 }
                 var row = new Dictionary<string, object> { ["name"] = "multiworker_save", ["coordination"] = coordination, ["mode"] = mode, ["device"] = device, ["workers"] = n, ["bytes"] = bytes,
                     ["coord_to_commit_ms"] = Math.Round(Median(commitMs), 3), ["coord_to_all_ranks_ms"] = Math.Round(Median(allMs), 3),
+                    ["coord_transport_ms"] = Math.Round(Median(transportMs), 3), ["coord_merge_ms"] = Math.Round(Median(mergeMs), 3),
+                    ["coord_transport_ms_all"] = transportMs.Select(t => Math.Round(t, 3)).ToArray(),
                     ["coord_to_commit_ms_all"] = commitMs.Select(t => Math.Round(t, 3)).ToArray(), ["coord_to_all_ranks_ms_all"] = allMs.Select(t => Math.Round(t, 3)).ToArray(),
                     ["seconds"] = Math.Round(seconds, 4), ["gbps"] = Math.Round(gbps, 3), ["ratio_vs_single"] = Math.Round(gbps / singleGbps, 3),
                     ["ratio_vs_fio_jobs"] = Math.Round(gbps / fio[n], 3),
@@ -217,11 +228,11 @@ public static class MultiWorkerBenchmark
         return bytes;
     }
 
-    private static List<(string Prefix, double Seconds, double Stream, double Commit, long PartTs, long PublishedTs, long VerdictTs)> ParseSaved(string output) =>
+    private static List<(string Prefix, double Seconds, double Stream, double Commit, long PartTs, long GatheredTs, long PublishedTs, long VerdictTs)> ParseSaved(string output) =>
         output.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
             .Where(l => l.StartsWith("SAVED ", StringComparison.Ordinal))
             .Select(l => l.Split(' '))
-            .Select(p => (p[1], Ms(p, "ms="), Ms(p, "stream_ms="), Ms(p, "commit_ms="), Ts(p, "part_ts="), Ts(p, "published_ts="), Ts(p, "verdict_ts=")))
+            .Select(p => (p[1], Ms(p, "ms="), Ms(p, "stream_ms="), Ms(p, "commit_ms="), Ts(p, "part_ts="), Ts(p, "gathered_ts="), Ts(p, "published_ts="), Ts(p, "verdict_ts=")))
             .ToList();
 
     private static long Ts(string[] fields, string name) =>
@@ -256,10 +267,11 @@ public static class MultiWorkerBenchmark
         using var acc = Accelerator.Create(Kind(Arg(args, "--device") ?? "cpu"));
         using var model = new BenchModel(acc, sizes, worker.Rank, owners);
         var async = Arg(args, "--mode") == "async";
-        long partTs = 0, publishedTs = 0, verdictTs = 0;
+        long partTs = 0, gatheredTs = 0, publishedTs = 0, verdictTs = 0;
         void Milestone(CoordinationMilestone m, long ts)
         {
             if (m == CoordinationMilestone.PartDurable) partTs = ts;
+            else if (m == CoordinationMilestone.ReportsGathered) gatheredTs = ts;
             else if (m == CoordinationMilestone.Published) publishedTs = ts;
             else verdictTs = ts;
         }
@@ -279,7 +291,7 @@ public static class MultiWorkerBenchmark
             // Async: stream_ms = the pipeline writing this worker's part; commit_ms = its commit plus the coordination (markers, merge, verdict).
             var phases = handle is null ? "" : string.Create(CultureInfo.InvariantCulture,
                 $" stream_ms={handle.StreamDuration.TotalMilliseconds:0.0} commit_ms={(handle.TotalDuration - handle.StreamDuration).TotalMilliseconds:0.0}");
-            var line = string.Create(CultureInfo.InvariantCulture, $"SAVED {prefix} ms={ms:0.0}{phases} part_ts={partTs} published_ts={publishedTs} verdict_ts={verdictTs}");
+            var line = string.Create(CultureInfo.InvariantCulture, $"SAVED {prefix} ms={ms:0.0}{phases} part_ts={partTs} gathered_ts={gatheredTs} published_ts={publishedTs} verdict_ts={verdictTs}");
             Console.WriteLine(line);
             results.WriteLine(line);
             // The chief owns the merged files; it removes the previous (already published) checkpoint outside the clock.

@@ -160,9 +160,9 @@ internal sealed class MultiWorkerSave
     }
 
     /// <summary>
-    /// After the part is durable (files renamed, directory flushed): writes the completion marker; the chief then
-    /// waits for every marker, verifies, merges and publishes; other workers wait for the verdict
-    /// (<see cref="WorkerContext.WaitForPublished"/>).
+    /// After the part is durable (files renamed, directory flushed): sends this worker's report through the coordination
+    /// (a completion marker, or an MPI gather); the chief then has every report, verifies, merges and publishes, and
+    /// shares its verdict; other workers wait for the verdict (<see cref="WorkerContext.WaitForPublished"/>).
     /// </summary>
     /// <param name="async">False: waits sleep the calling thread and the task returned is complete. True: waits are asynchronous.</param>
     /// <param name="cancellationToken">Cancels the waits; a cancelled chief aborts the checkpoint (nothing published).</param>
@@ -180,7 +180,15 @@ internal sealed class MultiWorkerSave
         {
             // This worker's own index, just written (page cache): a local read, never the chief reading the shared filesystem.
             var indexFile = BundleNaming.IndexFile(PartPrefix);
-            report = report with { PartIndex = async ? await File.ReadAllBytesAsync(indexFile, cancellationToken).ConfigureAwait(false) : File.ReadAllBytes(indexFile) };
+            try
+            {
+                report = report with { PartIndex = async ? await File.ReadAllBytesAsync(indexFile, cancellationToken).ConfigureAwait(false) : File.ReadAllBytes(indexFile) };
+            }
+            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+            {
+                // Still take part in the round (collectives need every rank), reporting the failure.
+                report = report with { Succeeded = false, PartPrefix = null, Error = $"reading its part's index: {ex.GetType().Name}: {ex.Message}" };
+            }
         }
 
         if (_worker.IsChief)
@@ -197,6 +205,7 @@ internal sealed class MultiWorkerSave
                 _ = Abort([], [], "the chief's save was cancelled", ex);
                 throw;
             }
+            _worker.Milestones?.Invoke(CoordinationMilestone.ReportsGathered, Stopwatch.GetTimestamp());
             Publish(reports);
             _worker.Milestones?.Invoke(CoordinationMilestone.VerdictKnown, Stopwatch.GetTimestamp());
             return;

@@ -267,6 +267,9 @@ public enum CoordinationMilestone
     /// <summary>This worker's part is durable (data and index flushed, directory flushed); its report is about to be sent.</summary>
     PartDurable,
 
+    /// <summary>Chief only: every report has arrived (the gather returned); merging starts.</summary>
+    ReportsGathered,
+
     /// <summary>Chief only: the merged checkpoint is published (index renamed and flushed); the verdict is about to be shared.</summary>
     Published,
 
