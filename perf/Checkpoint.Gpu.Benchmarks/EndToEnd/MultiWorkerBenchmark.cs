@@ -61,6 +61,8 @@ public static class MultiWorkerBenchmark
                     ["gbps"] = Math.Round(fio[jobs], 3), ["seconds_all"] = times.Select(t => Math.Round(t, 4)).ToArray() });
             }
             foreach (var mode in modes) await RunModeAsync(mode, device, gib, sizes, repeats, counts, dir, fio, coordinations);
+            if (coordinations.Contains("mpi"))
+                foreach (var n in counts) await MpiFloorAsync(n);
             return 0;
         }
         finally
@@ -248,6 +250,58 @@ public static class MultiWorkerBenchmark
     {
         var path = Environment.ProcessPath ?? throw new InvalidOperationException("no process path");
         return Path.GetFileNameWithoutExtension(path) == "dotnet" ? (path, [typeof(MultiWorkerBenchmark).Assembly.Location]) : (path, []);
+    }
+
+    /// <summary>
+    /// The MPI coordination's own cost, without disk: N ranks run 300 rounds of <see cref="Mpi.MpiCoordination.Gather"/>
+    /// (each report carrying a 4 KiB stand-in for a part index) and <see cref="Mpi.MpiCoordination.ShareVerdict"/>, a
+    /// barrier before each; the chief times gather start → every report in hand, and rank r times its verdict's arrival.
+    /// </summary>
+    private static async Task MpiFloorAsync(int n)
+    {
+        var (exe, lead) = SelfCommand();
+        var psi = new ProcessStartInfo("mpiexec") { RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (var a in (string[])["-n", n.ToString(CultureInfo.InvariantCulture), exe, .. lead, "e2e-mpi-floor"]) psi.ArgumentList.Add(a);
+        using var p = Process.Start(psi)!;
+        var errTask = p.StandardError.ReadToEndAsync();
+        var output = await p.StandardOutput.ReadToEndAsync();
+        await p.WaitForExitAsync();
+        if (p.ExitCode != 0) throw new InvalidOperationException($"mpiexec -n {n} e2e-mpi-floor failed (exit {p.ExitCode}): {await errTask}");
+        var line = output.Split('\n').First(l => l.StartsWith("FLOOR ", StringComparison.Ordinal));
+        var ms = line[6..].Split(' ').Select(x => double.Parse(x, CultureInfo.InvariantCulture)).ToList();
+        var sorted = ms.Order().ToArray();
+        Emit(new() { ["name"] = "mpi_coordination_floor", ["workers"] = n, ["rounds"] = ms.Count, ["median_ms"] = Math.Round(Median(ms), 4),
+            ["p90_ms"] = Math.Round(sorted[(int)(sorted.Length * 0.9)], 4), ["max_ms"] = Math.Round(sorted[^1], 4) });
+    }
+
+    /// <summary>One rank of <see cref="MpiFloorAsync"/>: prints <c>FLOOR ms…</c> on the chief (gather + verdict broadcast per round).</summary>
+    public static Task<int> RunMpiFloorAsync(string[] args)
+    {
+        _ = args;
+        using var mpi = Mpi.MpiCoordination.Initialize();
+        var index = new byte[4096];
+        var times = new List<double>();
+        for (var k = 1; k <= 301; k++)
+        {
+            var round = new CoordinationRound("/floor/ckpt", k, TimeSpan.FromMinutes(1), WaitForVerdict: true, JobId: null) { Sequence = k };
+            mpi.Barrier(TimeSpan.FromMinutes(1));
+            var start = Stopwatch.GetTimestamp();
+            var reports = mpi.Gather(round, new WorkerReport { Rank = mpi.Rank, WorldSize = mpi.WorldSize, Succeeded = true, Prefix = "/floor/ckpt", PartIndex = index });
+            _ = mpi.ShareVerdict(round, mpi.Rank == 0 ? new CoordinationVerdict { Published = reports!.All(r => r is { Succeeded: true }) } : null);
+            if (k > 1) times.Add(Stopwatch.GetElapsedTime(start).TotalMilliseconds);   // round 1 is the warm-up
+        }
+        // Every rank's slowest view is what "every rank knows" means: reduce by gathering the per-round times at the chief.
+        var all = mpi.Gather(new CoordinationRound("/floor/times", 1, TimeSpan.FromMinutes(1), true, null) { Sequence = 302 },
+            new WorkerReport { Rank = mpi.Rank, WorldSize = mpi.WorldSize, Succeeded = true, Prefix = "/floor/times",
+                PartIndex = System.Text.Encoding.UTF8.GetBytes(string.Join(' ', times.Select(t => t.ToString("R", CultureInfo.InvariantCulture)))) });
+        _ = mpi.ShareVerdict(new CoordinationRound("/floor/times", 1, TimeSpan.FromMinutes(1), true, null) { Sequence = 302 }, mpi.Rank == 0 ? new CoordinationVerdict { Published = true } : null);
+        if (mpi.Rank == 0)
+        {
+            var perRank = all!.Select(r => System.Text.Encoding.UTF8.GetString(r!.PartIndex.Span).Split(' ').Select(x => double.Parse(x, CultureInfo.InvariantCulture)).ToArray()).ToArray();
+            var slowest = Enumerable.Range(0, times.Count).Select(i => perRank.Max(r => r[i]));
+            Console.WriteLine("FLOOR " + string.Join(' ', slowest.Select(t => t.ToString("R", CultureInfo.InvariantCulture))));
+        }
+        return Task.FromResult(0);
     }
 
     // ==================================================================== worker (hidden mode)
