@@ -29,6 +29,10 @@ namespace CheckpointGpu.Distributed;
 /// markers. (5) Only then does the chief update the <c>checkpoint</c> state file and prune (non-chief workers never
 /// do). With <see cref="WaitForPublished"/>, non-chief workers return only after the chief's <c>published</c> marker
 /// (and fail when they find <c>aborted</c>).</para>
+/// <para><b>Other coordinations.</b> Steps (2), (3) and the verdict are what <see cref="IWorkerCoordination"/>
+/// abstracts; the marker files above are the default. With <see cref="WorkerContext(IWorkerCoordination)"/> (for
+/// example <c>Checkpoint.Gpu.Mpi</c>'s <c>MpiCoordination</c>) the reports, with every part's index, reach the chief
+/// over that transport, the chief merges from memory, and no coordination file is written or polled.</para>
 /// <para><b>Stale markers.</b> Markers are consumed by the chief after each checkpoint. Set a per-run
 /// <see cref="JobId"/> (the launcher does) so markers left by a crashed earlier run are never mistaken for this
 /// run's.</para>
