@@ -15,6 +15,8 @@ public static class Program
             return args.Contains("--workers") ? await EndToEnd.MultiWorkerBenchmark.RunAsync(args[1..]) : await EndToEnd.EndToEndBenchmark.RunAsync(args[1..]);
         // Hidden: one worker process of "e2e --workers N", started by LocalWorkerLauncher.
         if (args.Length > 0 && args[0] == "e2e-worker") return await EndToEnd.MultiWorkerBenchmark.RunWorkerAsync(args[1..]);
+        // Hidden: one rank of the MPI coordination floor (no disk), started by mpiexec from "e2e --coordination mpi".
+        if (args.Length > 0 && args[0] == "e2e-mpi-floor") return await EndToEnd.MultiWorkerBenchmark.RunMpiFloorAsync(args[1..]);
         BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args);
         return 0;
     }

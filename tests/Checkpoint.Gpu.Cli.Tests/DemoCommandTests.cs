@@ -94,6 +94,33 @@ public sealed class DemoCommandTests
     }
 
     [Fact]
+    public void Demo_MpiLauncher_ThreeRanksUnderMpiexec_ResumeBitIdentical()
+    {
+        if (!File.Exists("/usr/bin/mpiexec") && !File.Exists("/usr/bin/mpiexec.mpich"))
+        {
+            Assert.False(string.Equals(Environment.GetEnvironmentVariable("CI"), "true", StringComparison.OrdinalIgnoreCase), "MPICH is not installed: apt-get install mpich");
+            return;
+        }
+        using var tmp = new TempDir("demo-mpi");
+        var r = CkptProcess.Run("demo", "--steps", "30", "--every", "10", "--params", "1500", "--dir", tmp.Path, "--launcher", "mpi", "--workers", "3", "--json");
+        Assert.True(r.ExitCode == 0, r.StdOut + r.StdErr);
+        using var doc = System.Text.Json.JsonDocument.Parse(r.StdOut);
+        var root = doc.RootElement;
+        Assert.True(root.GetProperty("ok").GetBoolean());
+        Assert.Equal(3, root.GetProperty("workers").GetInt32());
+        Assert.True(root.GetProperty("replicas_agree").GetBoolean());
+        Assert.Equal(0, root.GetProperty("differing_losses").GetInt32());
+        Assert.True(root.GetProperty("final_weights_identical").GetBoolean());
+        var resumedFrom = root.GetProperty("resumed_from").GetString()!;
+        using var reader = Format.TensorBundleReader.Open(resumedFrom);
+        Assert.Equal(3, reader.Header.ShardCount);
+        foreach (var e in reader.Entries) reader.VerifyEntry(e);
+        // MPI coordination: no marker files at all.
+        Assert.False(Directory.Exists(Path.Combine(tmp.Path, "coordination")) && Directory.EnumerateFiles(Path.Combine(tmp.Path, "coordination")).Any());
+        Assert.Empty(Directory.EnumerateDirectories(Path.Combine(tmp.Path, "restarted"), "*_temp"));
+    }
+
+    [Fact]
     public void Demo_BadWorkerCount_ExitsTwo()
     {
         var r = CkptProcess.Run("demo", "--workers", "9");

@@ -56,6 +56,64 @@ public sealed class TensorBundleMergeTests : IDisposable
     }
 
     [Fact]
+    public void Merge_FromIndexBytesInMemory_EqualsSingleWriter_AndRejectsCorruptBytes()
+    {
+        // Parts with a partitioned tensor split across them (slices concatenate in part order).
+        var p0 = Part(0, 2);
+        var p1 = Part(1, 2);
+        using (var w = new TensorBundleWriter(p0))
+        {
+            w.Add("a", DType.Float, new TensorShape(3), Floats(3, 1));
+            w.AddStrings("_CHECKPOINTABLE_OBJECT_GRAPH", TensorShape.Scalar, [[1, 2, 3]]);
+            w.Finish();
+        }
+        using (var w = new TensorBundleWriter(p1))
+        {
+            w.Add("b", DType.Float, new TensorShape(5), Floats(5, 100));
+            w.Finish();
+        }
+        var bytes0 = File.ReadAllBytes(p0 + ".index");
+        var bytes1 = File.ReadAllBytes(p1 + ".index");
+        // What the chief gets over MPI: bytes. Hide the files so a read of them would fail the merge.
+        File.Delete(p0 + ".index");
+        File.Delete(p1 + ".index");
+        var header = TensorBundle.Merge([TensorBundlePartIndex.Parse(p0, bytes0), TensorBundlePartIndex.Parse(p1, bytes1)], _dir["P"]);
+        Assert.Equal(2, header.ShardCount);
+        using (var w = new TensorBundleWriter(_dir["ref/P"], new TensorBundleWriterOptions { ShardCount = 2 }))
+        {
+            w.Add("a", DType.Float, new TensorShape(3), Floats(3, 1), 0);
+            w.AddStrings("_CHECKPOINTABLE_OBJECT_GRAPH", TensorShape.Scalar, [[1, 2, 3]], 0);
+            w.Add("b", DType.Float, new TensorShape(5), Floats(5, 100), 1);
+            w.Finish();
+        }
+        Assert.Equal(File.ReadAllBytes(_dir["ref/P.index"]), File.ReadAllBytes(_dir["P.index"]));
+        for (var i = 0; i < 2; i++)
+            Assert.Equal(File.ReadAllBytes(BundleNaming.DataFile(_dir["ref/P"], i, 2)), File.ReadAllBytes(BundleNaming.DataFile(_dir["P"], i, 2)));
+
+        // Untrusted bytes: a flipped byte fails a block CRC, truncation fails the footer; both name the part's index.
+        var flipped = (byte[])bytes0.Clone();
+        flipped[3] ^= 0x40;
+        var ex = Assert.Throws<CheckpointFormatException>(() => TensorBundlePartIndex.Parse(p0, flipped));
+        Assert.Contains("part-00000-of-00002.index", ex.Message, StringComparison.Ordinal);
+        Assert.Throws<CheckpointFormatException>(() => TensorBundlePartIndex.Parse(p0, bytes0.AsSpan(0, bytes0.Length - 5)));
+        Assert.Throws<CheckpointFormatException>(() => TensorBundlePartIndex.Parse(p0, bytes0, new TensorBundleReaderOptions { MaxIndexFileBytes = 48 }));
+    }
+
+    [Fact]
+    public async Task FileSystemBarrier_EveryRankWaitsForAll_ThenPasses()
+    {
+        var contexts = Enumerable.Range(0, 3).Select(r => new WorkerContext(r, 3, _dir["coord"]).EffectiveCoordination).ToArray();
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        var late = Task.Run(async () => { await Task.Delay(300); contexts[2].Barrier(TimeSpan.FromSeconds(10)); });
+        var early = contexts.Take(2).Select(c => c.BarrierAsync(TimeSpan.FromSeconds(10), CancellationToken.None)).ToArray();
+        await Task.WhenAll([.. early, late]);
+        Assert.True(clock.Elapsed >= TimeSpan.FromMilliseconds(290), "a rank passed the barrier before the last one arrived");
+        // A second barrier with a rank missing times out naming it.
+        var ex = Assert.Throws<TimeoutException>(() => contexts[0].Barrier(TimeSpan.FromMilliseconds(100)));
+        Assert.Contains("rank(s) 1, 2", ex.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void Merge_InputWithTwoShards_IdsFollowFirstAppearanceInKeyOrder_HeaderSumsShards()
     {
         var p0 = Part(0, 2);

@@ -5,12 +5,29 @@ using CheckpointGpu.Devices;
 using CheckpointGpu.Distributed;
 using CheckpointGpu.Distributed.Worker;
 using CheckpointGpu.Format;
+using CheckpointGpu.Mpi;
 using CheckpointGpu.Pipeline;
 
 // A worker process for the multi-worker tests and demo. Rank, world size and coordination directory come from the
-// environment (LocalWorkerLauncher). Exit codes: 0 ok, 3 checkpoint aborted, 4 verification failed, 1 other error.
+// environment (LocalWorkerLauncher), or, with --mpi, from MPI (mpiexec -n N; coordination by MPI collectives).
+// Exit codes: 0 ok, 3 checkpoint aborted, 4 verification failed, 5 MPI unavailable, 1 other error.
 var options = ParseArgs(args);
-var worker = WorkerContext.FromEnvironment() ?? new WorkerContext(0, 1, Path.Combine(options["dir"], "coord"));
+MpiCoordination? mpi = null;
+if (options.ContainsKey("mpi"))
+{
+    try
+    {
+        mpi = MpiCoordination.Initialize();
+    }
+    catch (DllNotFoundException ex)
+    {
+        Console.WriteLine($"MPI UNAVAILABLE: {ex.Message}");
+        return 5;
+    }
+}
+var worker = mpi is not null ? new WorkerContext(mpi) : WorkerContext.FromEnvironment() ?? new WorkerContext(0, 1, Path.Combine(options["dir"], "coord"));
+if (options.TryGetValue("timeout-s", out var timeoutText)) worker = worker.With(timeout: TimeSpan.FromSeconds(double.Parse(timeoutText, CultureInfo.InvariantCulture)));
+using var mpiScope = mpi;
 try
 {
     using var accelerator = Accelerator.Create(AcceleratorKind.Cpu);
@@ -18,7 +35,7 @@ try
     {
         "save" when options.ContainsKey("async") => await SaveAsync(accelerator, worker, options),
         "save" => Save(accelerator, worker, options),
-        "restore" => Restore(accelerator, worker, options),
+        "restore" => Restore(accelerator, worker, options, mpi),
         _ => throw new ArgumentException("mode must be save or restore"),
     };
 }
@@ -26,6 +43,12 @@ catch (MultiWorkerCheckpointException ex)
 {
     Console.WriteLine($"ABORTED rank {worker.Rank}: {ex.Message} missing=[{string.Join(",", ex.MissingRanks)}] failed=[{string.Join(",", ex.FailedRanks)}]");
     return 3;
+}
+catch (IOException ex)
+{
+    // This rank's own failure (e.g. an injected one): reported to the chief already; exit normally so MPI finalizes.
+    Console.WriteLine($"FAILED rank {worker.Rank}: {ex.Message}");
+    return 2;
 }
 
 static int Save(Accelerator accelerator, WorkerContext worker, Dictionary<string, string> o)
@@ -38,7 +61,7 @@ static int Save(Accelerator accelerator, WorkerContext worker, Dictionary<string
     Action? onSave = () =>
     {
         if (saveIndex != faultSave) return;
-        if (rank == hangRank) { Console.WriteLine("SAVING"); Console.Out.Flush(); Thread.Sleep(Timeout.Infinite); }
+        if (rank == hangRank) { Console.WriteLine($"SAVING pid={Environment.ProcessId}"); Console.Out.Flush(); Thread.Sleep(Timeout.Infinite); }
         if (rank == failRank) throw new IOException($"injected failure on rank {rank}");
     };
     var parts = EmbeddingParts(worker, o);
@@ -102,7 +125,7 @@ static async Task<int> SaveAsync(Accelerator accelerator, WorkerContext worker, 
         WriteBlocked = _ =>
         {
             if (Interlocked.Exchange(ref announced, 1) != 0) return;
-            Console.WriteLine("SAVING");
+            Console.WriteLine($"SAVING pid={Environment.ProcessId}");
             Console.Out.Flush();
         },
     };
@@ -131,14 +154,15 @@ static async Task<int> SaveAsync(Accelerator accelerator, WorkerContext worker, 
     return 0;
 }
 
-static int Restore(Accelerator accelerator, WorkerContext worker, Dictionary<string, string> o)
+// With MPI, rank 0 reads the index and object graph once and broadcasts them (MpiRestore); each rank reads its values.
+static int Restore(Accelerator accelerator, WorkerContext worker, Dictionary<string, string> o, MpiCoordination? mpi)
 {
     // Worker r of M holds embedding row slice r of M (when M exceeds the rows, the extra workers hold none).
     var m = worker.WorldSize;
     var count = (int)Math.Min(m, WorkerModel.EmbShape[0]);
     var parts = worker.Rank < count ? new[] { worker.Rank } : [];
     using var model = new WorkerModel(accelerator, parts, count, fill: false);
-    var status = model.Checkpoint.Restore(o["prefix"]);
+    var status = mpi is not null ? MpiRestore.Restore(model.Checkpoint, mpi, o["prefix"], TimeSpan.FromSeconds(60)) : model.Checkpoint.Restore(o["prefix"]);
     status.AssertConsumed();
     var bad = new List<string>();
     foreach (var (edge, dtype, shape) in WorkerModel.Variables)

@@ -39,6 +39,8 @@ public static class MultiWorkerBenchmark
         var repeats = int.Parse(Arg(args, "--repeats") ?? "3", CultureInfo.InvariantCulture);
         var counts = (Arg(args, "--workers") ?? "1,2,4").Split(',').Select(s => int.Parse(s, CultureInfo.InvariantCulture)).ToArray();
         var modes = (Arg(args, "--modes") ?? "sync,async").Split(',');
+        var coordinations = (Arg(args, "--coordination") ?? "fs").Split(',');
+        if (coordinations.Any(c => c is not ("fs" or "mpi"))) throw new ArgumentException("--coordination takes fs, mpi or both (comma-separated)");
         if (modes.Any(m => m is not ("sync" or "async"))) throw new ArgumentException("--modes takes sync, async or both (comma-separated)");
         var totalBytes = (long)(gib * (1L << 30));
         // A private scratch directory under D, removed at the end whatever happens.
@@ -58,7 +60,9 @@ public static class MultiWorkerBenchmark
                 Emit(new() { ["name"] = "fio_write_odirect_fsync", ["jobs"] = jobs, ["bytes"] = sizes.Sum(), ["seconds"] = Math.Round(Median(times), 4),
                     ["gbps"] = Math.Round(fio[jobs], 3), ["seconds_all"] = times.Select(t => Math.Round(t, 4)).ToArray() });
             }
-            foreach (var mode in modes) await RunModeAsync(mode, device, gib, sizes, repeats, counts, dir, fio);
+            foreach (var mode in modes) await RunModeAsync(mode, device, gib, sizes, repeats, counts, dir, fio, coordinations);
+            if (coordinations.Contains("mpi"))
+                foreach (var n in counts) await MpiFloorAsync(n);
             return 0;
         }
         finally
@@ -67,7 +71,7 @@ public static class MultiWorkerBenchmark
         }
     }
 
-    private static async Task RunModeAsync(string mode, string device, double gib, long[] sizes, int repeats, int[] counts, string dir, Dictionary<int, double> fio)
+    private static async Task RunModeAsync(string mode, string device, double gib, long[] sizes, int repeats, int[] counts, string dir, Dictionary<int, double> fio, string[] coordinations)
     {
         var async = mode == "async";
         {
@@ -99,17 +103,33 @@ public static class MultiWorkerBenchmark
 
             // ---- N worker processes
             var (exe, lead) = SelfCommand();
+            foreach (var coordination in coordinations)
             foreach (var n in counts)
             {
-                var name = $"mw-{mode}-{n}";
+                var name = $"mw-{mode}-{coordination}-{n}";
                 var coord = Path.Combine(dir, $"coord-{mode}-{n}");
                 var workerArgs = lead.Concat([WorkerMode, "--gib", gib.ToString("R", CultureInfo.InvariantCulture), "--device", device, "--dir", dir,
-                    "--repeats", repeats.ToString(CultureInfo.InvariantCulture), "--name", name, "--mode", mode]).ToArray();
-                using var launcher = LocalWorkerLauncher.Start(exe, _ => workerArgs, n, coord);
-                var results = await launcher.WaitAllAsync(TimeSpan.FromMinutes(20));
-                foreach (var r in results.Where(r => !r.Succeeded))
-                    throw new InvalidOperationException($"worker {r.Rank} of {n} failed (exit {r.ExitCode}, killed {r.Killed}):\n{r.StandardOutput}\n{r.StandardError}");
-                var perRank = results.Select(r => ParseSaved(r.StandardOutput)).ToArray();
+                    "--repeats", repeats.ToString(CultureInfo.InvariantCulture), "--name", name, "--mode", mode, .. coordination == "mpi" ? new[] { "--mpi" } : []]).ToArray();
+                if (coordination == "mpi")
+                {
+                    // MPICH's launcher; the ranks coordinate by MPI collectives (Checkpoint.Gpu.Mpi).
+                    var psi = new ProcessStartInfo("mpiexec") { RedirectStandardOutput = true, RedirectStandardError = true };
+                    foreach (var a in (string[])["-n", n.ToString(CultureInfo.InvariantCulture), exe, .. workerArgs]) psi.ArgumentList.Add(a);
+                    using var p = Process.Start(psi)!;
+                    var errTask = p.StandardError.ReadToEndAsync();
+                    _ = await p.StandardOutput.ReadToEndAsync();
+                    await p.WaitForExitAsync();
+                    if (p.ExitCode != 0) throw new InvalidOperationException($"mpiexec -n {n} failed (exit {p.ExitCode}): {await errTask}");
+                }
+                else
+                {
+                    using var launcher = LocalWorkerLauncher.Start(exe, _ => workerArgs, n, coord);
+                    var results = await launcher.WaitAllAsync(TimeSpan.FromMinutes(20));
+                    foreach (var r in results.Where(r => !r.Succeeded))
+                        throw new InvalidOperationException($"worker {r.Rank} of {n} failed (exit {r.ExitCode}, killed {r.Killed}):\n{r.StandardOutput}\n{r.StandardError}");
+                }
+                // Every rank writes its SAVED lines to a file (mpiexec interleaves the ranks' standard outputs).
+                var perRank = Enumerable.Range(0, n).Select(r => ParseSaved(File.ReadAllText(RankFile(dir, name, r)))).ToArray();
                 if (perRank.Any(s => s.Count != repeats + 1))
                     throw new InvalidOperationException($"expected {repeats + 1} SAVED lines per worker, got [{string.Join(",", perRank.Select(s => s.Count))}]");
                 var chief = perRank[0].Skip(1).Select(s => s.Seconds).ToList(); // drop the warm-up
@@ -119,7 +139,30 @@ public static class MultiWorkerBenchmark
                 CheckpointCommit.DeleteCheckpoint(last);
                 var seconds = Median(chief);
                 var gbps = bytes / seconds / GB;
-                var row = new Dictionary<string, object> { ["name"] = "multiworker_save", ["mode"] = mode, ["device"] = device, ["workers"] = n, ["bytes"] = bytes,
+                // Coordination per checkpoint: from the last rank's part being durable to the chief's publish, and to the
+                // last rank knowing the verdict (Stopwatch timestamps: CLOCK_MONOTONIC, shared by the processes of this host).
+                // Split: transport = reports reaching the chief (last part durable → gathered) + the verdict reaching every
+                // rank (published → last rank knows); merge = the chief's merge and publish in between (the same I/O for both).
+                var commitMs = new List<double>();
+                var allMs = new List<double>();
+                var transportMs = new List<double>();
+                var mergeMs = new List<double>();
+                static double Ms2(long ticks) => ticks * 1000.0 / Stopwatch.Frequency;
+                for (var k = 1; k <= repeats; k++)
+                {
+                    var lastPart = perRank.Max(s => s[k].PartTs);
+                    var lastKnows = perRank.Max(s => s[k].VerdictTs);
+                    var chiefSave = perRank[0][k];
+                    commitMs.Add(Ms2(chiefSave.PublishedTs - lastPart));
+                    allMs.Add(Ms2(lastKnows - lastPart));
+                    transportMs.Add(Ms2(chiefSave.GatheredTs - lastPart) + Ms2(lastKnows - chiefSave.PublishedTs));
+                    mergeMs.Add(Ms2(chiefSave.PublishedTs - chiefSave.GatheredTs));
+                }
+                var row = new Dictionary<string, object> { ["name"] = "multiworker_save", ["coordination"] = coordination, ["mode"] = mode, ["device"] = device, ["workers"] = n, ["bytes"] = bytes,
+                    ["coord_to_commit_ms"] = Math.Round(Median(commitMs), 3), ["coord_to_all_ranks_ms"] = Math.Round(Median(allMs), 3),
+                    ["coord_transport_ms"] = Math.Round(Median(transportMs), 3), ["coord_merge_ms"] = Math.Round(Median(mergeMs), 3),
+                    ["coord_transport_ms_all"] = transportMs.Select(t => Math.Round(t, 3)).ToArray(),
+                    ["coord_to_commit_ms_all"] = commitMs.Select(t => Math.Round(t, 3)).ToArray(), ["coord_to_all_ranks_ms_all"] = allMs.Select(t => Math.Round(t, 3)).ToArray(),
                     ["seconds"] = Math.Round(seconds, 4), ["gbps"] = Math.Round(gbps, 3), ["ratio_vs_single"] = Math.Round(gbps / singleGbps, 3),
                     ["ratio_vs_fio_jobs"] = Math.Round(gbps / fio[n], 3),
                     ["single_gbps"] = Math.Round(singleGbps, 3), ["repeats"] = repeats,
@@ -187,12 +230,17 @@ public static class MultiWorkerBenchmark
         return bytes;
     }
 
-    private static List<(string Prefix, double Seconds, double Stream, double Commit)> ParseSaved(string output) =>
+    private static List<(string Prefix, double Seconds, double Stream, double Commit, long PartTs, long GatheredTs, long PublishedTs, long VerdictTs)> ParseSaved(string output) =>
         output.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
             .Where(l => l.StartsWith("SAVED ", StringComparison.Ordinal))
             .Select(l => l.Split(' '))
-            .Select(p => (p[1], Ms(p, "ms="), Ms(p, "stream_ms="), Ms(p, "commit_ms=")))
+            .Select(p => (p[1], Ms(p, "ms="), Ms(p, "stream_ms="), Ms(p, "commit_ms="), Ts(p, "part_ts="), Ts(p, "gathered_ts="), Ts(p, "published_ts="), Ts(p, "verdict_ts=")))
             .ToList();
+
+    private static long Ts(string[] fields, string name) =>
+        fields.FirstOrDefault(f => f.StartsWith(name, StringComparison.Ordinal)) is { } f ? long.Parse(f[name.Length..], CultureInfo.InvariantCulture) : 0;
+
+    private static string RankFile(string dir, string name, int rank) => Path.Combine(dir, string.Create(CultureInfo.InvariantCulture, $"{name}.rank-{rank}.out"));
 
     private static double Ms(string[] fields, string name) =>
         fields.FirstOrDefault(f => f.StartsWith(name, StringComparison.Ordinal)) is { } f ? double.Parse(f[name.Length..], CultureInfo.InvariantCulture) / 1000 : double.NaN;
@@ -204,12 +252,66 @@ public static class MultiWorkerBenchmark
         return Path.GetFileNameWithoutExtension(path) == "dotnet" ? (path, [typeof(MultiWorkerBenchmark).Assembly.Location]) : (path, []);
     }
 
+    /// <summary>
+    /// The MPI coordination's own cost, without disk: N ranks run 300 rounds of <see cref="Mpi.MpiCoordination.Gather"/>
+    /// (each report carrying a 4 KiB stand-in for a part index) and <see cref="Mpi.MpiCoordination.ShareVerdict"/>, a
+    /// barrier before each; the chief times gather start → every report in hand, and rank r times its verdict's arrival.
+    /// </summary>
+    private static async Task MpiFloorAsync(int n)
+    {
+        var (exe, lead) = SelfCommand();
+        var psi = new ProcessStartInfo("mpiexec") { RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (var a in (string[])["-n", n.ToString(CultureInfo.InvariantCulture), exe, .. lead, "e2e-mpi-floor"]) psi.ArgumentList.Add(a);
+        using var p = Process.Start(psi)!;
+        var errTask = p.StandardError.ReadToEndAsync();
+        var output = await p.StandardOutput.ReadToEndAsync();
+        await p.WaitForExitAsync();
+        if (p.ExitCode != 0) throw new InvalidOperationException($"mpiexec -n {n} e2e-mpi-floor failed (exit {p.ExitCode}): {await errTask}");
+        var line = output.Split('\n').First(l => l.StartsWith("FLOOR ", StringComparison.Ordinal));
+        var ms = line[6..].Split(' ').Select(x => double.Parse(x, CultureInfo.InvariantCulture)).ToList();
+        var sorted = ms.Order().ToArray();
+        Emit(new() { ["name"] = "mpi_coordination_floor", ["workers"] = n, ["rounds"] = ms.Count, ["median_ms"] = Math.Round(Median(ms), 4),
+            ["p90_ms"] = Math.Round(sorted[(int)(sorted.Length * 0.9)], 4), ["max_ms"] = Math.Round(sorted[^1], 4) });
+    }
+
+    /// <summary>One rank of <see cref="MpiFloorAsync"/>: prints <c>FLOOR ms…</c> on the chief (gather + verdict broadcast per round).</summary>
+    public static Task<int> RunMpiFloorAsync(string[] args)
+    {
+        _ = args;
+        using var mpi = Mpi.MpiCoordination.Initialize();
+        var index = new byte[4096];
+        var times = new List<double>();
+        for (var k = 1; k <= 301; k++)
+        {
+            var round = new CoordinationRound("/floor/ckpt", k, TimeSpan.FromMinutes(1), WaitForVerdict: true, JobId: null) { Sequence = k };
+            mpi.Barrier(TimeSpan.FromMinutes(1));
+            var start = Stopwatch.GetTimestamp();
+            var reports = mpi.Gather(round, new WorkerReport { Rank = mpi.Rank, WorldSize = mpi.WorldSize, Succeeded = true, Prefix = "/floor/ckpt", PartIndex = index });
+            _ = mpi.ShareVerdict(round, mpi.Rank == 0 ? new CoordinationVerdict { Published = reports!.All(r => r is { Succeeded: true }) } : null);
+            if (k > 1) times.Add(Stopwatch.GetElapsedTime(start).TotalMilliseconds);   // round 1 is the warm-up
+        }
+        // Every rank's slowest view is what "every rank knows" means: reduce by gathering the per-round times at the chief.
+        var all = mpi.Gather(new CoordinationRound("/floor/times", 1, TimeSpan.FromMinutes(1), true, null) { Sequence = 302 },
+            new WorkerReport { Rank = mpi.Rank, WorldSize = mpi.WorldSize, Succeeded = true, Prefix = "/floor/times",
+                PartIndex = System.Text.Encoding.UTF8.GetBytes(string.Join(' ', times.Select(t => t.ToString("R", CultureInfo.InvariantCulture)))) });
+        _ = mpi.ShareVerdict(new CoordinationRound("/floor/times", 1, TimeSpan.FromMinutes(1), true, null) { Sequence = 302 }, mpi.Rank == 0 ? new CoordinationVerdict { Published = true } : null);
+        if (mpi.Rank == 0)
+        {
+            var perRank = all!.Select(r => System.Text.Encoding.UTF8.GetString(r!.PartIndex.Span).Split(' ').Select(x => double.Parse(x, CultureInfo.InvariantCulture)).ToArray()).ToArray();
+            var slowest = Enumerable.Range(0, times.Count).Select(i => perRank.Max(r => r[i]));
+            Console.WriteLine("FLOOR " + string.Join(' ', slowest.Select(t => t.ToString("R", CultureInfo.InvariantCulture))));
+        }
+        return Task.FromResult(0);
+    }
+
     // ==================================================================== worker (hidden mode)
 
     /// <summary><c>e2e-worker --gib G --device D --dir D --repeats R --name NAME --mode sync|async</c>, rank etc. from the environment.</summary>
     public static async Task<int> RunWorkerAsync(string[] args)
     {
-        var worker = WorkerContext.FromEnvironment() ?? throw new InvalidOperationException("e2e-worker runs under LocalWorkerLauncher (CKPT_* environment)");
+        using var mpi = args.Contains("--mpi") ? Mpi.MpiCoordination.Initialize() : null;
+        var worker = mpi is not null ? new WorkerContext(mpi)
+            : WorkerContext.FromEnvironment() ?? throw new InvalidOperationException("e2e-worker runs under LocalWorkerLauncher (CKPT_* environment) or mpiexec (--mpi)");
         var gib = double.Parse(Arg(args, "--gib")!, CultureInfo.InvariantCulture);
         var dir = Arg(args, "--dir")!;
         var repeats = int.Parse(Arg(args, "--repeats")!, CultureInfo.InvariantCulture);
@@ -219,26 +321,47 @@ public static class MultiWorkerBenchmark
         using var acc = Accelerator.Create(Kind(Arg(args, "--device") ?? "cpu"));
         using var model = new BenchModel(acc, sizes, worker.Rank, owners);
         var async = Arg(args, "--mode") == "async";
-        var options = new CheckpointOptions { MultiWorker = worker.With(ownership: model.Ownership) };
+        long partTs = 0, gatheredTs = 0, publishedTs = 0, verdictTs = 0;
+        void Milestone(CoordinationMilestone m, long ts)
+        {
+            if (m == CoordinationMilestone.PartDurable) partTs = ts;
+            else if (m == CoordinationMilestone.ReportsGathered) gatheredTs = ts;
+            else if (m == CoordinationMilestone.Published) publishedTs = ts;
+            else verdictTs = ts;
+        }
+        var options = new CheckpointOptions { MultiWorker = worker.With(ownership: model.Ownership, milestones: Milestone) };
+        using var results = new StreamWriter(RankFile(dir, name, worker.Rank));
         var prefixBase = Path.Combine(dir, name);
         var barrier = Path.Combine(dir, $"barrier-{name}-{worker.JobId}");
         Directory.CreateDirectory(barrier);
         string? previous = null;
         for (var k = 0; k <= repeats; k++) // k = 0 is the warm-up
         {
-            Barrier(barrier, k, worker);
+            if (mpi is not null) mpi.Barrier(TimeSpan.FromMinutes(5));
+            else Barrier(barrier, k, worker);
             var sw = Stopwatch.StartNew();
             var (prefix, handle) = await SaveAsync(model.Checkpoint, prefixBase, options, async);
             var ms = sw.Elapsed.TotalMilliseconds;
             // Async: stream_ms = the pipeline writing this worker's part; commit_ms = its commit plus the coordination (markers, merge, verdict).
             var phases = handle is null ? "" : string.Create(CultureInfo.InvariantCulture,
                 $" stream_ms={handle.StreamDuration.TotalMilliseconds:0.0} commit_ms={(handle.TotalDuration - handle.StreamDuration).TotalMilliseconds:0.0}");
-            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"SAVED {prefix} ms={ms:0.0}{phases}"));
+            var line = string.Create(CultureInfo.InvariantCulture, $"SAVED {prefix} ms={ms:0.0}{phases} part_ts={partTs} gathered_ts={gatheredTs} published_ts={publishedTs} verdict_ts={verdictTs}");
+            Console.WriteLine(line);
+            results.WriteLine(line);
             // The chief owns the merged files; it removes the previous (already published) checkpoint outside the clock.
             if (worker.IsChief && previous is not null) CheckpointCommit.DeleteCheckpoint(previous);
             previous = prefix;
         }
-        if (worker.IsChief)
+        if (mpi is not null)
+        {
+            mpi.Barrier(TimeSpan.FromMinutes(5));
+            if (worker.IsChief)
+            {
+                Directory.Delete(barrier, recursive: true);
+                File.Delete(Path.Combine(dir, "checkpoint"));
+            }
+        }
+        else if (worker.IsChief)
         {
             Barrier(barrier, repeats + 1, worker); // everyone is done with the barrier directory
             Directory.Delete(barrier, recursive: true);

@@ -35,6 +35,8 @@ internal static class DemoCommand
         var plot = new Option<string?>("--plot") { Description = "Also draw the loss curves (uninterrupted and resumed overlaid, checkpoints and the crash marked) to this PNG file." };
         var preemptAfter = new Option<double?>("--preempt-after") { Description = "Preemption demo: arm the CheckpointManager for SIGTERM, send this process SIGTERM after SECONDS of training, write a final checkpoint at the next step boundary and exit with code 42 (TF's restart code)." };
         var workers = new Option<int>("--workers") { Description = "Run the crashed and resumed jobs as N replica processes (1-8) whose checkpoints are multi-worker saves merged by the chief.", DefaultValueFactory = _ => 1 };
+        var launcher = new Option<string>("--launcher") { Description = "With --workers: 'local' starts the replicas itself and they coordinate through marker files; 'mpi' runs them under MPICH's mpiexec, coordinating by MPI collectives.", DefaultValueFactory = _ => "local" };
+        launcher.AcceptOnlyFromAmong("local", "mpi");
         var command = new Command("demo", """
             The main job: train a small MLP regression with Adam on an accelerator, checkpointing with a CheckpointManager
             (max_to_keep 3) every K steps; then simulate a crash and a restart in fresh processes that call
@@ -46,7 +48,8 @@ internal static class DemoCommand
               ckpt demo --device opencl --steps 400 --every 50 --params 1000000 --dir /tmp/demo
               ckpt demo --workers 3
               ckpt demo --steps 100000 --preempt-after 5 --json
-            """) { device, dir, steps, every, parameters, phase, stopAt, json, workers, plot, preemptAfter };
+              ckpt demo --launcher mpi --workers 4
+            """) { device, dir, steps, every, parameters, phase, stopAt, json, workers, plot, preemptAfter, launcher };
         command.SetAction(async (parse, cancellationToken) =>
         {
             var kind = DeviceNames.Parse(parse.GetValue(device)!);
@@ -54,7 +57,7 @@ internal static class DemoCommand
             var k = parse.GetValue(every);
             if (n < 2 || k < 1 || k >= n) throw new CliException("--steps must be at least 2 and --every between 1 and steps - 1.", ExitCodes.UsageOrUnsupported);
             if (parse.GetValue(workers) is < 1 or > 8) throw new CliException("--workers must be between 1 and 8.", ExitCodes.UsageOrUnsupported);
-            var settings = new DemoSettings(kind, n, k, DemoSettings.HiddenFor(parse.GetValue(parameters))) { Workers = parse.GetValue(workers) };
+            var settings = new DemoSettings(kind, n, k, DemoSettings.HiddenFor(parse.GetValue(parameters))) { Workers = parse.GetValue(workers), Launcher = parse.GetValue(launcher)! };
             if (parse.GetValue(preemptAfter) is { } seconds)
                 return await RunPreemptedAsync(settings, parse.GetValue(dir), TimeSpan.FromSeconds(seconds), Console.Out, parse.GetValue(json), cancellationToken);
             return parse.GetValue(phase) is { } childPhase
@@ -251,13 +254,18 @@ internal static class DemoCommand
     private static async Task<int> RunChildAsync(DemoSettings settings, string directory, int stopAt, string phase, TextWriter output, CancellationToken cancellationToken)
     {
         // With --workers N (N > 1) the rank, world size and coordination directory come from LocalWorkerLauncher's environment.
-        var worker = settings.Workers > 1 ? WorkerContext.FromEnvironment() ?? throw new CliException("--workers N needs the environment LocalWorkerLauncher sets.", ExitCodes.UsageOrUnsupported) : null;
+        // With --launcher mpi they come from MPI (mpiexec), and the saves coordinate by MPI collectives.
+        using var mpi = settings.Launcher == "mpi" ? InitializeMpi() : null;
+        var worker = mpi is not null ? new WorkerContext(mpi)
+            : settings.Workers > 1 ? WorkerContext.FromEnvironment() ?? throw new CliException("--workers N needs the environment LocalWorkerLauncher sets.", ExitCodes.UsageOrUnsupported) : null;
         var result = await DemoTraining.RunAsync(settings, directory, stopAt, onStep: null, cancellationToken, worker).ConfigureAwait(false);
         if (phase == "resume" && result.RestoredFrom is null)
             throw new CliException($"{directory}: the restarted process found no checkpoint to resume from.", ExitCodes.DataProblem);
         var report = new ChildReport(result.FirstStep, result.Losses.Select(BitConverter.SingleToUInt32Bits).ToArray(),
             result.FinalWeightsCrc, result.RestoredFrom, result.CheckpointsWritten, result.RestoredFromDataFiles);
         output.WriteLine(JsonSerializer.Serialize(report));
+        // Under mpiexec the ranks' standard outputs interleave (hydra splits long lines): the report also goes to a file.
+        if (mpi is not null) await File.WriteAllTextAsync(MpiReportPath(directory, phase, mpi.Rank), JsonSerializer.Serialize(report), cancellationToken).ConfigureAwait(false);
         return ExitCodes.Ok;   // the "crashed" phase simply stops: nothing is saved after its last checkpoint
     }
 
@@ -273,7 +281,8 @@ internal static class DemoCommand
         args.AddRange(["demo", "--phase", phase, "--dir", directory, "--stop-at", stopAt.ToString(CultureInfo.InvariantCulture),
             "--device", DeviceNames.Name(settings.Device), "--steps", settings.Steps.ToString(CultureInfo.InvariantCulture),
             "--every", settings.Every.ToString(CultureInfo.InvariantCulture), "--params", settings.ParameterCount.ToString(CultureInfo.InvariantCulture),
-            "--workers", settings.Workers.ToString(CultureInfo.InvariantCulture)]);
+            "--workers", settings.Workers.ToString(CultureInfo.InvariantCulture), "--launcher", settings.Launcher]);
+        if (settings.Launcher == "mpi") return await SpawnMpiAsync(settings, directory, executable, args, phase, cancellationToken).ConfigureAwait(false);
         using var launcher = LocalWorkerLauncher.Start(executable, _ => args, settings.Workers, coordination);
         var results = await launcher.WaitAllAsync(TimeSpan.FromMinutes(30), cancellationToken).ConfigureAwait(false);
         var reports = new ChildReport[results.Count];
@@ -285,6 +294,50 @@ internal static class DemoCommand
             var line = r.StandardOutput.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).LastOrDefault()
                 ?? throw new CliException($"{who} printed no report.", ExitCodes.DataProblem);
             reports[r.Rank] = JsonSerializer.Deserialize<ChildReport>(line) ?? throw new CliException($"{who} printed an empty report.", ExitCodes.DataProblem);
+        }
+        return reports;
+    }
+
+    private static string MpiReportPath(string directory, string phase, int rank) =>
+        Path.Combine(Path.GetDirectoryName(Path.GetFullPath(directory))!, string.Create(CultureInfo.InvariantCulture, $"mpi-report.{phase}.rank-{rank}.json"));
+
+    private static readonly string[] s_mpiexecNames = ["mpiexec.mpich", "mpiexec.hydra", "mpiexec"];
+
+    private static Mpi.MpiCoordination InitializeMpi()
+    {
+        try
+        {
+            return Mpi.MpiCoordination.Initialize();
+        }
+        catch (DllNotFoundException ex)
+        {
+            throw new CliException(ex.Message, ExitCodes.UsageOrUnsupported);
+        }
+    }
+
+    /// <summary>Runs the phase as <see cref="DemoSettings.Workers"/> ranks under MPICH's <c>mpiexec -n N</c>; each rank writes its report to a file beside the checkpoint directory.</summary>
+    private static async Task<ChildReport[]> SpawnMpiAsync(DemoSettings settings, string directory, string executable, List<string> args, string phase, CancellationToken cancellationToken)
+    {
+        var mpiexec = s_mpiexecNames
+            .SelectMany(name => (Environment.GetEnvironmentVariable("PATH") ?? "").Split(':', StringSplitOptions.RemoveEmptyEntries).Select(d => Path.Combine(d, name)))
+            .FirstOrDefault(File.Exists)
+            ?? throw new CliException("--launcher mpi needs MPICH's mpiexec: apt-get install mpich.", ExitCodes.UsageOrUnsupported);
+        var psi = new ProcessStartInfo(mpiexec) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach (var a in (string[])["-n", settings.Workers.ToString(CultureInfo.InvariantCulture), executable, .. args]) psi.ArgumentList.Add(a);
+        using var process = Process.Start(psi) ?? throw new CliException($"could not start {mpiexec}.", ExitCodes.UsageOrUnsupported);
+        var stdoutTask = process.StandardOutput.ReadToEndAsync(cancellationToken);
+        var stderrTask = process.StandardError.ReadToEndAsync(cancellationToken);
+        await process.WaitForExitAsync(cancellationToken).ConfigureAwait(false);
+        var (stdout, stderr) = (await stdoutTask.ConfigureAwait(false), await stderrTask.ConfigureAwait(false));
+        if (process.ExitCode != 0)
+            throw new CliException($"the {phase} job under mpiexec -n {settings.Workers} failed with exit code {process.ExitCode}: {stderr.Trim()} {stdout.Trim()}", ExitCodes.DataProblem);
+        var reports = new ChildReport[settings.Workers];
+        for (var r = 0; r < reports.Length; r++)
+        {
+            var path = MpiReportPath(directory, phase, r);
+            if (!File.Exists(path)) throw new CliException($"the {phase} process of rank {r} wrote no report ({path}).", ExitCodes.DataProblem);
+            reports[r] = JsonSerializer.Deserialize<ChildReport>(await File.ReadAllTextAsync(path, cancellationToken).ConfigureAwait(false))
+                ?? throw new CliException($"the {phase} process of rank {r} wrote an empty report.", ExitCodes.DataProblem);
         }
         return reports;
     }

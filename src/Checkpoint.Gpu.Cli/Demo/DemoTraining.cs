@@ -27,6 +27,9 @@ internal sealed record DemoSettings(AcceleratorKind Device, int Steps, int Every
     /// <summary>Replica processes of the crashed and resumed runs (1 = a single process, no multi-worker saves).</summary>
     public int Workers { get; init; } = 1;
 
+    /// <summary>How the replicas are started and coordinate: <c>local</c> (LocalWorkerLauncher, marker files) or <c>mpi</c> (mpiexec, MPI collectives).</summary>
+    public string Launcher { get; init; } = "local";
+
     public const int InputSize = 8;
     public const int BatchSize = 64;
     public const ulong Seed = 2026;

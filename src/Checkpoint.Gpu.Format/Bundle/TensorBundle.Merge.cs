@@ -59,7 +59,53 @@ public static partial class TensorBundle
         }
 
         // Step 1–2: read and validate everything before any file moves.
-        var plan = Plan(inputPrefixes, options);
+        var parts = new List<TensorBundlePartIndex>(inputPrefixes.Count);
+        foreach (var prefix in inputPrefixes)
+        {
+            if (options.AllowMissingFiles && !File.Exists(BundleNaming.IndexFile(prefix))) continue;
+            var (header, list) = TensorBundleIndex.Read(prefix, options.ReaderOptions);
+            parts.Add(new TensorBundlePartIndex(prefix, header, list));
+        }
+        if (parts.Count == 0)
+            throw new ArgumentException("None of the input bundles exists (allow-missing-files merge needs at least one).", nameof(inputPrefixes));
+        return MergeCore(parts, outputPrefix, options);
+    }
+
+    /// <summary>
+    /// Merges bundles whose indexes are already in memory (for example gathered from other processes), with exactly the
+    /// rules of <see cref="Merge(IReadOnlyList{string}, string, TensorBundleMergeOptions?)"/>; no input <c>.index</c> file is
+    /// read (the inputs' index files, if any exist, are deleted afterwards as in TF). The data files must exist at
+    /// <c>DataFilename(part.Prefix, shard, part.Header.ShardCount)</c>.
+    /// </summary>
+    /// <param name="parts">The inputs in order (their order fixes shard ids and slice order).</param>
+    /// <param name="outputPrefix">Prefix of the merged bundle; its directory is created if missing. Must differ from every input.</param>
+    /// <param name="options">Settings; <see cref="TensorBundleMergeOptions.Default"/> when null (<see cref="TensorBundleMergeOptions.AllowMissingFiles"/> does not apply).</param>
+    /// <returns>The merged bundle's header.</returns>
+    /// <exception cref="ArgumentException">No parts, an empty prefix, or a part's prefix equal to the output.</exception>
+    /// <exception cref="FileNotFoundException">A data file to rename does not exist.</exception>
+    /// <exception cref="CheckpointFormatException">Duplicate unpartitioned keys, disagreeing partitioned entries, endianness or version (as for the file-based overload).</exception>
+    /// <exception cref="IOException">Renaming, writing or flushing failed; the inputs are left as they were (best effort).</exception>
+    public static BundleHeader Merge(IReadOnlyList<TensorBundlePartIndex> parts, string outputPrefix, TensorBundleMergeOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(parts);
+        ArgumentException.ThrowIfNullOrEmpty(outputPrefix);
+        options ??= TensorBundleMergeOptions.Default;
+        if (parts.Count == 0) throw new ArgumentException("At least one input bundle is required.", nameof(parts));
+        var outputFull = Path.GetFullPath(outputPrefix);
+        foreach (var p in parts)
+        {
+            ArgumentNullException.ThrowIfNull(p, nameof(parts));
+            ArgumentException.ThrowIfNullOrEmpty(p.Prefix, nameof(parts));
+            if (string.Equals(Path.GetFullPath(p.Prefix), outputFull, StringComparison.Ordinal))
+                throw new ArgumentException($"Input bundle '{p.Prefix}' is the output prefix.", nameof(parts));
+        }
+        return MergeCore(parts, outputPrefix, options);
+    }
+
+    private static BundleHeader MergeCore(IReadOnlyList<TensorBundlePartIndex> parts, string outputPrefix, TensorBundleMergeOptions options)
+    {
+        var outputFull = Path.GetFullPath(outputPrefix);
+        var plan = Plan(parts);
         var outputDir = Path.GetDirectoryName(outputFull)!;
         Directory.CreateDirectory(outputDir);
 
@@ -114,7 +160,8 @@ public static partial class TensorBundle
 
     private sealed record MergePlan(BundleHeader Header, Dictionary<byte[], BundleEntry> Entries, List<string> DataFiles, List<string> ExistingInputs);
 
-    private static MergePlan Plan(IReadOnlyList<string> inputPrefixes, TensorBundleMergeOptions options)
+    /// <summary>TF's MergeBundles rules (see the file-based overload's remarks), over parsed indexes.</summary>
+    private static MergePlan Plan(IReadOnlyList<TensorBundlePartIndex> parts)
     {
         var entries = new Dictionary<byte[], BundleEntry>(ByteKeyComparer.Instance);
         var dataFileIds = new Dictionary<string, int>(StringComparer.Ordinal);
@@ -123,11 +170,9 @@ public static partial class TensorBundle
         BundleHeader? first = null;
         byte[]? firstVersion = null;
         long total = 0;
-        foreach (var prefix in inputPrefixes)
+        foreach (var (prefix, header, list) in parts)
         {
             var indexPath = BundleNaming.IndexFile(prefix);
-            if (options.AllowMissingFiles && !File.Exists(indexPath)) continue;
-            var (header, list) = TensorBundleIndex.Read(prefix, options.ReaderOptions);
             existing.Add(prefix);
             total += header.ShardCount;
             var version = BundleProtoConverter.ToProto(header).Version.ToByteArray();
@@ -173,10 +218,9 @@ public static partial class TensorBundle
                 entries[key] = entry with { ShardId = id };
             }
         }
-        if (first is null)
-            throw new ArgumentException("None of the input bundles exists (allow-missing-files merge needs at least one).", nameof(inputPrefixes));
+        if (first is null) throw new ArgumentException("At least one input bundle is required.", nameof(parts));
         if (total > int.MaxValue)
-            ThrowHelper.Format(CheckpointFormatError.Overflow, BundleNaming.IndexFile(inputPrefixes[0]), "merged num_shards overflows int32", length: total);
+            ThrowHelper.Format(CheckpointFormatError.Overflow, BundleNaming.IndexFile(parts[0].Prefix), "merged num_shards overflows int32", length: total);
         var merged = first with { ShardCount = (int)total };
         return new MergePlan(merged, entries, dataFiles, existing);
     }

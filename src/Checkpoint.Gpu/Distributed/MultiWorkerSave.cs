@@ -21,28 +21,27 @@ namespace CheckpointGpu.Distributed;
 /// </remarks>
 internal sealed class MultiWorkerSave
 {
-    private static readonly TimeSpan s_firstDelay = TimeSpan.FromMilliseconds(5);
-    private static readonly TimeSpan s_maxDelay = TimeSpan.FromMilliseconds(200);
-
     private readonly WorkerContext _worker;
-    private readonly CoordinationFiles _files;
+    private readonly IWorkerCoordination _coordination;
+    private readonly CoordinationRound _round;
     private readonly ObjectGraphSnapshot _snapshot;
     private readonly string _graphHash;
-    private readonly CompletionMarker _marker;
+    private readonly WorkerReport _report;
     private int _reported;
 
-    private MultiWorkerSave(WorkerContext worker, CoordinationFiles files, string fullPrefix, ObjectGraphSnapshot snapshot, string graphHash,
-        string? partPrefix, IReadOnlyList<TrackableSaver.SaveUnit> ownedUnits, byte[]? partGraphBytes, CompletionMarker marker)
+    private MultiWorkerSave(WorkerContext worker, IWorkerCoordination coordination, CoordinationRound round, ObjectGraphSnapshot snapshot, string graphHash,
+        string? partPrefix, IReadOnlyList<TrackableSaver.SaveUnit> ownedUnits, byte[]? partGraphBytes, WorkerReport report)
     {
         _worker = worker;
-        _files = files;
-        FullPrefix = fullPrefix;
+        _coordination = coordination;
+        _round = round;
+        FullPrefix = round.Prefix;
         _snapshot = snapshot;
         _graphHash = graphHash;
         PartPrefix = partPrefix;
         OwnedUnits = ownedUnits;
         PartGraphBytes = partGraphBytes;
-        _marker = marker;
+        _report = report;
     }
 
     /// <summary>Absolute prefix of the merged checkpoint.</summary>
@@ -65,8 +64,8 @@ internal sealed class MultiWorkerSave
     public static MultiWorkerSave Begin(WorkerContext worker, string prefix, ObjectGraphSnapshot snapshot, byte[] graphBytes)
     {
         var fullPrefix = Path.GetFullPath(prefix);
-        var files = new CoordinationFiles(worker, fullPrefix, worker.NextAttempt(fullPrefix));
-        Directory.CreateDirectory(worker.CoordinationDirectory);
+        var coordination = worker.EffectiveCoordination;
+        var round = new CoordinationRound(fullPrefix, worker.NextAttempt(fullPrefix), worker.Timeout, worker.WaitForPublished, worker.JobId) { Sequence = worker.NextRound() };
         var graphHash = Convert.ToHexString(SHA256.HashData(graphBytes));
 
         var units = new List<OwnershipUnit>();
@@ -106,19 +105,18 @@ internal sealed class MultiWorkerSave
         // A worker owning nothing writes no bundle: TF would count an empty shard in num_shards.
         var writesPart = mine.Count > 0 || worker.IsChief;
         var partPrefix = writesPart ? BundleNaming.ShardedPrefix(fullPrefix + "_temp/part", worker.Rank, worker.WorldSize) : null;
-        var marker = new CompletionMarker
+        var report = new WorkerReport
         {
-            Status = CompletionMarker.Ok,
+            Succeeded = true,
             Rank = worker.Rank,
             WorldSize = worker.WorldSize,
             Prefix = fullPrefix,
-            JobId = worker.JobId,
             GraphSha256 = graphHash,
             PartPrefix = partPrefix,
             EntryCount = mine.Count + (worker.IsChief ? 1 : 0),
             BytesWritten = bytes,
         };
-        return new MultiWorkerSave(worker, files, fullPrefix, snapshot, graphHash, partPrefix, mine, worker.IsChief ? graphBytes : null, marker);
+        return new MultiWorkerSave(worker, coordination, round, snapshot, graphHash, partPrefix, mine, worker.IsChief ? graphBytes : null, report);
     }
 
     /// <summary>The synchronous save: writes the part with <see cref="TrackableSaver.WriteUnits"/>, then finishes the protocol on this thread.</summary>
@@ -151,14 +149,20 @@ internal sealed class MultiWorkerSave
         // Only this worker's own files: the shared <prefix>_temp/ directory is the chief's to remove (the other workers may
         // be creating their parts in it right now).
         RemovePartFiles(PartPrefix);
-        _files.TryWrite(_files.WorkerMarker(_worker.Rank),
-            _marker with { Status = CompletionMarker.Failed, PartPrefix = null, Error = $"{error.GetType().Name}: {error.Message}" });
+        try
+        {
+            _coordination.ReportFailure(_round, _report with { Succeeded = false, PartPrefix = null, Error = $"{error.GetType().Name}: {error.Message}" });
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or InvalidOperationException)
+        {
+            // Best effort: the chief then aborts at its timeout.
+        }
     }
 
     /// <summary>
-    /// After the part is durable (files renamed, directory flushed): writes the completion marker; the chief then
-    /// waits for every marker, verifies, merges and publishes; other workers wait for the verdict
-    /// (<see cref="WorkerContext.WaitForPublished"/>).
+    /// After the part is durable (files renamed, directory flushed): sends this worker's report through the coordination
+    /// (a completion marker, or an MPI gather); the chief then has every report, verifies, merges and publishes, and
+    /// shares its verdict; other workers wait for the verdict (<see cref="WorkerContext.WaitForPublished"/>).
     /// </summary>
     /// <param name="async">False: waits sleep the calling thread and the task returned is complete. True: waits are asynchronous.</param>
     /// <param name="cancellationToken">Cancels the waits; a cancelled chief aborts the checkpoint (nothing published).</param>
@@ -169,135 +173,109 @@ internal sealed class MultiWorkerSave
         if (PartPrefix is not null) LocalShardStorage.Instance.FlushDirectory(Path.GetDirectoryName(PartPrefix)!);
         if (Interlocked.Exchange(ref _reported, 1) != 0)
             throw new InvalidOperationException($"{FullPrefix}: worker {_worker.Rank} already reported this checkpoint.");
-        _files.Write(_files.WorkerMarker(_worker.Rank), _marker);
+        _worker.Milestones?.Invoke(CoordinationMilestone.PartDurable, Stopwatch.GetTimestamp());
+        var report = _report;
+        // The part's index travels with the report: the chief merges from memory and never reads it back.
+        if (_coordination.CarriesPartIndexes && PartPrefix is not null)
+        {
+            // This worker's own index, just written (page cache): a local read, never the chief reading the shared filesystem.
+            var indexFile = BundleNaming.IndexFile(PartPrefix);
+            try
+            {
+                report = report with { PartIndex = async ? await File.ReadAllBytesAsync(indexFile, cancellationToken).ConfigureAwait(false) : File.ReadAllBytes(indexFile) };
+            }
+            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+            {
+                // Still take part in the round (collectives need every rank), reporting the failure.
+                report = report with { Succeeded = false, PartPrefix = null, Error = $"reading its part's index: {ex.GetType().Name}: {ex.Message}" };
+            }
+        }
 
         if (_worker.IsChief)
         {
-            var markers = await WaitForMarkersAsync(async, cancellationToken).ConfigureAwait(false);
-            Publish(markers);
+            IReadOnlyList<WorkerReport?> reports;
+            try
+            {
+                reports = (async ? await _coordination.GatherAsync(_round, report, cancellationToken).ConfigureAwait(false) : _coordination.Gather(_round, report))
+                    ?? throw new InvalidOperationException($"{_coordination.GetType().Name}.Gather returned no reports on the chief.");
+            }
+            catch (OperationCanceledException ex)
+            {
+                // The chief alone can publish: once it stops waiting, nobody will, so abort for everyone.
+                _ = Abort([], [], "the chief's save was cancelled", ex);
+                throw;
+            }
+            _worker.Milestones?.Invoke(CoordinationMilestone.ReportsGathered, Stopwatch.GetTimestamp());
+            Publish(reports);
+            _worker.Milestones?.Invoke(CoordinationMilestone.VerdictKnown, Stopwatch.GetTimestamp());
+            return;
         }
-        else if (_worker.WaitForPublished)
+        _ = async ? await _coordination.GatherAsync(_round, report, cancellationToken).ConfigureAwait(false) : _coordination.Gather(_round, report);
+        var verdict = async ? await _coordination.ShareVerdictAsync(_round, null, cancellationToken).ConfigureAwait(false) : _coordination.ShareVerdict(_round, null);
+        _worker.Milestones?.Invoke(CoordinationMilestone.VerdictKnown, Stopwatch.GetTimestamp());
+        if (verdict is { Published: false })
         {
-            await WaitForVerdictAsync(async, cancellationToken).ConfigureAwait(false);
-        }
-        else if (_files.TryReadVerdict(out var verdict) && verdict.Status == CompletionMarker.Aborted)
-        {
-            // The chief already gave up on this checkpoint; do not leave our part behind.
             RemovePart(PartPrefix, FullPrefix);
-            CoordinationFiles.TryDelete(_files.WorkerMarker(_worker.Rank));
             throw AbortedByChief(FullPrefix, verdict);
         }
     }
 
-    private void Publish(CompletionMarker[] markers)
+    /// <summary>Chief: checks every report, merges (from the gathered indexes, or the part files), publishes and shares the verdict.</summary>
+    private void Publish(IReadOnlyList<WorkerReport?> reports)
     {
-        var parts = markers.Where(m => m.PartPrefix is not null).OrderBy(m => m.Rank).Select(m => m.PartPrefix!).ToArray();
+        var failed = new List<int>();
+        var reasons = new List<string>();
+        for (var r = 0; r < _worker.WorldSize; r++)
+        {
+            if (r >= reports.Count || reports[r] is not { } m) continue;
+            var problem = !m.Succeeded ? $"failed: {m.Error ?? "no detail"}"
+                : m.Rank != r || m.WorldSize != _worker.WorldSize ? $"reports rank {m.Rank} of {m.WorldSize}, expected {r} of {_worker.WorldSize}"
+                : !string.Equals(m.Prefix, FullPrefix, StringComparison.Ordinal) ? $"saved prefix '{m.Prefix}', the chief '{FullPrefix}' (save counters disagree?)"
+                : !string.Equals(m.GraphSha256, _graphHash, StringComparison.Ordinal) ? $"built a different object graph (SHA-256 {m.GraphSha256} vs the chief's {_graphHash}); every worker must build the same graph"
+                : null;
+            if (problem is not null) { failed.Add(r); reasons.Add($"rank {r} {problem}"); }
+        }
+        if (failed.Count > 0) throw Abort([], failed, string.Join("; ", reasons));
+        var missing = Enumerable.Range(0, _worker.WorldSize).Where(r => r >= reports.Count || reports[r] is null).ToArray();
+        if (missing.Length > 0)
+            throw Abort(missing, [], $"no completion marker from rank(s) {string.Join(", ", missing)} after {Seconds(_worker.Timeout)} s"
+                + (_coordination is FileSystemCoordination fs ? fs.DescribeMissing(_round, missing) : ""));
+
+        var withParts = reports.Select(m => m!).Where(m => m.PartPrefix is not null).OrderBy(m => m.Rank).ToArray();
         try
         {
-            VerifyParts(parts);
-            TensorBundle.Merge(parts, FullPrefix);
+            if (_coordination.CarriesPartIndexes)
+            {
+                var parts = withParts.Select(m => TensorBundlePartIndex.Parse(m.PartPrefix!, m.PartIndex.Span)).ToArray();
+                VerifyParts(parts);
+                TensorBundle.Merge(parts, FullPrefix);
+            }
+            else
+            {
+                var parts = withParts.Select(m => m.PartPrefix!).ToArray();
+                VerifyParts(parts.Select(TensorBundlePartIndex.Read).ToArray());
+                TensorBundle.Merge(parts, FullPrefix);
+            }
         }
         catch (Exception ex) when (ex is IOException or CheckpointFormatException or InvalidOperationException or UnauthorizedAccessException)
         {
             throw Abort([], [], $"merging the parts failed: {ex.Message}", ex);
         }
+        _worker.Milestones?.Invoke(CoordinationMilestone.Published, Stopwatch.GetTimestamp());
         RemoveTempDirectory(FullPrefix);
-        _files.Write(_files.Verdict, new CompletionMarker { Status = CompletionMarker.Published, Rank = 0, WorldSize = _worker.WorldSize, Prefix = FullPrefix, JobId = _worker.JobId, GraphSha256 = _graphHash });
-        _files.DeleteWorkerMarkers();
-        // Workers of the previous checkpoint have all moved on (they reported for this one): its verdict is no longer read.
-        if (_worker.ExchangeLastVerdict(_files.Verdict) is { } previous && previous != _files.Verdict) CoordinationFiles.TryDelete(previous);
-    }
-
-    private async Task<CompletionMarker[]> WaitForMarkersAsync(bool async, CancellationToken cancellationToken)
-    {
-        var markers = new CompletionMarker?[_worker.WorldSize];
-        var clock = Stopwatch.StartNew();
-        var delay = s_firstDelay;
-        while (true)
-        {
-            var failed = new List<int>();
-            var reasons = new List<string>();
-            for (var r = 0; r < markers.Length; r++)
-            {
-                if (markers[r] is null)
-                {
-                    markers[r] = CompletionMarker.TryRead(_files.WorkerMarker(r), out var error);
-                    if (error is not null) { failed.Add(r); reasons.Add($"rank {r}: {error}"); continue; }
-                }
-                if (markers[r] is not { } m) continue;
-                var problem = m.Status != CompletionMarker.Ok ? $"failed: {m.Error ?? "no detail"}"
-                    : m.Rank != r || m.WorldSize != _worker.WorldSize ? $"reports rank {m.Rank} of {m.WorldSize}, expected {r} of {_worker.WorldSize}"
-                    : !string.Equals(m.Prefix, FullPrefix, StringComparison.Ordinal) ? $"saved prefix '{m.Prefix}', the chief '{FullPrefix}' (save counters disagree?)"
-                    : !string.Equals(m.GraphSha256, _graphHash, StringComparison.Ordinal) ? $"built a different object graph (SHA-256 {m.GraphSha256} vs the chief's {_graphHash}); every worker must build the same graph"
-                    : null;
-                if (problem is not null) { failed.Add(r); reasons.Add($"rank {r} {problem}"); }
-            }
-            if (failed.Count > 0)
-                throw Abort([], failed, string.Join("; ", reasons));
-            var missing = Enumerable.Range(0, markers.Length).Where(r => markers[r] is null).ToArray();
-            if (missing.Length == 0) return markers!;
-            if (clock.Elapsed >= _worker.Timeout)
-                throw Abort(missing, [],
-                    $"no completion marker from rank(s) {string.Join(", ", missing)} after {Seconds(_worker.Timeout)} s{_files.DescribeOtherMarkers(missing)}");
-            try
-            {
-                await DelayAsync(delay, async, cancellationToken).ConfigureAwait(false);
-            }
-            catch (OperationCanceledException ex)
-            {
-                // The chief alone can publish: once it stops waiting, nobody will, so abort for everyone.
-                _ = Abort(missing, [], "the chief's save was cancelled", ex);
-                throw;
-            }
-            delay = TimeSpan.FromTicks(Math.Min(delay.Ticks * 2, s_maxDelay.Ticks));
-        }
-    }
-
-    private async Task WaitForVerdictAsync(bool async, CancellationToken cancellationToken)
-    {
-        var clock = Stopwatch.StartNew();
-        var delay = s_firstDelay;
-        while (true)
-        {
-            if (_files.TryReadVerdict(out var verdict))
-            {
-                if (verdict.Status == CompletionMarker.Published) return;
-                RemovePart(PartPrefix, FullPrefix);
-                CoordinationFiles.TryDelete(_files.WorkerMarker(_worker.Rank));
-                throw AbortedByChief(FullPrefix, verdict);
-            }
-            // The chief's own wait for the markers may take up to Timeout, then it merges: allow twice that.
-            if (clock.Elapsed >= 2 * _worker.Timeout)
-                throw new MultiWorkerCheckpointException(
-                    $"{FullPrefix}: worker {_worker.Rank} got no verdict from the chief (rank 0) after {Seconds(2 * _worker.Timeout)} s; the checkpoint may or may not be published.",
-                    FullPrefix, [0], []);
-            await DelayAsync(delay, async, cancellationToken).ConfigureAwait(false);
-            delay = TimeSpan.FromTicks(Math.Min(delay.Ticks * 2, s_maxDelay.Ticks));
-        }
-    }
-
-    private static async ValueTask DelayAsync(TimeSpan delay, bool async, CancellationToken cancellationToken)
-    {
-        if (async)
-        {
-            await Task.Delay(delay, cancellationToken).ConfigureAwait(false);
-            return;
-        }
-        cancellationToken.ThrowIfCancellationRequested();
-        Thread.Sleep(delay);
+        _coordination.ShareVerdict(_round, new CoordinationVerdict { Published = true });
     }
 
     private static string Seconds(TimeSpan t) => t.TotalSeconds.ToString("0.###", CultureInfo.InvariantCulture);
 
     /// <summary>Before merging: every key of the object graph is in some part, and partitioned tensors are fully covered.</summary>
-    private void VerifyParts(IReadOnlyList<string> parts)
+    private void VerifyParts(IReadOnlyList<TensorBundlePartIndex> parts)
     {
         var keys = new HashSet<string>(StringComparer.Ordinal);
         var slices = new Dictionary<string, (TensorShape Shape, List<TensorSlice> Slices)>(StringComparer.Ordinal);
         foreach (var part in parts)
         {
-            var (_, entries) = TensorBundleIndex.Read(part);
-            foreach (var e in entries)
+            foreach (var e in part.Entries)
             {
                 if (e.IsSliceEntry) continue;
                 keys.Add(e.Key);
@@ -322,19 +300,21 @@ internal sealed class MultiWorkerSave
     private MultiWorkerCheckpointException Abort(IReadOnlyList<int> missing, IReadOnlyList<int> failed, string reason, Exception? inner = null)
     {
         var message = $"{FullPrefix}: multi-worker checkpoint aborted, nothing published: {reason}.";
-        _files.TryWrite(_files.Verdict, new CompletionMarker
-        {
-            Status = CompletionMarker.Aborted, Rank = 0, WorldSize = _worker.WorldSize, Prefix = FullPrefix, JobId = _worker.JobId,
-            Error = reason, MissingRanks = missing, FailedRanks = failed,
-        });
         RemoveTempDirectory(FullPrefix);
-        _files.DeleteWorkerMarkers();
+        try
+        {
+            _coordination.ShareVerdict(_round, new CoordinationVerdict { Published = false, Reason = reason, MissingRanks = missing, FailedRanks = failed });
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or InvalidOperationException)
+        {
+            // Best effort: workers then time out waiting for the verdict.
+        }
         return new MultiWorkerCheckpointException(message, FullPrefix, missing, failed, inner);
     }
 
-    private static MultiWorkerCheckpointException AbortedByChief(string fullPrefix, CompletionMarker verdict) =>
-        new($"{fullPrefix}: the chief aborted this multi-worker checkpoint: {verdict.Error ?? "no detail"}.", fullPrefix,
-            verdict.MissingRanks ?? [], verdict.FailedRanks ?? []);
+    private static MultiWorkerCheckpointException AbortedByChief(string fullPrefix, CoordinationVerdict verdict) =>
+        new($"{fullPrefix}: the chief aborted this multi-worker checkpoint: {verdict.Reason ?? "no detail"}.", fullPrefix,
+            verdict.MissingRanks, verdict.FailedRanks);
 
     /// <summary>Deletes <c>&lt;prefix&gt;_temp/</c> and everything in it (parts, tempstate files of killed workers). Best effort, with retries for concurrent writers.</summary>
     private static void RemoveTempDirectory(string fullPrefix)

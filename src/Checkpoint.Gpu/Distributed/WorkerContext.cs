@@ -29,6 +29,10 @@ namespace CheckpointGpu.Distributed;
 /// markers. (5) Only then does the chief update the <c>checkpoint</c> state file and prune (non-chief workers never
 /// do). With <see cref="WaitForPublished"/>, non-chief workers return only after the chief's <c>published</c> marker
 /// (and fail when they find <c>aborted</c>).</para>
+/// <para><b>Other coordinations.</b> Steps (2), (3) and the verdict are what <see cref="IWorkerCoordination"/>
+/// abstracts; the marker files above are the default. With <see cref="WorkerContext(IWorkerCoordination)"/> (for
+/// example <c>Checkpoint.Gpu.Mpi</c>'s <c>MpiCoordination</c>) the reports, with every part's index, reach the chief
+/// over that transport, the chief merges from memory, and no coordination file is written or polled.</para>
 /// <para><b>Stale markers.</b> Markers are consumed by the chief after each checkpoint. Set a per-run
 /// <see cref="JobId"/> (the launcher does) so markers left by a crashed earlier run are never mistaken for this
 /// run's.</para>
@@ -60,6 +64,7 @@ public sealed class WorkerContext
     {
         public readonly Lock Gate = new();
         public readonly Dictionary<string, int> Attempts = new(StringComparer.Ordinal);
+        public long Rounds;
         public string? LastVerdict;
     }
 
@@ -81,6 +86,40 @@ public sealed class WorkerContext
         CoordinationDirectory = Path.GetFullPath(coordinationDirectory);
     }
 
+    /// <summary>
+    /// Creates the context of this process in a group that coordinates through <paramref name="coordination"/> (for example
+    /// <c>Checkpoint.Gpu.Mpi</c>'s <c>MpiCoordination</c>): rank and world size come from it, no coordination directory is used.
+    /// </summary>
+    /// <param name="coordination">The group's coordination.</param>
+    /// <exception cref="ArgumentNullException"><paramref name="coordination"/> is null.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">Its rank or world size is out of range.</exception>
+    public WorkerContext(IWorkerCoordination coordination)
+    {
+        ArgumentNullException.ThrowIfNull(coordination);
+        var worldSize = coordination.WorldSize;
+        var rank = coordination.Rank;
+        ArgumentOutOfRangeException.ThrowIfLessThan(worldSize, 1);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(worldSize, 99999);
+        ArgumentOutOfRangeException.ThrowIfNegative(rank);
+        ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual(rank, worldSize);
+        Rank = rank;
+        WorldSize = worldSize;
+        CoordinationDirectory = "";
+        Coordination = coordination;
+    }
+
+    /// <summary>
+    /// How the workers coordinate: null (default) for completion-marker files in <see cref="CoordinationDirectory"/>,
+    /// or an <see cref="IWorkerCoordination"/> such as <c>MpiCoordination</c> (set through
+    /// <see cref="WorkerContext(IWorkerCoordination)"/>; nothing then polls the filesystem).
+    /// </summary>
+    public IWorkerCoordination? Coordination { get; }
+
+    /// <summary>The coordination a save uses: <see cref="Coordination"/>, or the marker files.</summary>
+    internal IWorkerCoordination EffectiveCoordination => Coordination ?? LazyInitializer.EnsureInitialized(ref _files, () => new FileSystemCoordination(this));
+
+    private FileSystemCoordination? _files;
+
     /// <summary>This worker's rank (0 = chief).</summary>
     public int Rank { get; }
 
@@ -90,7 +129,7 @@ public sealed class WorkerContext
     /// <summary>True for rank 0, which merges, publishes, updates the state file and prunes.</summary>
     public bool IsChief => Rank == 0;
 
-    /// <summary>Absolute path of the shared coordination directory.</summary>
+    /// <summary>Absolute path of the shared coordination directory; empty when <see cref="Coordination"/> is set.</summary>
     public string CoordinationDirectory { get; }
 
     /// <summary>
@@ -135,6 +174,13 @@ public sealed class WorkerContext
     public bool WaitForPublished { get; init; } = true;
 
     /// <summary>
+    /// Optional observer of protocol milestones, for benchmarks and tracing: called synchronously on the saving thread
+    /// with the milestone and <see cref="System.Diagnostics.Stopwatch.GetTimestamp"/> (a monotonic clock shared by the
+    /// processes of one host). Must be fast and must not throw. Default null.
+    /// </summary>
+    public Action<CoordinationMilestone, long>? Milestones { get; init; }
+
+    /// <summary>
     /// Reads the context from <see cref="RankVariable"/>, <see cref="WorldSizeVariable"/>,
     /// <see cref="CoordinationDirectoryVariable"/> and optionally <see cref="JobIdVariable"/> and
     /// <see cref="TimeoutVariable"/> (what <see cref="LocalWorkerLauncher"/> sets).
@@ -166,20 +212,31 @@ public sealed class WorkerContext
     /// <param name="ownership">New ownership policy.</param>
     /// <param name="timeout">New timeout.</param>
     /// <param name="waitForPublished">New <see cref="WaitForPublished"/>.</param>
+    /// <param name="milestones">New <see cref="Milestones"/> observer.</param>
     /// <returns>The copy.</returns>
-    public WorkerContext With(IWorkerOwnership? ownership = null, TimeSpan? timeout = null, bool? waitForPublished = null) =>
-        new(Rank, WorldSize, CoordinationDirectory, _state)
+    public WorkerContext With(IWorkerOwnership? ownership = null, TimeSpan? timeout = null, bool? waitForPublished = null,
+        Action<CoordinationMilestone, long>? milestones = null) =>
+        new(this, _state)
         {
             JobId = JobId,
             Ownership = ownership ?? Ownership,
             Timeout = timeout ?? Timeout,
             WaitForPublished = waitForPublished ?? WaitForPublished,
+            Milestones = milestones ?? Milestones,
         };
 
-    private WorkerContext(int rank, int worldSize, string coordinationDirectory, AttemptState state) : this(rank, worldSize, coordinationDirectory)
+    private WorkerContext(WorkerContext source, AttemptState state)
     {
+        Rank = source.Rank;
+        WorldSize = source.WorldSize;
+        CoordinationDirectory = source.CoordinationDirectory;
+        Coordination = source.Coordination;
+        _files = source._files;
         _state = state;
     }
+
+    /// <summary>The next round number (1, 2, …): every save attempt of this context and its copies, in call order.</summary>
+    internal long NextRound() => Interlocked.Increment(ref _state.Rounds);
 
     /// <summary>The next attempt number for <paramref name="fullPrefix"/> (1 for the first save of it by this job).</summary>
     internal int NextAttempt(string fullPrefix)
@@ -204,5 +261,22 @@ public sealed class WorkerContext
     }
 
     /// <inheritdoc/>
-    public override string ToString() => $"worker {Rank} of {WorldSize} ({CoordinationDirectory}{(JobId is null ? "" : ", job " + JobId)})";
+    public override string ToString() =>
+        $"worker {Rank} of {WorldSize} ({(Coordination is null ? CoordinationDirectory : Coordination.GetType().Name)}{(JobId is null ? "" : ", job " + JobId)})";
+}
+
+/// <summary>Milestones of one multi-worker save attempt reported to <see cref="WorkerContext.Milestones"/>.</summary>
+public enum CoordinationMilestone
+{
+    /// <summary>This worker's part is durable (data and index flushed, directory flushed); its report is about to be sent.</summary>
+    PartDurable,
+
+    /// <summary>Chief only: every report has arrived (the gather returned); merging starts.</summary>
+    ReportsGathered,
+
+    /// <summary>Chief only: the merged checkpoint is published (index renamed and flushed); the verdict is about to be shared.</summary>
+    Published,
+
+    /// <summary>This worker knows the verdict (the chief: after sharing it).</summary>
+    VerdictKnown,
 }

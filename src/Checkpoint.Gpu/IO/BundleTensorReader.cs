@@ -19,6 +19,12 @@ internal sealed class BundleTensorReader : ITensorReader
 
     public static BundleTensorReader Open(string prefix) => new(TensorBundleReader.Open(prefix));
 
+    /// <summary>Over an index and object graph read elsewhere (multi-worker restore: read once, broadcast).</summary>
+    public static BundleTensorReader Open(TensorBundlePartIndex index, byte[]? objectGraphBytes) =>
+        new(TensorBundleReader.OpenWithIndex(index)) { _graphBytes = objectGraphBytes };
+
+    private byte[]? _graphBytes;
+
     public string Prefix => _reader.Prefix;
 
     public IEnumerable<string> Keys => _reader.Entries.Where(e => !e.IsSliceEntry && e.Key.Length > 0).Select(e => e.Key);
@@ -36,6 +42,7 @@ internal sealed class BundleTensorReader : ITensorReader
 
     public byte[]? ReadObjectGraphBytes()
     {
+        if (_graphBytes is not null) return _graphBytes;
         if (!_reader.TryGetEntry(CheckpointKeys.ObjectGraph, out var entry)) return null;
         if (entry.DType != DType.String || entry.Shape.Rank != 0)
             throw new CheckpointFormatException(CheckpointFormatError.MalformedProto, _reader.IndexPath,

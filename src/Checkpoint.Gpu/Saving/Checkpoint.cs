@@ -160,6 +160,25 @@ public sealed class Checkpoint : AutoTrackable, IDisposable, IAsyncDisposable
         return AfterRestore(await _saver.RestoreAsync(SavedModelVariables(savePath), options, cancellationToken).ConfigureAwait(false));
     }
 
+    /// <summary>
+    /// <see cref="Restore(string?, CheckpointOptions?)"/> from a checkpoint's index and object graph read elsewhere — by
+    /// one rank of a multi-worker job and broadcast to the others (<c>Checkpoint.Gpu.Mpi</c>'s <c>MpiRestore</c>) — so
+    /// M workers do not read the metadata M times; each reads only the tensor values (and slices) it restores.
+    /// </summary>
+    /// <param name="metadata">The checkpoint's metadata (<see cref="Distributed.CheckpointMetadata.Read"/>).</param>
+    /// <param name="options">Options; frozen by this call.</param>
+    /// <returns>The status.</returns>
+    /// <exception cref="ObjectDisposedException">The checkpoint is disposed.</exception>
+    /// <exception cref="ArgumentNullException"><paramref name="metadata"/> is null.</exception>
+    /// <exception cref="FileNotFoundException">A data file is missing.</exception>
+    /// <exception cref="CheckpointFormatException">The metadata or a data file is corrupt.</exception>
+    /// <exception cref="CheckpointMismatchException">A value's dtype or shape differs from its live object's.</exception>
+    public LoadStatus RestoreFromMetadata(Distributed.CheckpointMetadata metadata, CheckpointOptions? options = null)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        return AfterRestore(_saver.RestoreFromMetadata(metadata, options));
+    }
+
     private static string? SavedModelVariables(string? savePath) =>
         savePath is not null && Directory.Exists(savePath)
             && (File.Exists(Path.Combine(savePath, "saved_model.pb")) || File.Exists(Path.Combine(savePath, "saved_model.pbtxt")))

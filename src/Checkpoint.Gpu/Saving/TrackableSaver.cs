@@ -206,6 +206,29 @@ public sealed partial class TrackableSaver
         if (used.Any(u => !u)) throw new InvalidOperationException("The sharding policy left a data file empty.");
     }
 
+    /// <summary>
+    /// <see cref="Restore(string?, CheckpointOptions?)"/> from metadata read elsewhere (<see cref="Distributed.CheckpointMetadata"/>):
+    /// the index and object graph are not read from disk; tensor values are read from the data files.
+    /// </summary>
+    /// <param name="metadata">The checkpoint's index and object graph.</param>
+    /// <param name="options">Options; frozen by this call.</param>
+    /// <returns>The status.</returns>
+    /// <exception cref="ArgumentNullException"><paramref name="metadata"/> is null.</exception>
+    /// <exception cref="FileNotFoundException">A data file is missing.</exception>
+    /// <exception cref="CheckpointFormatException">The metadata or a data file is corrupt.</exception>
+    /// <exception cref="CheckpointMismatchException">A value's dtype or shape differs from its live object's.</exception>
+    public LoadStatus RestoreFromMetadata(Distributed.CheckpointMetadata metadata, CheckpointOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(metadata);
+        options ??= CheckpointOptions.Default;
+        options.Freeze();
+        var index = metadata.ParseIndex();
+        var status = RestoreWith(metadata.Prefix, options, BundleTensorReader.Open(index, metadata.ObjectGraphBytes),
+            () => BundleTensorReader.Open(index, metadata.ObjectGraphBytes));
+        _statuses.Add(status);
+        return status;
+    }
+
     internal LoadStatus RestoreCore(string savePath, CheckpointOptions options)
     {
         options.Freeze();
@@ -228,13 +251,13 @@ public sealed partial class TrackableSaver
     }
 
     /// <summary>Matches the checkpoint read by <paramref name="reader"/> against the live objects (takes ownership of the reader).</summary>
-    internal LoadStatus RestoreWith(string savePath, CheckpointOptions options, ITensorReader reader)
+    internal LoadStatus RestoreWith(string savePath, CheckpointOptions options, ITensorReader reader, Func<ITensorReader>? reopen = null)
     {
         RestoreCoordinator? coordinator = null;
         try
         {
             var graphBytes = reader.ReadObjectGraphBytes();
-            ITensorReader Reopen() => BundleTensorReader.Open(savePath);
+            ITensorReader Reopen() => reopen is not null ? reopen() : BundleTensorReader.Open(savePath);
             if (graphBytes is null)
             {
                 var nameBased = new NameBasedRestoreCoordinator(savePath, reader, Reopen);
