@@ -16,7 +16,7 @@ namespace CheckpointGpu.Packaging.Tests;
 public sealed partial class PackedConsumerTests(ITestOutputHelper output)
 {
     private static readonly string[] Packages =
-        ["Checkpoint.Gpu.Format", "Checkpoint.Gpu.Devices", "Checkpoint.Gpu.Pipeline", "Checkpoint.Gpu", "Checkpoint.Gpu.Nn", "Checkpoint.Gpu.Data"];
+        ["Checkpoint.Gpu.Format", "Checkpoint.Gpu.Devices", "Checkpoint.Gpu.Pipeline", "Checkpoint.Gpu", "Checkpoint.Gpu.Nn", "Checkpoint.Gpu.Data", "Checkpoint.Gpu.Mpi"];
 
     [Fact]
     public void ReadmeSnippets_InAFreshConsoleApp_AgainstThePackedPackages_CompileAndRun()
