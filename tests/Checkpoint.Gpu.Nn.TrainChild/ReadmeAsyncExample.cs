@@ -12,6 +12,7 @@ public static class ReadmeAsyncExample
     public static async Task<int> RunAsync(string directory, int steps)
     {
         // ---- README.md "Quick start in C#", first snippet (up to the loop) ----
+        long totalSteps = steps;                                       // the run's length, across restarts
         using var device = Accelerator.Create(AcceleratorKind.Cpu);   // or AcceleratorKind.OpenCL
         var model = new Sequential();
         model.Add(new Dense(device, 32, Activation.Relu));
@@ -26,10 +27,10 @@ public static class ReadmeAsyncExample
 
         // ---- README.md, the asynchronous loop ----
         optimizer.WriteBarrier = new CheckpointWriteBarrier(checkpoint);
-        for (var step = 0; step < steps; step++)
+        while (optimizer.Step < totalSteps)
         {
             await trainer.TrainStepAsync();
-            if ((step + 1) % 50 == 0)
+            if (optimizer.Step % 50 == 0)
             {
                 var save = await manager.SaveAsync();   // plans and queues (about a millisecond here), then returns
                 // save.Snapshotted: device bytes no longer needed; save.Completion: durable, state file written, old ones pruned
