@@ -21,22 +21,18 @@ namespace CheckpointGpu.Devices.Ilgpu;
 internal sealed unsafe class IlgpuStream : AcceleratorStream
 {
     private const int MaxBatch = 64;
-    private const long ParallelThresholdInBytes = 8L << 20;
-    private const long ChunkInBytes = 2L << 20;
     private static int s_threadCounter;
 
     private readonly ILGPU.Runtime.Accelerator _device;
     private readonly ILGPU.Runtime.AcceleratorStream _stream;
     private readonly Queue<WorkItem> _queue = new();
     private readonly Thread _thread;
-    private readonly bool _splitLargeCopies;
     private bool _stopping;
 
     internal IlgpuStream(IlgpuAccelerator accelerator) : base(accelerator)
     {
         _device = accelerator.Device;
         _stream = _device.CreateStream();
-        _splitLargeCopies = _device.AcceleratorType == AcceleratorType.CPU && Environment.ProcessorCount > 1;
         _thread = new Thread(Run)
         {
             IsBackground = true,
@@ -144,9 +140,6 @@ internal sealed unsafe class IlgpuStream : AcceleratorStream
     {
         switch (item.Kind)
         {
-            case WorkKind.CopyToHost or WorkKind.CopyFromHost or WorkKind.Copy when _splitLargeCopies && item.Device.Length >= ParallelThresholdInBytes:
-                CopyInParallelChunks(item);
-                return true;
             case WorkKind.CopyToHost:
                 item.Device.CopyToCPUUnsafeAsync(_stream, ref Unsafe.AsRef<byte>((void*)item.Host), item.Device.Length);
                 return true;
@@ -165,35 +158,6 @@ internal sealed unsafe class IlgpuStream : AcceleratorStream
             default:
                 return false;
         }
-    }
-
-    /// <summary>
-    /// ILGPU's CPU accelerator copies synchronously on the calling thread, one memcpy: large copies are split into
-    /// 2 MiB chunks copied in parallel through the same ILGPU calls, as the native CPU stream does (a single core does
-    /// not reach the memory bandwidth). Only for the CPU accelerator: on CUDA/OpenCL the copy is one DMA request.
-    /// </summary>
-    private void CopyInParallelChunks(WorkItem item)
-    {
-        var length = item.Device.Length;
-        var chunks = (length + ChunkInBytes - 1) / ChunkInBytes;
-        Parallel.For(0L, chunks, new ParallelOptions { MaxDegreeOfParallelism = Environment.ProcessorCount }, i =>
-        {
-            var offset = i * ChunkInBytes;
-            var count = Math.Min(ChunkInBytes, length - offset);
-            var device = item.Device.SubView(offset, count);
-            switch (item.Kind)
-            {
-                case WorkKind.CopyToHost:
-                    device.CopyToCPUUnsafeAsync(_stream, ref Unsafe.AsRef<byte>((void*)(item.Host + (nint)offset)), count);
-                    break;
-                case WorkKind.CopyFromHost:
-                    device.CopyFromCPUUnsafeAsync(_stream, ref Unsafe.AsRef<byte>((void*)(item.Host + (nint)offset)), count);
-                    break;
-                default:
-                    device.CopyTo(_stream, item.Other.SubView(offset, count));
-                    break;
-            }
-        });
     }
 
     private Exception Wrap(Exception ex, string call) =>
