@@ -24,21 +24,3 @@ internal static class TestData
     public static string Line(SequenceBatch b) => string.Create(System.Globalization.CultureInfo.InvariantCulture,
         $"batch {b.Index} {b.Epoch} {string.Join(',', b.SequenceIds)} {MaskedCrc32C.Compute(b.Data):x8}");
 }
-
-internal sealed class TempDir : IDisposable
-{
-    public TempDir(string tag)
-    {
-        Path = System.IO.Path.Combine(System.IO.Path.GetTempPath(), $"ckpt-data-{tag}-{Guid.NewGuid():N}");
-        Directory.CreateDirectory(Path);
-    }
-
-    public string Path { get; }
-
-    public string File(string name) => System.IO.Path.Combine(Path, name);
-
-    public void Dispose()
-    {
-        try { Directory.Delete(Path, recursive: true); } catch (IOException) { }
-    }
-}

@@ -23,7 +23,7 @@ public sealed partial class ProcessLifecycleTests(ITestOutputHelper output)
     [Fact]
     public async Task ReadmeAsyncExample_WithPlainUsing_EveryCheckpointIsOnDiskAfterTheProcessEnds()
     {
-        using var dir = new TempDirectory("readme-async");
+        using var dir = new TempDir("readme-async");
         var (exit, stdout, stderr) = await RunToEndAsync(["readme-async", dir.Path, "200"]);
         Assert.True(exit == 0, $"exit {exit}: {stdout} {stderr}");
         // Saves at steps 50, 100, 150, 200 → ckpt-1..4; max_to_keep 3 keeps ckpt-2..4, and the state file names the last one.
@@ -46,7 +46,7 @@ public sealed partial class ProcessLifecycleTests(ITestOutputHelper output)
     [Fact]
     public async Task ProcessExit_WithASlowSaveQueued_WaitsForIt_CheckpointOnDisk()
     {
-        using var dir = new TempDirectory("exit-slow");
+        using var dir = new TempDir("exit-slow");
         var (exit, stdout, stderr) = await RunToEndAsync(["exit-pending", dir.Path, "slow"]);
         Assert.True(exit == 0, $"exit {exit}: {stdout} {stderr}");
         Assert.Contains("done=False", stdout);   // Main returned before the save was durable
@@ -59,7 +59,7 @@ public sealed partial class ProcessLifecycleTests(ITestOutputHelper output)
     [Fact]
     public async Task ProcessExit_WithAHungSave_ReportsWhatWasNotWritten_AndEnds()
     {
-        using var dir = new TempDirectory("exit-hung");
+        using var dir = new TempDir("exit-hung");
         var clock = Stopwatch.StartNew();
         var (exit, stdout, stderr) = await RunToEndAsync(["exit-pending", dir.Path, "hung"]);
         Assert.Contains("NOT WRITTEN", stderr);
@@ -76,7 +76,7 @@ public sealed partial class ProcessLifecycleTests(ITestOutputHelper output)
         var seed = Environment.TickCount;
         var random = new Random(seed);
         output.WriteLine($"seed {seed}, rounds {rounds}");
-        using var dir = new TempDirectory("preempt");
+        using var dir = new TempDir("preempt");
         var previousFinal = 0L;
         for (var round = 0; round < rounds; round++)
         {
@@ -120,7 +120,7 @@ public sealed partial class ProcessLifecycleTests(ITestOutputHelper output)
     [Fact]
     public async Task Sigterm_LoopNeverReachesAStepBoundary_DeadlineEndsTheProcessWith43_StateFileStillValid()
     {
-        using var dir = new TempDirectory("preempt-stuck");
+        using var dir = new TempDir("preempt-stuck");
         using var p = Start(["preempt-stuck", dir.Path, "5"]);
         string? line;
         while ((line = await p.StandardOutput.ReadLineAsync().WaitAsync(TimeSpan.FromSeconds(60))) is not null && line != "started") { }
@@ -168,22 +168,5 @@ public sealed partial class ProcessLifecycleTests(ITestOutputHelper output)
         var stderr = p.StandardError.ReadToEndAsync();
         await p.WaitForExitAsync().WaitAsync(TimeSpan.FromMinutes(2));
         return (p.ExitCode, await stdout, await stderr);
-    }
-
-    private sealed class TempDirectory : IDisposable
-    {
-        public TempDirectory(string name)
-        {
-            Path = System.IO.Path.Combine(System.IO.Path.GetTempPath(), $"ckpt-{name}-{Guid.NewGuid():N}");
-            Directory.CreateDirectory(Path);
-        }
-
-        public string Path { get; }
-
-        public void Dispose()
-        {
-            try { Directory.Delete(Path, recursive: true); }
-            catch (IOException) { }
-        }
     }
 }
