@@ -28,7 +28,7 @@ namespace CheckpointGpu.Mpi;
 /// multi-worker README for what a restarted job finds on disk).</para>
 /// <para>Thread-safe. Dispose (or process exit) finalizes MPI; it cannot be initialized again in the same process.</para>
 /// </remarks>
-public sealed class MpiCoordination : IWorkerCoordination, IDisposable
+public sealed partial class MpiCoordination : IWorkerCoordination, IDisposable
 {
     /// <summary>Exit code of every rank when a watchdog aborts the job (<c>MPI_Abort</c> errorcode), 75 (EX_TEMPFAIL).</summary>
     public const int AbortExitCode = 75;
@@ -208,6 +208,16 @@ public sealed class MpiCoordination : IWorkerCoordination, IDisposable
             else _done.SetException(_error);
         }
 
+        /// <summary>The result when the call has already completed successfully, without waiting.</summary>
+        public bool TryGetResult(out T? result)
+        {
+            lock (_gate)
+            {
+                result = _finished && _error is null ? _result : default;
+                return _finished && _error is null;
+            }
+        }
+
         /// <summary>Synchronous wait: blocks the caller on an event (never on the task) until the MPI thread ran the call.</summary>
         public T Wait()
         {
@@ -248,9 +258,30 @@ public sealed class MpiCoordination : IWorkerCoordination, IDisposable
         return Enqueue("MPI_Barrier", timeout, BarrierCall).Task;
     }
 
+    // Tags of the barrier's two messages, above every save round's tags (Tag's maximum is 31999).
+    private const int BarrierInTag = 32000;
+    private const int BarrierOutTag = 32001;
+
+    // A barrier of point-to-point messages (every rank to the chief, then the chief to every rank) with the same polite
+    // waits as the save rounds: MPICH's MPI_Barrier busy-polls, so on an oversubscribed node the ranks that arrived early
+    // take the CPU from the rank everyone waits for. Barriers are issued in the same order on every rank and MPI keeps
+    // the messages of one (source, tag) in order, so consecutive barriers never mix.
     private static bool BarrierCall(MPI.Intracommunicator world)
     {
-        world.Barrier();
+        if (world.Size == 1) return true;
+        var token = new int[1];
+        if (world.Rank != 0)
+        {
+            Await(world.ImmediateSend(token, 0, BarrierInTag));
+            Await(world.ImmediateReceive(0, BarrierOutTag, new int[1]));
+            return true;
+        }
+        var requests = new List<MPI.Request>();
+        for (var r = 1; r < world.Size; r++) requests.Add(world.ImmediateReceive(r, BarrierInTag, new int[1]));
+        AwaitAll(requests);
+        requests.Clear();
+        for (var r = 1; r < world.Size; r++) requests.Add(world.ImmediateSend(token, r, BarrierOutTag));
+        AwaitAll(requests);
         return true;
     }
 
@@ -309,20 +340,38 @@ public sealed class MpiCoordination : IWorkerCoordination, IDisposable
     // Save rounds use point-to-point messages instead of MPI_Gather/MPI_Bcast so that a rank waiting for the others
     // (early ranks while later ones still write their parts, every rank while the chief merges) does not busy-poll a
     // core: MPICH's blocking calls spin, which on oversubscribed nodes steals the CPU the writers and the merge need.
-    // Waits poll MPI_Test, spinning briefly, then yielding, then sleeping 1 ms (see RESULTS: 3x lower at N = 4 on 2 cores).
+    // Waits poll MPI_Test, spinning a few microseconds, then sleeping 100 us between tests (see Await).
     // Tags: four per round (report length, report, verdict length, verdict); rounds never overlap on a rank, and MPI
     // keeps messages of one (source, tag) in order. 4 * 8000 stays below the smallest MPI_TAG_UB the standard allows (32767).
     private static int Tag(long sequence, int which) => (int)(sequence % 8000) * 4 + which;
 
+    [System.Runtime.InteropServices.LibraryImport("libc", EntryPoint = "usleep")]
+    private static partial int USleep(uint microseconds);
+
+    // The polite wait (measured in perf/.../EndToEnd/RESULTS.md, "MPI waits"): a few microseconds of spinning catch a
+    // message that is already there; then MPI_Test every ShortSleep (usleep: a sleeping rank leaves the CPU to the ranks
+    // that write or merge, and a woken sleeper is scheduled promptly), and every LongSleep once a wait has lasted
+    // LongAfter (a rank waiting for others to write their parts: ~1 % of a core instead of ~5 %, at most 0.5 ms late). Thread.Sleep(1) and
+    // Thread.Yield were measured before: 1 ms sleeps cost a millisecond per hop, and yielding among four ranks on two
+    // cores hands the CPU to the other waiters for a whole time slice.
+    private const uint ShortSleepMicroseconds = 100;
+    private const uint LongSleepMicroseconds = 500;
+    private const long LongAfterMilliseconds = 200;
+    private const int SpinTests = 20;
+
     private static void Await(MPI.Request request)
     {
-        var spins = 0;
+        var tests = 0;
+        long started = 0;
         while (request.Test() is null)
         {
-            spins++;
-            if (spins < 50) Thread.SpinWait(50);
-            else if (spins < 200) Thread.Yield();
-            else Thread.Sleep(1);
+            if (++tests < SpinTests)
+            {
+                Thread.SpinWait(20);
+                continue;
+            }
+            if (started == 0) started = Environment.TickCount64;
+            _ = USleep(Environment.TickCount64 - started < LongAfterMilliseconds ? ShortSleepMicroseconds : LongSleepMicroseconds);
         }
     }
 
@@ -394,8 +443,8 @@ public sealed class MpiCoordination : IWorkerCoordination, IDisposable
     public CoordinationVerdict? ShareVerdict(CoordinationRound round, CoordinationVerdict? verdict)
     {
         ArgumentNullException.ThrowIfNull(round);
-        var bytes = Rank == 0 ? MpiWire.Encode(verdict ?? throw new ArgumentNullException(nameof(verdict))) : null;
-        return Enqueue($"broadcasting the verdict for {round.Prefix}", Rank == 0 ? round.Timeout : 2 * round.Timeout, w => VerdictCall(w, bytes, round.Sequence), round, Step.Verdict).Wait();
+        var item = EnqueueVerdict(round, verdict);
+        return Rank != 0 && !round.WaitForVerdict ? NotWaiting(item) : item.Wait();
     }
 
     /// <inheritdoc/>
@@ -403,8 +452,23 @@ public sealed class MpiCoordination : IWorkerCoordination, IDisposable
     {
         ArgumentNullException.ThrowIfNull(round);
         cancellationToken.ThrowIfCancellationRequested();
+        var item = EnqueueVerdict(round, verdict);
+        return Rank != 0 && !round.WaitForVerdict ? Task.FromResult(NotWaiting(item)) : item.Task;
+    }
+
+    private WorkItem<CoordinationVerdict?> EnqueueVerdict(CoordinationRound round, CoordinationVerdict? verdict)
+    {
         var bytes = Rank == 0 ? MpiWire.Encode(verdict ?? throw new ArgumentNullException(nameof(verdict))) : null;
-        return Enqueue($"broadcasting the verdict for {round.Prefix}", Rank == 0 ? round.Timeout : 2 * round.Timeout, w => VerdictCall(w, bytes, round.Sequence), round, Step.Verdict).Task;
+        return Enqueue($"broadcasting the verdict for {round.Prefix}", Rank == 0 ? round.Timeout : 2 * round.Timeout, w => VerdictCall(w, bytes, round.Sequence), round, Step.Verdict);
+    }
+
+    // WaitForVerdict false (WorkerContext.WaitForPublished) on a non-chief: the verdict is still received, on the MPI
+    // thread before any later round, but the caller does not wait for it; the verdict if it already arrived, else null.
+    private static CoordinationVerdict? NotWaiting(WorkItem<CoordinationVerdict?> item)
+    {
+        if (item.TryGetResult(out var known)) return known;
+        _ = item.Task.ContinueWith(t => _ = t.Exception, CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted | TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+        return null;
     }
 
     /// <inheritdoc/>

@@ -141,6 +141,28 @@ public sealed partial class MpiMultiWorkerTests(ITestOutputHelper output) : IDis
         Assert.True(fromFs.ExitCode == 0 && fromFs.Rank(1).Contains("RESTORED OK", StringComparison.Ordinal), fromFs.StandardOutput + fromFs.StandardError);
     }
 
+    [Fact]
+    public async Task WaitForPublishedFalse_NonChiefRanksDoNotWait_RoundsStayInOrder()
+    {
+        if (!MpiAvailable()) return;
+        // Non-chief ranks return once their report is sent; their MPI threads still receive every verdict before the
+        // next round's gather, so three back-to-back saves all publish (a verdict left unreceived, or received out of
+        // order, would make round 2 or 3 hang into the watchdog or abort).
+        var run = await MpiexecAsync(3, SaveArgs(false, "--saves", "3", "--no-wait", "--timeout-s", "60"));
+        Assert.True(run.ExitCode == 0, run.StandardOutput + run.StandardError);
+        for (var r = 0; r < 3; r++)
+            for (var k = 1; k <= 3; k++)
+                Assert.Contains($"SAVED {_dir[$"ckpts/ckpt-{k}"]} ", run.Rank(r), StringComparison.Ordinal);
+        Assert.True(CheckpointManager.TryGetLatestCheckpoint(_dir["ckpts"], out var latest));
+        Assert.Equal(_dir["ckpts/ckpt-3"], latest);
+        for (var k = 1; k <= 3; k++)
+        {
+            Assert.False(Directory.Exists(_dir[$"ckpts/ckpt-{k}_temp"]), "part directory left behind");
+            using var reader = TensorBundleReader.Open(_dir[$"ckpts/ckpt-{k}"]);
+            foreach (var e in reader.Entries) reader.VerifyEntry(e);
+        }
+    }
+
     [Theory]
     [InlineData(false, "--fail-rank")]
     [InlineData(true, "--fail-write-rank")]

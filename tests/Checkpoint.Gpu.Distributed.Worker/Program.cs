@@ -76,7 +76,8 @@ static int Save(Accelerator accelerator, WorkerContext worker, Dictionary<string
         for (var i = 0; i < mb; i++)
             blobs.Add(Variable.Create(holder, "b" + i.ToString(CultureInfo.InvariantCulture), accelerator, DType.Float, new TensorShape(256, 1024), VariableInitializer.Constant(i + 0.5f)));
     }
-    var context = worker.With(ownership: o.ContainsKey("chief-holds-all") ? new PlacementOwnership() : model.Ownership);
+    var context = worker.With(ownership: o.ContainsKey("chief-holds-all") ? new PlacementOwnership() : model.Ownership,
+        waitForPublished: o.ContainsKey("no-wait") ? false : null);
     var saves = Int(o, "saves", 1);
     var manager = o.ContainsKey("manager") ? new CheckpointManager(model.Checkpoint, o["dir"], maxToKeep: Int(o, "keep", 2)) : null;
     for (var k = 1; k <= saves; k++)

@@ -262,8 +262,11 @@ internal sealed class MultiWorkerSave
             throw Abort([], [], $"merging the parts failed: {ex.Message}", ex);
         }
         _worker.Milestones?.Invoke(CoordinationMilestone.Published, Stopwatch.GetTimestamp());
-        RemoveTempDirectory(FullPrefix);
+        // The verdict first: the waiting ranks need nothing from the temporary directory, and its removal (a directory
+        // walk on a shared filesystem) would otherwise delay every rank's answer. The chief's save still returns only
+        // after the removal, so no debris is left once every rank's save has returned.
         _coordination.ShareVerdict(_round, new CoordinationVerdict { Published = true });
+        RemoveTempDirectory(FullPrefix);
     }
 
     private static string Seconds(TimeSpan t) => t.TotalSeconds.ToString("0.###", CultureInfo.InvariantCulture);
