@@ -348,12 +348,13 @@ public sealed partial class MpiCoordination : IWorkerCoordination, IDisposable
     [System.Runtime.InteropServices.LibraryImport("libc", EntryPoint = "usleep")]
     private static partial int USleep(uint microseconds);
 
-    // The polite wait (measured in perf/.../EndToEnd/RESULTS.md, "MPI waits"): a few microseconds of spinning catch a
-    // message that is already there; then MPI_Test every ShortSleep (usleep: a sleeping rank leaves the CPU to the ranks
-    // that write or merge, and a woken sleeper is scheduled promptly), and every LongSleep once a wait has lasted
-    // LongAfter (a rank waiting for others to write their parts: ~1 % of a core instead of ~5 %, at most 0.5 ms late). Thread.Sleep(1) and
-    // Thread.Yield were measured before: 1 ms sleeps cost a millisecond per hop, and yielding among four ranks on two
-    // cores hands the CPU to the other waiters for a whole time slice.
+    // The polite wait (measured in perf/Checkpoint.Gpu.Benchmarks/EndToEnd/RESULTS.md, "MPI waits without busy
+    // barriers"): a few microseconds of spinning catch a message that is already there; then MPI_Test every ShortSleep
+    // (usleep: a sleeping rank leaves the CPU to the ranks that write or merge, and a woken sleeper is scheduled
+    // promptly), and every LongSleep once a wait has lasted LongAfter (a rank waiting for others to write their parts:
+    // ~1 % of a core instead of ~5 %, at most 0.5 ms late). Thread.Sleep(1) and Thread.Yield were measured before:
+    // 1 ms sleeps cost a millisecond per hop, and yielding among four ranks on two cores hands the CPU to the other
+    // waiters for a whole time slice.
     private const uint ShortSleepMicroseconds = 100;
     private const uint LongSleepMicroseconds = 500;
     private const long LongAfterMilliseconds = 200;
