@@ -88,6 +88,60 @@ internal sealed unsafe class CpuNnKernels(Accelerator accelerator) : NnKernels(a
         pl[0] = sum / count;
     }
 
+    private protected override void EmbeddingLookupCore(int count, int dimension, int vocabulary, DeviceBuffer ids, DeviceBuffer table, DeviceBuffer output)
+    {
+        int* pids = (int*)Ptr(ids);
+        float* pt = Ptr(table), po = Ptr(output);
+        for (var i = 0; i < count; i++)
+        {
+            var id = pids[i];
+            var row = po + (long)i * dimension;
+            if ((uint)id >= (uint)vocabulary)
+            {
+                new Span<float>(row, dimension).Clear();
+                continue;
+            }
+            new ReadOnlySpan<float>(pt + (long)id * dimension, dimension).CopyTo(new Span<float>(row, dimension));
+        }
+    }
+
+    private protected override void EmbeddingGradCore(int count, int dimension, int vocabulary, DeviceBuffer ids, DeviceBuffer outputGrad, DeviceBuffer tableGrad)
+    {
+        int* pids = (int*)Ptr(ids);
+        float* pg = Ptr(outputGrad), pt = Ptr(tableGrad);
+        new Span<float>(pt, checked(vocabulary * dimension)).Clear();
+        // One ordered pass over the ids: each table element receives its terms in ascending i, starting from 0,
+        // exactly the sum the GPU kernels' per-element scan computes.
+        for (var i = 0; i < count; i++)
+        {
+            var id = pids[i];
+            if ((uint)id >= (uint)vocabulary) continue;
+            float* row = pt + (long)id * dimension, g = pg + (long)i * dimension;
+            for (var d = 0; d < dimension; d++) row[d] += g[d];
+        }
+    }
+
+    private protected override void SoftmaxCrossEntropyCore(int rows, int classes, DeviceBuffer logits, DeviceBuffer labels, DeviceBuffer grad, DeviceBuffer loss)
+    {
+        float* pz = Ptr(logits), pg = Ptr(grad), pl = Ptr(loss);
+        int* py = (int*)Ptr(labels);
+        var total = 0f;
+        for (var r = 0; r < rows; r++)
+        {
+            float* z = pz + (long)r * classes, g = pg + (long)r * classes;
+            var label = py[r];
+            var max = z[0];
+            for (var j = 1; j < classes; j++) max = z[j] > max ? z[j] : max;
+            var sum = 0f;
+            for (var j = 0; j < classes; j++) sum += MathF.Exp(z[j] - max);
+            var valid = (uint)label < (uint)classes;
+            for (var j = 0; j < classes; j++)
+                g[j] = valid ? (MathF.Exp(z[j] - max) / sum - (j == label ? 1f : 0f)) / rows : float.NaN;
+            total += valid ? MathF.Log(sum) + max - z[label] : float.NaN;
+        }
+        pl[0] = total / rows;
+    }
+
     private protected override void SgdUpdateCore(int count, DeviceBuffer variable, DeviceBuffer grad, DeviceBuffer? accumulator, float learningRate, float momentum)
     {
         float* pv = Ptr(variable), pg = Ptr(grad);
