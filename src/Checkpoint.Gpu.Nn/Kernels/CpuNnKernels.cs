@@ -1,3 +1,4 @@
+using System.Numerics;
 using CheckpointGpu.Devices;
 
 namespace CheckpointGpu.Nn;
@@ -5,7 +6,8 @@ namespace CheckpointGpu.Nn;
 /// <summary>
 /// CPU backend of <see cref="NnKernels"/>: plain loops over the CPU buffers' native memory (the CPU backend's
 /// <see cref="DeviceBuffer.DangerousGetNativeHandle"/> is the address). Each call first drains the default stream, so
-/// copies queued before it have landed, then runs on the calling thread. RyuJIT does not contract <c>a*b+c</c> into
+/// copies queued before it have landed, then runs on the calling thread (large matrix products also on pool threads,
+/// one row of the result per thread, and returns when they are done). RyuJIT does not contract <c>a*b+c</c> into
 /// fused multiply-adds, and every sum runs in ascending order, so results are bit-identical run to run.
 /// </summary>
 internal sealed unsafe class CpuNnKernels(Accelerator accelerator) : NnKernels(accelerator)
@@ -19,8 +21,24 @@ internal sealed unsafe class CpuNnKernels(Accelerator accelerator) : NnKernels(a
 
     private protected override void MatMulCore(bool transposeA, bool transposeB, int m, int n, int k, DeviceBuffer a, DeviceBuffer b, DeviceBuffer c)
     {
-        float* pa = Ptr(a), pb = Ptr(b), pc = Ptr(c);
-        for (var row = 0; row < m; row++)
+        nint pa = (nint)Ptr(a), pb = (nint)Ptr(b), pc = (nint)Ptr(c);
+        // Rows of C are independent: large products spread them over the cores. Each element is still summed by one
+        // thread in ascending p, so the result does not depend on the split.
+        if ((long)m * n * k >= 1 << 20 && m > 1)
+            Parallel.For(0, m, row => MatMulRow(transposeA, transposeB, m, n, k, (float*)pa, (float*)pb, (float*)pc, row));
+        else
+            for (var row = 0; row < m; row++) MatMulRow(transposeA, transposeB, m, n, k, (float*)pa, (float*)pb, (float*)pc, row);
+    }
+
+    /// <summary>
+    /// One row of C. With B not transposed, the row is accumulated as <c>c[j] += a[row, p] · b[p, j]</c> for p ascending
+    /// (vectorized over j, multiply and add rounded separately): every element receives exactly the terms, in exactly
+    /// the order and rounding, of the scalar dot product <c>sum += a · b</c> from 0, so both forms are bit-identical.
+    /// </summary>
+    private static void MatMulRow(bool transposeA, bool transposeB, int m, int n, int k, float* pa, float* pb, float* pc, int row)
+    {
+        var crow = pc + (long)row * n;
+        if (transposeB)
         {
             for (var column = 0; column < n; column++)
             {
@@ -28,11 +46,30 @@ internal sealed unsafe class CpuNnKernels(Accelerator accelerator) : NnKernels(a
                 for (var p = 0; p < k; p++)
                 {
                     var av = transposeA ? pa[(long)p * m + row] : pa[(long)row * k + p];
-                    var bv = transposeB ? pb[(long)column * k + p] : pb[(long)p * n + column];
-                    sum += av * bv;
+                    sum += av * pb[(long)column * k + p];
                 }
-                pc[(long)row * n + column] = sum;
+                crow[column] = sum;
             }
+            return;
+        }
+        var c = new Span<float>(crow, n);
+        c.Clear();
+        var width = Vector<float>.Count;
+        for (var p = 0; p < k; p++)
+        {
+            var av = transposeA ? pa[(long)p * m + row] : pa[(long)row * k + p];
+            var brow = pb + (long)p * n;
+            var j = 0;
+            if (Vector.IsHardwareAccelerated)
+            {
+                var va = new Vector<float>(av);
+                for (; j <= n - width; j += width)
+                {
+                    var product = va * Vector.Load(brow + j);
+                    Vector.Store(Vector.Load(crow + j) + product, crow + j);
+                }
+            }
+            for (; j < n; j++) crow[j] += av * brow[j];
         }
     }
 
