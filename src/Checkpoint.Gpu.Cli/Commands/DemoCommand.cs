@@ -27,8 +27,8 @@ internal static class DemoCommand
     {
         var device = DeviceNames.CreateOption("Accelerator");
         var dir = new Option<string?>("--dir") { Description = "Directory for the checkpoints (default: a new folder under the system temp directory)." };
-        var steps = new Option<int>("--steps") { Description = "Training steps.", DefaultValueFactory = _ => 200 };
-        var every = new Option<int>("--every") { Description = "Save a checkpoint every K steps.", DefaultValueFactory = _ => 20 };
+        var steps = new Option<int>("--steps") { Description = "Training steps.", DefaultValueFactory = _ => 500 };
+        var every = new Option<int>("--every") { Description = "Save a checkpoint every K steps.", DefaultValueFactory = _ => 50 };
         var parameters = new Option<long>("--params") { Description = "Approximate number of model parameters (weights; the two hidden layers grow with it); Adam adds two slots per weight, so a checkpoint is about 12 bytes per parameter.", DefaultValueFactory = _ => DefaultParameters };
         var data = new Option<string?>("--data") { Description = "Train on this file's bytes instead of the .NET SDK's reference XML documentation (found under the dotnet root at run time)." };
         var phase = new Option<string?>("--phase") { Hidden = true };
