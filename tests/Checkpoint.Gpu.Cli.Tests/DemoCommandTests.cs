@@ -93,6 +93,16 @@ public sealed class DemoCommandTests
         r = CkptProcess.Run("demo", "--steps", "10", "--every", "5", "--dir", Path.Combine(tmp.Path, "run2"), "--data", empty);
         Assert.Equal(2, r.ExitCode);
         Assert.Contains("empty.txt", r.StdErr);
+
+        // 100 bytes hold 3 sequences of 33 bytes, fewer than one batch of 64.
+        var tiny = Path.Combine(tmp.Path, "tiny.txt");
+        File.WriteAllText(tiny, new string('x', 100));
+        r = CkptProcess.Run("demo", "--steps", "10", "--every", "5", "--dir", Path.Combine(tmp.Path, "run3"), "--data", tiny);
+        Assert.Equal(2, r.ExitCode);
+        Assert.Contains("tiny.txt", r.StdErr);
+        Assert.Contains("fewer than one batch", r.StdErr);
+        // Nothing was created for runs that could not start.
+        Assert.Empty(Directory.EnumerateDirectories(tmp.Path));
     }
 
     [Fact]

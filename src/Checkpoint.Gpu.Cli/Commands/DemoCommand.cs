@@ -81,6 +81,16 @@ internal static class DemoCommand
         // With --json, standard output carries only the JSON document; the narrative goes to standard error.
         var log = json ? Console.Error : output;
         DeviceNames.RequireSupported(settings.Device);
+        // Open the data first (and make one iterator over it), so a missing, empty or too short file fails, naming it,
+        // before any directory is created.
+        var (probe, datasetName) = DemoTraining.OpenDataset(settings.DataPath);
+        string dataLine;
+        using (probe)
+        {
+            _ = new Data.DatasetIterator(probe, DemoSettings.BatchSize, DemoSettings.ShuffleBufferSize, DemoSettings.Seed);
+            dataLine = string.Create(CultureInfo.InvariantCulture,
+                $"data           {datasetName}: {probe.Files.Count} file(s), {probe.TotalBytes / 1e6:F1} MB, {probe.SequenceCount:N0} sequences of {probe.SequenceLength} bytes in {probe.ShardCount} shards, shuffled, batches of {DemoSettings.BatchSize}");
+        }
         var root = Path.GetFullPath(directory ?? Path.Combine(Path.GetTempPath(), $"ckpt-demo-{DateTime.UtcNow:yyyyMMdd-HHmmss}-{Environment.ProcessId}"));
         var uninterruptedDir = Path.Combine(root, "uninterrupted");
         var restartedDir = Path.Combine(root, "restarted");
@@ -91,14 +101,9 @@ internal static class DemoCommand
             Directory.CreateDirectory(d);
         }
 
-        var (probe, datasetName) = DemoTraining.OpenDataset(settings.DataPath);   // fail early, naming the file
-        using (probe)
-        {
-            log.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"training a byte-level language model: {DemoSettings.ContextLength}-byte context → embedding {DemoSettings.Vocabulary}×{DemoSettings.EmbeddingSize} → {settings.Hidden} → {settings.Hidden} → softmax over {DemoSettings.Vocabulary} bytes ({settings.ParameterCount:N0} parameters, Adam) on {settings.Device}"));
-            log.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"data           {datasetName}: {probe.Files.Count} file(s), {probe.TotalBytes / 1e6:F1} MB, {probe.SequenceCount:N0} sequences of {probe.SequenceLength} bytes in {probe.ShardCount} shards, shuffled, batches of {DemoSettings.BatchSize}"));
-        }
+        log.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"training a byte-level language model: {DemoSettings.ContextLength}-byte context → embedding {DemoSettings.Vocabulary}×{DemoSettings.EmbeddingSize} → {settings.Hidden} → {settings.Hidden} → softmax over {DemoSettings.Vocabulary} bytes ({settings.ParameterCount:N0} parameters, Adam) on {settings.Device}"));
+        log.WriteLine(dataLine);
         log.WriteLine($"schedule       {settings.Steps} steps, checkpoint every {settings.Every} (model, Adam slots and the data iterator's position)");
         log.WriteLine($"checkpoints in {root}");
 
