@@ -88,6 +88,74 @@ __kernel void mse_loss_f32(__global const float* prediction, __global const floa
     loss[0] = sum / (float)count;
 }
 
+// Embedding lookup: output[i, d] = table[ids[i], d]; an id outside [0, vocabulary) gives a row of zeros.
+// Global range: count * dimension (element e = i * dimension + d).
+__kernel void embedding_lookup_f32(__global const int* ids, __global const float* table, __global float* output,
+                                   int count, int dimension, int vocabulary)
+{
+    int e = (int)get_global_id(0);
+    if (e >= count * dimension) return;
+    int i = e / dimension;
+    int d = e - i * dimension;
+    int id = ids[i];
+    output[e] = (id >= 0 && id < vocabulary) ? table[id * dimension + d] : 0.0f;
+}
+
+// Embedding gradient (deterministic scatter-add): table_grad[v, d] = sum over i ascending with ids[i] == v of
+// output_grad[i, d], starting from 0. One work item per table element; no atomics.
+// Global range: vocabulary * dimension (element e = v * dimension + d).
+__kernel void embedding_grad_f32(__global const int* ids, __global const float* output_grad, __global float* table_grad,
+                                 int count, int dimension, int vocabulary)
+{
+    int e = (int)get_global_id(0);
+    if (e >= vocabulary * dimension) return;
+    int v = e / dimension;
+    int d = e - v * dimension;
+    float sum = 0.0f;
+    for (int i = 0; i < count; i++)
+        if (ids[i] == v) sum = sum + output_grad[i * dimension + d];
+    table_grad[e] = sum;
+}
+
+// Softmax cross-entropy gradient, one work item per row: m = max_j z, s = sum_j exp(z_j - m) (ascending),
+// grad[r, j] = (exp(z_j - m) / s - [j == label]) / rows; NaN for a label outside [0, classes). Global range: rows.
+__kernel void softmax_xent_grad_f32(__global const float* logits, __global const int* labels, __global float* grad,
+                                    int rows, int classes)
+{
+    int r = (int)get_global_id(0);
+    if (r >= rows) return;
+    __global const float* z = logits + r * classes;
+    __global float* g = grad + r * classes;
+    int label = labels[r];
+    float m = z[0];
+    for (int j = 1; j < classes; j++) m = z[j] > m ? z[j] : m;
+    float s = 0.0f;
+    for (int j = 0; j < classes; j++) s = s + exp(z[j] - m);
+    int valid = label >= 0 && label < classes;
+    for (int j = 0; j < classes; j++)
+        g[j] = valid ? (exp(z[j] - m) / s - (j == label ? 1.0f : 0.0f)) / (float)rows : NAN;
+}
+
+// Softmax cross-entropy loss: loss[0] = sum over rows (ascending) of (log s + m - z[label]), divided by rows;
+// a single work item recomputes each row's m and s in the gradient kernel's order.
+__kernel void softmax_xent_loss_f32(__global const float* logits, __global const int* labels, __global float* loss,
+                                    int rows, int classes)
+{
+    if (get_global_id(0) != 0) return;
+    float total = 0.0f;
+    for (int r = 0; r < rows; r++)
+    {
+        __global const float* z = logits + r * classes;
+        int label = labels[r];
+        float m = z[0];
+        for (int j = 1; j < classes; j++) m = z[j] > m ? z[j] : m;
+        float s = 0.0f;
+        for (int j = 0; j < classes; j++) s = s + exp(z[j] - m);
+        total = total + ((label >= 0 && label < classes) ? log(s) + m - z[label] : NAN);
+    }
+    loss[0] = total / (float)rows;
+}
+
 // Plain gradient descent (TF ResourceApplyGradientDescent): var -= grad * lr.
 __kernel void sgd_f32(__global float* var, __global const float* grad, int count, float lr)
 {

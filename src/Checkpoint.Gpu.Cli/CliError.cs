@@ -19,6 +19,7 @@ internal static class CliErrors
     public static (int ExitCode, string Message)? Classify(Exception ex) => ex switch
     {
         CliException c => (c.ExitCode, c.Message),
+        Data.DatasetException d => (ExitCodes.UsageOrUnsupported, d.FilePath is { } f && !d.Message.Contains(f, StringComparison.Ordinal) ? $"{f}: {d.Message}" : d.Message),
         CheckpointMismatchException m => (ExitCodes.DataProblem, m.Message),
         Devices.AcceleratorException a => (ExitCodes.UsageOrUnsupported, a.Message),   // the device cannot do it (memory, driver)
         CheckpointFormatException f => (f.IsUnsupportedInput ? ExitCodes.UsageOrUnsupported : ExitCodes.DataProblem, f.Message),

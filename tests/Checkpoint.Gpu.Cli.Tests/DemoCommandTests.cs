@@ -36,7 +36,73 @@ public sealed class DemoCommandTests
         Assert.Equal(3, root.GetProperty("checkpoints_written").GetInt32());
         // Crash at step 30*3/5 + 10/2 = 23: the restart resumes from ckpt-2 (step 20) and trains 21..30.
         Assert.Equal(21, root.GetProperty("resumed_first_step").GetInt32());
-        Assert.Contains("training an MLP", r.StdErr);
+        Assert.Contains("training a byte-level language model", r.StdErr);
+        // The data came from the SDK's reference XML docs, found at run time, and the resumed process saw the same batches.
+        var dataset = root.GetProperty("dataset").GetString()!;
+        Assert.EndsWith("*.xml", dataset);
+        Assert.Contains("Microsoft.NETCore.App.Ref", dataset);
+        Assert.True(root.GetProperty("resumed_batches_identical").GetBoolean());
+        // Each save reports its loop-blocked time next to its duration and size.
+        var saves = root.GetProperty("saves").EnumerateArray().ToArray();
+        Assert.Equal([10L, 20L, 30L], saves.Select(x => x.GetProperty("step").GetInt64()));
+        Assert.All(saves, x => Assert.True(x.GetProperty("bytes").GetInt64() > 0 && x.GetProperty("duration_seconds").GetDouble() >= x.GetProperty("blocked_seconds").GetDouble()));
+    }
+
+    [Fact]
+    public void Demo_DataFile_IteratorStateIsInTheCheckpoint_AndResumedBatchesAreIdentical()
+    {
+        using var tmp = new TempDir("demo-data");
+        // A small text of its own (not the SDK docs): 40 KB of seeded words, enough for 1,200 sequences of 33 bytes.
+        var rng = new Random(7);
+        string[] words = ["the", "checkpoint", "of", "a", "model", "is", "saved", "restored", "and", "byte", "level", "text"];
+        var text = string.Join(' ', Enumerable.Range(0, 8000).Select(_ => words[rng.Next(words.Length)]));
+        var file = Path.Combine(tmp.Path, "corpus.txt");
+        File.WriteAllText(file, text);
+        var run = Path.Combine(tmp.Path, "run");
+        var r = CkptProcess.Run("demo", "--steps", "30", "--every", "10", "--params", "1500", "--dir", run, "--data", file, "--json");
+        Assert.True(r.ExitCode == 0, r.StdOut + r.StdErr);
+        using var doc = System.Text.Json.JsonDocument.Parse(r.StdOut);
+        var root = doc.RootElement;
+        Assert.True(root.GetProperty("ok").GetBoolean());
+        Assert.Equal(file, root.GetProperty("dataset").GetString());
+        Assert.True(root.GetProperty("resumed_batches_identical").GetBoolean());
+        Assert.Equal(0, root.GetProperty("differing_losses").GetInt32());
+        // The last checkpoint holds the iterator's state under TF's key, at 30 batches (one per step), beside the optimizer's step.
+        var last = Path.Combine(run, "uninterrupted", "ckpt-3");
+        using var reader = Format.TensorBundleReader.Open(last);
+        var state = reader.ReadStrings(reader.GetEntry("iterator/.ATTRIBUTES/ITERATOR_STATE"))[0];
+        using var stateDoc = System.Text.Json.JsonDocument.Parse(state);
+        Assert.Equal(30, stateDoc.RootElement.GetProperty("batches").GetInt64());
+        var iter = new byte[8];
+        reader.ReadTensor(reader.GetEntry("optimizer/iter/.ATTRIBUTES/VARIABLE_VALUE"), iter);
+        Assert.Equal(30, BitConverter.ToInt64(iter));
+        Assert.Contains(reader.Entries, e => e.Key.Contains("embeddings", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public void Demo_MissingDataFile_ExitsTwoNamingTheFile()
+    {
+        using var tmp = new TempDir("demo-nodata");
+        var missing = Path.Combine(tmp.Path, "no-such-corpus.txt");
+        var r = CkptProcess.Run("demo", "--steps", "10", "--every", "5", "--dir", Path.Combine(tmp.Path, "run"), "--data", missing);
+        Assert.Equal(2, r.ExitCode);
+        Assert.Contains("no-such-corpus.txt", r.StdErr);
+
+        var empty = Path.Combine(tmp.Path, "empty.txt");
+        File.WriteAllBytes(empty, []);
+        r = CkptProcess.Run("demo", "--steps", "10", "--every", "5", "--dir", Path.Combine(tmp.Path, "run2"), "--data", empty);
+        Assert.Equal(2, r.ExitCode);
+        Assert.Contains("empty.txt", r.StdErr);
+
+        // 100 bytes hold 3 sequences of 33 bytes, fewer than one batch of 64.
+        var tiny = Path.Combine(tmp.Path, "tiny.txt");
+        File.WriteAllText(tiny, new string('x', 100));
+        r = CkptProcess.Run("demo", "--steps", "10", "--every", "5", "--dir", Path.Combine(tmp.Path, "run3"), "--data", tiny);
+        Assert.Equal(2, r.ExitCode);
+        Assert.Contains("tiny.txt", r.StdErr);
+        Assert.Contains("fewer than one batch", r.StdErr);
+        // Nothing was created for runs that could not start.
+        Assert.Empty(Directory.EnumerateDirectories(tmp.Path));
     }
 
     [Fact]
@@ -52,6 +118,7 @@ public sealed class DemoCommandTests
         Assert.True(root.GetProperty("replicas_agree").GetBoolean());
         Assert.Equal(0, root.GetProperty("differing_losses").GetInt32());
         Assert.True(root.GetProperty("final_weights_identical").GetBoolean());
+        Assert.True(root.GetProperty("resumed_batches_identical").GetBoolean());
         // Crash at step 23: the replicas resume from ckpt-2, which three workers wrote in shares and the chief merged.
         var resumedFrom = root.GetProperty("resumed_from").GetString()!;
         Assert.Equal(Path.Combine(tmp.Path, "restarted", "ckpt-2"), resumedFrom);

@@ -48,6 +48,35 @@ public sealed class NnKernelsTests
     }
 
     [Theory]
+    [InlineData(false, false)]
+    [InlineData(true, false)]
+    [InlineData(false, true)]
+    public void MatMul_LargeCpuProduct_SplitOverRowsAndVectorized_EqualsTheScalarAscendingSum(bool transposeA, bool transposeB)
+    {
+        // Large enough for the CPU kernel's parallel, vectorized path; n is not a multiple of the vector width.
+        var acc = Backends.Get("cpu");
+        const int m = 64, n = 259, k = 301;
+        var a = DeviceData.Random(m * k, 41);
+        var b = DeviceData.Random(k * n, 42);
+        using var da = DeviceData.Upload(acc, a);
+        using var db = DeviceData.Upload(acc, b);
+        using var dc = acc.Allocate(m * n * sizeof(float));
+        NnKernels.For(acc).MatMul(transposeA, transposeB, m, n, k, da, db, dc);
+        var c = DeviceData.Download(dc, m * n);
+        for (var i = 0; i < m; i++)
+            for (var j = 0; j < n; j++)
+            {
+                var sum = 0f;   // the documented order: p ascending from 0, float32, no fused multiply-add
+                for (var p = 0; p < k; p++)
+                {
+                    var product = (transposeA ? a[p * m + i] : a[i * k + p]) * (transposeB ? b[j * k + p] : b[p * n + j]);
+                    sum += product;
+                }
+                Assert.True(BitConverter.SingleToInt32Bits(sum) == BitConverter.SingleToInt32Bits(c[i * n + j]), $"C[{i},{j}] = {c[i * n + j]:R}, ascending sum {sum:R}.");
+            }
+    }
+
+    [Theory]
     [MemberData(nameof(Devices))]
     public void MatMul_RunTwice_BitIdentical(string device)
     {

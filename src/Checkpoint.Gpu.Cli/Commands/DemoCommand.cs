@@ -12,23 +12,25 @@ using Spectre.Console;
 namespace CheckpointGpu.Cli.Commands;
 
 /// <summary>
-/// <c>ckpt demo</c>: the main job. Trains a small MLP with Adam on an accelerator while a CheckpointManager saves every
-/// K steps; then a fresh process is "killed" mid-run and another fresh process resumes from the latest checkpoint by
-/// restore-on-create; the resumed losses must equal the uninterrupted run's bit for bit. With <c>--workers N</c> the
+/// <c>ckpt demo</c>: the main job. Trains a small byte-level language model with Adam on real text (the SDK's reference
+/// XML docs, or <c>--data</c>) read through a trackable data iterator, on an accelerator, while a CheckpointManager saves
+/// every K steps; then a fresh process is "killed" mid-run and another fresh process resumes from the latest checkpoint by
+/// restore-on-create; the resumed batches, losses and final weights must equal the uninterrupted run's bit for bit. With <c>--workers N</c> the
 /// crashed and resumed runs are N replica processes started by <see cref="LocalWorkerLauncher"/> whose checkpoints are
 /// multi-worker saves (each replica writes its share, the chief merges), and every replica must agree.
 /// </summary>
 internal static class DemoCommand
 {
-    private sealed record ChildReport(long FirstStep, uint[] LossBits, uint FinalWeightsCrc, string? RestoredFrom, int CheckpointsWritten, int RestoredFromDataFiles);
+    private sealed record ChildReport(long FirstStep, uint[] LossBits, uint[] BatchCrcs, uint FinalWeightsCrc, string? RestoredFrom, int CheckpointsWritten, int RestoredFromDataFiles);
 
     public static Command Create()
     {
         var device = DeviceNames.CreateOption("Accelerator");
         var dir = new Option<string?>("--dir") { Description = "Directory for the checkpoints (default: a new folder under the system temp directory)." };
-        var steps = new Option<int>("--steps") { Description = "Training steps.", DefaultValueFactory = _ => 200 };
-        var every = new Option<int>("--every") { Description = "Save a checkpoint every K steps.", DefaultValueFactory = _ => 20 };
-        var parameters = new Option<long>("--params") { Description = "Approximate number of model parameters (weights); Adam adds two slots per weight.", DefaultValueFactory = _ => 100_000 };
+        var steps = new Option<int>("--steps") { Description = "Training steps.", DefaultValueFactory = _ => 500 };
+        var every = new Option<int>("--every") { Description = "Save a checkpoint every K steps.", DefaultValueFactory = _ => 50 };
+        var parameters = new Option<long>("--params") { Description = "Approximate number of model parameters (weights; the two hidden layers grow with it); Adam adds two slots per weight, so a checkpoint is about 12 bytes per parameter.", DefaultValueFactory = _ => DefaultParameters };
+        var data = new Option<string?>("--data") { Description = "Train on this file's bytes instead of the .NET SDK's reference XML documentation (found under the dotnet root at run time)." };
         var phase = new Option<string?>("--phase") { Hidden = true };
         var stopAt = new Option<int>("--stop-at") { Hidden = true };
         var json = new Option<bool>("--json") { Description = "Print the summary as one JSON document on standard output (progress goes to standard error)." };
@@ -38,18 +40,21 @@ internal static class DemoCommand
         var launcher = new Option<string>("--launcher") { Description = "With --workers: 'local' starts the replicas itself and they coordinate through marker files; 'mpi' runs them under MPICH's mpiexec, coordinating by MPI collectives.", DefaultValueFactory = _ => "local" };
         launcher.AcceptOnlyFromAmong("local", "mpi");
         var command = new Command("demo", """
-            The main job: train a small MLP regression with Adam on an accelerator, checkpointing with a CheckpointManager
-            (max_to_keep 3) every K steps; then simulate a crash and a restart in fresh processes that call
-            RestoreOrInitialize before the model exists, and check that the resumed loss curve equals the uninterrupted
-            one bit for bit. Exit code 0 when it does, 1 when it does not.
+            The main job: train a byte-level language model (embedding of a 32-byte context, two dense layers, softmax
+            over 256 byte values) with Adam on real text -- the .NET SDK's reference XML documentation, or --data FILE --
+            read through a trackable, shuffling data iterator; checkpoint model, optimizer and iterator with a
+            CheckpointManager (max_to_keep 3) every K steps; then simulate a crash and a restart in fresh processes that
+            call RestoreOrInitialize before the model exists, and check that the resumed batches, loss curve and final
+            weights equal the uninterrupted run's bit for bit. Exit code 0 when they do, 1 when they do not.
 
             Examples:
               ckpt demo
               ckpt demo --device opencl --steps 400 --every 50 --params 1000000 --dir /tmp/demo
+              ckpt demo --params 30000000 --steps 6 --every 2 --data corpus.txt
               ckpt demo --workers 3
               ckpt demo --steps 100000 --preempt-after 5 --json
               ckpt demo --launcher mpi --workers 4
-            """) { device, dir, steps, every, parameters, phase, stopAt, json, workers, plot, preemptAfter, launcher };
+            """) { device, dir, steps, every, parameters, data, phase, stopAt, json, workers, plot, preemptAfter, launcher };
         command.SetAction(async (parse, cancellationToken) =>
         {
             var kind = DeviceNames.Parse(parse.GetValue(device)!);
@@ -57,7 +62,7 @@ internal static class DemoCommand
             var k = parse.GetValue(every);
             if (n < 2 || k < 1 || k >= n) throw new CliException("--steps must be at least 2 and --every between 1 and steps - 1.", ExitCodes.UsageOrUnsupported);
             if (parse.GetValue(workers) is < 1 or > 8) throw new CliException("--workers must be between 1 and 8.", ExitCodes.UsageOrUnsupported);
-            var settings = new DemoSettings(kind, n, k, DemoSettings.HiddenFor(parse.GetValue(parameters))) { Workers = parse.GetValue(workers), Launcher = parse.GetValue(launcher)! };
+            var settings = new DemoSettings(kind, n, k, DemoSettings.HiddenFor(parse.GetValue(parameters))) { Workers = parse.GetValue(workers), Launcher = parse.GetValue(launcher)!, DataPath = parse.GetValue(data) };
             if (parse.GetValue(preemptAfter) is { } seconds)
                 return await RunPreemptedAsync(settings, parse.GetValue(dir), TimeSpan.FromSeconds(seconds), Console.Out, parse.GetValue(json), cancellationToken);
             return parse.GetValue(phase) is { } childPhase
@@ -67,12 +72,25 @@ internal static class DemoCommand
         return command;
     }
 
+    /// <summary>Default <c>--params</c>: hidden layers of 128 units, about a minute for the whole demo on 2 CPU cores.</summary>
+    internal const long DefaultParameters = 120_000;
+
     internal static async Task<int> RunAsync(DemoSettings settings, string? directory, TextWriter output, bool json, CancellationToken cancellationToken,
         string? plotPath = null)
     {
         // With --json, standard output carries only the JSON document; the narrative goes to standard error.
         var log = json ? Console.Error : output;
         DeviceNames.RequireSupported(settings.Device);
+        // Open the data first (and make one iterator over it), so a missing, empty or too short file fails, naming it,
+        // before any directory is created.
+        var (probe, datasetName) = DemoTraining.OpenDataset(settings.DataPath);
+        string dataLine;
+        using (probe)
+        {
+            _ = new Data.DatasetIterator(probe, DemoSettings.BatchSize, DemoSettings.ShuffleBufferSize, DemoSettings.Seed);
+            dataLine = string.Create(CultureInfo.InvariantCulture,
+                $"data           {datasetName}: {probe.Files.Count} file(s), {probe.TotalBytes / 1e6:F1} MB, {probe.SequenceCount:N0} sequences of {probe.SequenceLength} bytes in {probe.ShardCount} shards, shuffled, batches of {DemoSettings.BatchSize}");
+        }
         var root = Path.GetFullPath(directory ?? Path.Combine(Path.GetTempPath(), $"ckpt-demo-{DateTime.UtcNow:yyyyMMdd-HHmmss}-{Environment.ProcessId}"));
         var uninterruptedDir = Path.Combine(root, "uninterrupted");
         var restartedDir = Path.Combine(root, "restarted");
@@ -84,7 +102,9 @@ internal static class DemoCommand
         }
 
         log.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"training an MLP {DemoSettings.InputSize}→{settings.Hidden}→{settings.Hidden}→1 ({settings.ParameterCount:N0} parameters, Adam) on {settings.Device} for {settings.Steps} steps, checkpoint every {settings.Every}"));
+            $"training a byte-level language model: {DemoSettings.ContextLength}-byte context → embedding {DemoSettings.Vocabulary}×{DemoSettings.EmbeddingSize} → {settings.Hidden} → {settings.Hidden} → softmax over {DemoSettings.Vocabulary} bytes ({settings.ParameterCount:N0} parameters, Adam) on {settings.Device}"));
+        log.WriteLine(dataLine);
+        log.WriteLine($"schedule       {settings.Steps} steps, checkpoint every {settings.Every} (model, Adam slots and the data iterator's position)");
         log.WriteLine($"checkpoints in {root}");
 
         var clock = Stopwatch.StartNew();
@@ -107,18 +127,24 @@ internal static class DemoCommand
         var (interrupted, resumed) = (interruptedAll[0], resumedAll[0]);
         // Replicas: every worker's report (losses, final weights, checkpoint resumed from) equals the chief's.
         static bool SameRun(ChildReport a, ChildReport b) =>
-            a.FirstStep == b.FirstStep && a.LossBits.SequenceEqual(b.LossBits) && a.FinalWeightsCrc == b.FinalWeightsCrc && a.RestoredFrom == b.RestoredFrom;
+            a.FirstStep == b.FirstStep && a.LossBits.SequenceEqual(b.LossBits) && a.BatchCrcs.SequenceEqual(b.BatchCrcs) && a.FinalWeightsCrc == b.FinalWeightsCrc && a.RestoredFrom == b.RestoredFrom;
         var replicasAgree = interruptedAll.All(r => SameRun(r, interrupted)) && resumedAll.All(r => SameRun(r, resumed));
         var resumedShards = resumed.RestoredFromDataFiles;
 
         var mismatches = 0;
+        var batchMismatches = 0;
         for (var i = 0; i < resumed.LossBits.Length; i++)
         {
             var step = resumed.FirstStep + i;
             if (BitConverter.SingleToUInt32Bits(straight.Losses[(int)(step - straight.FirstStep)]) != resumed.LossBits[i]) mismatches++;
+            if (straight.BatchCrcs[(int)(step - straight.FirstStep)] != resumed.BatchCrcs[i]) batchMismatches++;
         }
+        // The crashed run, too, must have seen the uninterrupted run's first batches.
+        for (var i = 0; i < interrupted.BatchCrcs.Length; i++)
+            if (straight.BatchCrcs[(int)(interrupted.FirstStep + i - straight.FirstStep)] != interrupted.BatchCrcs[i]) batchMismatches++;
+        var batchesEqual = batchMismatches == 0 && resumed.BatchCrcs.Length == resumed.LossBits.Length && resumed.BatchCrcs.Length > 0;
         var weightsEqual = straight.FinalWeightsCrc == resumed.FinalWeightsCrc;
-        var ok = mismatches == 0 && weightsEqual && resumed.RestoredFrom is not null && replicasAgree
+        var ok = mismatches == 0 && weightsEqual && batchesEqual && resumed.RestoredFrom is not null && replicasAgree
             && (settings.Workers == 1 || resumedShards == settings.Workers);
 
         if (plotPath is not null)
@@ -156,6 +182,19 @@ internal static class DemoCommand
                 w.WriteNumber("workers", settings.Workers);
                 w.WriteBoolean("replicas_agree", replicasAgree);
                 w.WriteNumber("resumed_from_data_files", resumedShards);
+                w.WriteString("dataset", straight.Dataset);
+                w.WriteBoolean("resumed_batches_identical", batchesEqual);
+                w.WriteStartArray("saves");
+                foreach (var save in straight.Saves)
+                {
+                    w.WriteStartObject();
+                    w.WriteNumber("step", save.Step);
+                    w.WriteNumber("blocked_seconds", Math.Round(save.Blocked.TotalSeconds, 6));
+                    w.WriteNumber("duration_seconds", Math.Round(save.Duration.TotalSeconds, 6));
+                    w.WriteNumber("bytes", save.Bytes);
+                    w.WriteEndObject();
+                }
+                w.WriteEndArray();
             });
             return ok ? ExitCodes.Ok : ExitCodes.DataProblem;
         }
@@ -173,6 +212,20 @@ internal static class DemoCommand
         output.WriteLine();
         table.WriteTo(output);
         output.WriteLine();
+        // Per save of the uninterrupted run: what the loop paid (blocked) next to what the save took and wrote.
+        var savesTable = new TextTable("save", "step", "loop blocked", "save duration", "size", "save GB/s").AlignRight(1, 2, 3, 4, 5);
+        foreach (var (save, i) in straight.Saves.Select((x, i) => (x, i)))
+        {
+            savesTable.Add($"ckpt-{i + 1}", save.Step.ToString(CultureInfo.InvariantCulture),
+                $"{save.Blocked.TotalMilliseconds.ToString("F1", CultureInfo.InvariantCulture)} ms",
+                $"{save.Duration.TotalMilliseconds.ToString("F1", CultureInfo.InvariantCulture)} ms",
+                $"{(save.Bytes / 1e6).ToString("F2", CultureInfo.InvariantCulture)} MB",
+                (save.Bytes / 1e9 / Math.Max(save.Duration.TotalSeconds, 1e-9)).ToString("F2", CultureInfo.InvariantCulture));
+        }
+        savesTable.WriteTo(output);
+        output.WriteLine();
+        output.WriteLine($"data           {straight.Dataset}");
+        output.WriteLine($"batches        {(batchesEqual ? $"identical: the resumed process's iterator yielded the uninterrupted run's batches {resumed.FirstStep}–{settings.Steps}" : $"{batchMismatches} batches DIFFER")}");
         output.WriteLine($"resumed from   {resumed.RestoredFrom ?? "(nothing: no checkpoint was found)"}");
         output.WriteLine($"loss curve     {(mismatches == 0 ? $"identical for all {resumed.LossBits.Length} resumed steps ({resumed.FirstStep}–{settings.Steps})" : $"{mismatches} of {resumed.LossBits.Length} resumed steps DIFFER")}");
         output.WriteLine($"final weights  {(weightsEqual ? "bit-identical" : "DIFFER")} (CRC32C 0x{straight.FinalWeightsCrc:x8} vs 0x{resumed.FinalWeightsCrc:x8})");
@@ -261,7 +314,7 @@ internal static class DemoCommand
         var result = await DemoTraining.RunAsync(settings, directory, stopAt, onStep: null, cancellationToken, worker).ConfigureAwait(false);
         if (phase == "resume" && result.RestoredFrom is null)
             throw new CliException($"{directory}: the restarted process found no checkpoint to resume from.", ExitCodes.DataProblem);
-        var report = new ChildReport(result.FirstStep, result.Losses.Select(BitConverter.SingleToUInt32Bits).ToArray(),
+        var report = new ChildReport(result.FirstStep, result.Losses.Select(BitConverter.SingleToUInt32Bits).ToArray(), [.. result.BatchCrcs],
             result.FinalWeightsCrc, result.RestoredFrom, result.CheckpointsWritten, result.RestoredFromDataFiles);
         output.WriteLine(JsonSerializer.Serialize(report));
         // Under mpiexec the ranks' standard outputs interleave (hydra splits long lines): the report also goes to a file.
@@ -282,6 +335,7 @@ internal static class DemoCommand
             "--device", DeviceNames.Name(settings.Device), "--steps", settings.Steps.ToString(CultureInfo.InvariantCulture),
             "--every", settings.Every.ToString(CultureInfo.InvariantCulture), "--params", settings.ParameterCount.ToString(CultureInfo.InvariantCulture),
             "--workers", settings.Workers.ToString(CultureInfo.InvariantCulture), "--launcher", settings.Launcher]);
+        if (settings.DataPath is not null) args.AddRange(["--data", Path.GetFullPath(settings.DataPath)]);
         if (settings.Launcher == "mpi") return await SpawnMpiAsync(settings, directory, executable, args, phase, cancellationToken).ConfigureAwait(false);
         using var launcher = LocalWorkerLauncher.Start(executable, _ => args, settings.Workers, coordination);
         var results = await launcher.WaitAllAsync(TimeSpan.FromMinutes(30), cancellationToken).ConfigureAwait(false);

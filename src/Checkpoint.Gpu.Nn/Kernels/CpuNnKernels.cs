@@ -1,3 +1,4 @@
+using System.Numerics;
 using CheckpointGpu.Devices;
 
 namespace CheckpointGpu.Nn;
@@ -5,7 +6,8 @@ namespace CheckpointGpu.Nn;
 /// <summary>
 /// CPU backend of <see cref="NnKernels"/>: plain loops over the CPU buffers' native memory (the CPU backend's
 /// <see cref="DeviceBuffer.DangerousGetNativeHandle"/> is the address). Each call first drains the default stream, so
-/// copies queued before it have landed, then runs on the calling thread. RyuJIT does not contract <c>a*b+c</c> into
+/// copies queued before it have landed, then runs on the calling thread (large matrix products also on pool threads,
+/// one row of the result per thread, and returns when they are done). RyuJIT does not contract <c>a*b+c</c> into
 /// fused multiply-adds, and every sum runs in ascending order, so results are bit-identical run to run.
 /// </summary>
 internal sealed unsafe class CpuNnKernels(Accelerator accelerator) : NnKernels(accelerator)
@@ -19,8 +21,24 @@ internal sealed unsafe class CpuNnKernels(Accelerator accelerator) : NnKernels(a
 
     private protected override void MatMulCore(bool transposeA, bool transposeB, int m, int n, int k, DeviceBuffer a, DeviceBuffer b, DeviceBuffer c)
     {
-        float* pa = Ptr(a), pb = Ptr(b), pc = Ptr(c);
-        for (var row = 0; row < m; row++)
+        nint pa = (nint)Ptr(a), pb = (nint)Ptr(b), pc = (nint)Ptr(c);
+        // Rows of C are independent: large products spread them over the cores. Each element is still summed by one
+        // thread in ascending p, so the result does not depend on the split.
+        if ((long)m * n * k >= 1 << 20 && m > 1)
+            Parallel.For(0, m, row => MatMulRow(transposeA, transposeB, m, n, k, (float*)pa, (float*)pb, (float*)pc, row));
+        else
+            for (var row = 0; row < m; row++) MatMulRow(transposeA, transposeB, m, n, k, (float*)pa, (float*)pb, (float*)pc, row);
+    }
+
+    /// <summary>
+    /// One row of C. With B not transposed, the row is accumulated as <c>c[j] += a[row, p] · b[p, j]</c> for p ascending
+    /// (vectorized over j, multiply and add rounded separately): every element receives exactly the terms, in exactly
+    /// the order and rounding, of the scalar dot product <c>sum += a · b</c> from 0, so both forms are bit-identical.
+    /// </summary>
+    private static void MatMulRow(bool transposeA, bool transposeB, int m, int n, int k, float* pa, float* pb, float* pc, int row)
+    {
+        var crow = pc + (long)row * n;
+        if (transposeB)
         {
             for (var column = 0; column < n; column++)
             {
@@ -28,11 +46,30 @@ internal sealed unsafe class CpuNnKernels(Accelerator accelerator) : NnKernels(a
                 for (var p = 0; p < k; p++)
                 {
                     var av = transposeA ? pa[(long)p * m + row] : pa[(long)row * k + p];
-                    var bv = transposeB ? pb[(long)column * k + p] : pb[(long)p * n + column];
-                    sum += av * bv;
+                    sum += av * pb[(long)column * k + p];
                 }
-                pc[(long)row * n + column] = sum;
+                crow[column] = sum;
             }
+            return;
+        }
+        var c = new Span<float>(crow, n);
+        c.Clear();
+        var width = Vector<float>.Count;
+        for (var p = 0; p < k; p++)
+        {
+            var av = transposeA ? pa[(long)p * m + row] : pa[(long)row * k + p];
+            var brow = pb + (long)p * n;
+            var j = 0;
+            if (Vector.IsHardwareAccelerated)
+            {
+                var va = new Vector<float>(av);
+                for (; j <= n - width; j += width)
+                {
+                    var product = va * Vector.Load(brow + j);
+                    Vector.Store(Vector.Load(crow + j) + product, crow + j);
+                }
+            }
+            for (; j < n; j++) crow[j] += av * brow[j];
         }
     }
 
@@ -86,6 +123,60 @@ internal sealed unsafe class CpuNnKernels(Accelerator accelerator) : NnKernels(a
             pg[i] = 2f * d / count;
         }
         pl[0] = sum / count;
+    }
+
+    private protected override void EmbeddingLookupCore(int count, int dimension, int vocabulary, DeviceBuffer ids, DeviceBuffer table, DeviceBuffer output)
+    {
+        int* pids = (int*)Ptr(ids);
+        float* pt = Ptr(table), po = Ptr(output);
+        for (var i = 0; i < count; i++)
+        {
+            var id = pids[i];
+            var row = po + (long)i * dimension;
+            if ((uint)id >= (uint)vocabulary)
+            {
+                new Span<float>(row, dimension).Clear();
+                continue;
+            }
+            new ReadOnlySpan<float>(pt + (long)id * dimension, dimension).CopyTo(new Span<float>(row, dimension));
+        }
+    }
+
+    private protected override void EmbeddingGradCore(int count, int dimension, int vocabulary, DeviceBuffer ids, DeviceBuffer outputGrad, DeviceBuffer tableGrad)
+    {
+        int* pids = (int*)Ptr(ids);
+        float* pg = Ptr(outputGrad), pt = Ptr(tableGrad);
+        new Span<float>(pt, checked(vocabulary * dimension)).Clear();
+        // One ordered pass over the ids: each table element receives its terms in ascending i, starting from 0,
+        // exactly the sum the GPU kernels' per-element scan computes.
+        for (var i = 0; i < count; i++)
+        {
+            var id = pids[i];
+            if ((uint)id >= (uint)vocabulary) continue;
+            float* row = pt + (long)id * dimension, g = pg + (long)i * dimension;
+            for (var d = 0; d < dimension; d++) row[d] += g[d];
+        }
+    }
+
+    private protected override void SoftmaxCrossEntropyCore(int rows, int classes, DeviceBuffer logits, DeviceBuffer labels, DeviceBuffer grad, DeviceBuffer loss)
+    {
+        float* pz = Ptr(logits), pg = Ptr(grad), pl = Ptr(loss);
+        int* py = (int*)Ptr(labels);
+        var total = 0f;
+        for (var r = 0; r < rows; r++)
+        {
+            float* z = pz + (long)r * classes, g = pg + (long)r * classes;
+            var label = py[r];
+            var max = z[0];
+            for (var j = 1; j < classes; j++) max = z[j] > max ? z[j] : max;
+            var sum = 0f;
+            for (var j = 0; j < classes; j++) sum += MathF.Exp(z[j] - max);
+            var valid = (uint)label < (uint)classes;
+            for (var j = 0; j < classes; j++)
+                g[j] = valid ? (MathF.Exp(z[j] - max) / sum - (j == label ? 1f : 0f)) / rows : float.NaN;
+            total += valid ? MathF.Log(sum) + max - z[label] : float.NaN;
+        }
+        pl[0] = total / rows;
     }
 
     private protected override void SgdUpdateCore(int count, DeviceBuffer variable, DeviceBuffer grad, DeviceBuffer? accumulator, float learningRate, float momentum)

@@ -35,6 +35,10 @@ internal sealed class IlgpuNnKernels : NnKernels
     private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, Loop> _activationGrad;
     private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, Loop> _mseGrad;
     private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, int> _mseLoss;
+    private readonly Action<AcceleratorStream, Index1D, ArrayView<int>, ArrayView<float>, ArrayView<float>, EmbeddingShape> _embeddingLookup;
+    private readonly Action<AcceleratorStream, Index1D, ArrayView<int>, ArrayView<float>, ArrayView<float>, EmbeddingShape> _embeddingGrad;
+    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<int>, ArrayView<float>, Loop> _softmaxGrad;
+    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<int>, ArrayView<float>, Loop> _softmaxLoss;
     private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, Loop, float> _sgd;
     private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, Loop, Vector2Parameters> _sgdMomentum;
     private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, Loop, AdamParameters> _adam;
@@ -51,6 +55,10 @@ internal sealed class IlgpuNnKernels : NnKernels
         _activationGrad = d.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, Loop>(ActivationGrad);
         _mseGrad = d.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, Loop>(MseGrad);
         _mseLoss = d.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, int>(MseLoss);
+        _embeddingLookup = d.LoadAutoGroupedKernel<Index1D, ArrayView<int>, ArrayView<float>, ArrayView<float>, EmbeddingShape>(EmbeddingLookup);
+        _embeddingGrad = d.LoadAutoGroupedKernel<Index1D, ArrayView<int>, ArrayView<float>, ArrayView<float>, EmbeddingShape>(EmbeddingGrad);
+        _softmaxGrad = d.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<int>, ArrayView<float>, Loop>(SoftmaxGrad);
+        _softmaxLoss = d.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<int>, ArrayView<float>, Loop>(SoftmaxLoss);
         _sgd = d.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, Loop, float>(Sgd);
         _sgdMomentum = d.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, Loop, Vector2Parameters>(SgdMomentum);
         _adam = d.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, Loop, AdamParameters>(Adam);
@@ -62,6 +70,9 @@ internal sealed class IlgpuNnKernels : NnKernels
     /// <summary>Matrix product dimensions; <c>Flags</c> bit 0: A transposed, bit 1: B transposed; <c>Stride</c>: the launch extent.</summary>
     internal readonly record struct GemmShape(int M, int N, int K, int Flags, int Stride);
 
+    /// <summary>Embedding sizes: <c>Count</c> ids, <c>Dimension</c> columns, <c>Vocabulary</c> table rows; <c>Stride</c>: the launch extent.</summary>
+    internal readonly record struct EmbeddingShape(int Count, int Dimension, int Vocabulary, int Stride);
+
     /// <summary>Learning rate and momentum.</summary>
     internal readonly record struct Vector2Parameters(float LearningRate, float Momentum);
 
@@ -69,6 +80,8 @@ internal sealed class IlgpuNnKernels : NnKernels
     internal readonly record struct AdamParameters(float Alpha, float Beta1, float Beta2, float Epsilon);
 
     private ArrayView<float> V(DeviceBuffer buffer) => _ilgpu.GetView<float>(buffer.View(0, buffer.LengthInBytes & ~3L));
+
+    private ArrayView<int> VI(DeviceBuffer buffer) => _ilgpu.GetView<int>(buffer.View(0, buffer.LengthInBytes & ~3L));
 
     private Loop For(long count, int argument = 0) => new(count, (int)Math.Max(1, Math.Min(count, _maxThreads)), argument);
 
@@ -119,6 +132,35 @@ internal sealed class IlgpuNnKernels : NnKernels
         {
             _mseGrad(s, loop.Stride, vp, vt, vg, loop);
             _mseLoss(s, 1, vp, vt, vl, count);
+        });
+    }
+
+    private protected override void EmbeddingLookupCore(int count, int dimension, int vocabulary, DeviceBuffer ids, DeviceBuffer table, DeviceBuffer output)
+    {
+        ArrayView<int> vids = VI(ids);
+        ArrayView<float> vt = V(table), vo = V(output);
+        var shape = new EmbeddingShape(count, dimension, vocabulary, For((long)count * dimension).Stride);
+        Launch([ids, table, output], s => _embeddingLookup(s, shape.Stride, vids, vt, vo, shape));
+    }
+
+    private protected override void EmbeddingGradCore(int count, int dimension, int vocabulary, DeviceBuffer ids, DeviceBuffer outputGrad, DeviceBuffer tableGrad)
+    {
+        ArrayView<int> vids = VI(ids);
+        ArrayView<float> vg = V(outputGrad), vt = V(tableGrad);
+        var shape = new EmbeddingShape(count, dimension, vocabulary, For((long)vocabulary * dimension).Stride);
+        Launch([ids, outputGrad, tableGrad], s => _embeddingGrad(s, shape.Stride, vids, vg, vt, shape));
+    }
+
+    private protected override void SoftmaxCrossEntropyCore(int rows, int classes, DeviceBuffer logits, DeviceBuffer labels, DeviceBuffer grad, DeviceBuffer loss)
+    {
+        ArrayView<float> vz = V(logits), vg = V(grad), vl = V(loss);
+        ArrayView<int> vy = VI(labels);
+        var loop = For(rows, classes);
+        var single = new Loop(rows, 1, classes);
+        Launch([logits, labels, grad, loss], s =>
+        {
+            _softmaxGrad(s, loop.Stride, vz, vy, vg, loop);
+            _softmaxLoss(s, 1, vz, vy, vl, single);
         });
     }
 
@@ -222,6 +264,72 @@ internal sealed class IlgpuNnKernels : NnKernels
             sum += d * d;
         }
         loss[0] = sum / count;
+    }
+
+    /// <summary>output[i, d] = table[ids[i], d] (zeros for an id outside the table); element e = i · dimension + d.</summary>
+    private static void EmbeddingLookup(Index1D index, ArrayView<int> ids, ArrayView<float> table, ArrayView<float> output, EmbeddingShape shape)
+    {
+        var total = (long)shape.Count * shape.Dimension;
+        for (long e = index; e < total; e += shape.Stride)
+        {
+            var i = e / shape.Dimension;
+            var d = e - i * shape.Dimension;
+            var id = ids[i];
+            output[e] = id >= 0 && id < shape.Vocabulary ? table[(long)id * shape.Dimension + d] : 0f;
+        }
+    }
+
+    /// <summary>tableGrad[v, d] = Σ outputGrad[i, d] over i ascending with ids[i] = v (one work item per table element, no atomics).</summary>
+    private static void EmbeddingGrad(Index1D index, ArrayView<int> ids, ArrayView<float> outputGrad, ArrayView<float> tableGrad, EmbeddingShape shape)
+    {
+        var total = (long)shape.Vocabulary * shape.Dimension;
+        for (long e = index; e < total; e += shape.Stride)
+        {
+            var v = e / shape.Dimension;
+            var d = e - v * shape.Dimension;
+            var sum = 0f;
+            for (var i = 0; i < shape.Count; i++)
+            {
+                if (ids[i] == v) sum += outputGrad[(long)i * shape.Dimension + d];
+            }
+            tableGrad[e] = sum;
+        }
+    }
+
+    /// <summary>Per row: grad = (softmax − one-hot) / rows; <c>loop.Count</c> = rows, <c>loop.Argument</c> = classes.</summary>
+    private static void SoftmaxGrad(Index1D index, ArrayView<float> logits, ArrayView<int> labels, ArrayView<float> grad, Loop loop)
+    {
+        var classes = loop.Argument;
+        for (long r = index; r < loop.Count; r += loop.Stride)
+        {
+            var row = r * classes;
+            var label = labels[r];
+            var max = logits[row];
+            for (var j = 1; j < classes; j++) max = logits[row + j] > max ? logits[row + j] : max;
+            var sum = 0f;
+            for (var j = 0; j < classes; j++) sum += MathF.Exp(logits[row + j] - max);
+            var valid = label >= 0 && label < classes;
+            for (var j = 0; j < classes; j++)
+                grad[row + j] = valid ? (MathF.Exp(logits[row + j] - max) / sum - (j == label ? 1f : 0f)) / loop.Count : float.NaN;
+        }
+    }
+
+    /// <summary>The loss: one work item sums the rows' (log s + m − z[label]) in ascending order.</summary>
+    private static void SoftmaxLoss(Index1D index, ArrayView<float> logits, ArrayView<int> labels, ArrayView<float> loss, Loop loop)
+    {
+        var classes = loop.Argument;
+        var total = 0f;
+        for (long r = 0; r < loop.Count; r++)
+        {
+            var row = r * classes;
+            var label = labels[r];
+            var max = logits[row];
+            for (var j = 1; j < classes; j++) max = logits[row + j] > max ? logits[row + j] : max;
+            var sum = 0f;
+            for (var j = 0; j < classes; j++) sum += MathF.Exp(logits[row + j] - max);
+            total += label >= 0 && label < classes ? MathF.Log(sum) + max - logits[row + label] : float.NaN;
+        }
+        loss[0] = total / loop.Count;
     }
 
     private static void Sgd(Index1D index, ArrayView<float> variable, ArrayView<float> grad, Loop loop, float learningRate)

@@ -5,17 +5,18 @@ using CheckpointGpu.Devices.OpenCL;
 namespace CheckpointGpu.Nn;
 
 /// <summary>
-/// Device kernels of one training step (float32, row-major): matrix products, bias add and its gradient,
-/// activations and their gradients, mean squared error, and the SGD/Adam updates. One instance per
+/// Device kernels of one training step (float32, row-major; ids and labels int32): matrix products, bias add and its
+/// gradient, activations and their gradients, embedding lookup and its gradient, mean squared error, softmax
+/// cross-entropy, and the SGD/Adam updates. One instance per
 /// <see cref="Accelerator"/> (<see cref="For"/>); every operation runs in order on the accelerator's
 /// <see cref="Accelerator.DefaultStream"/>, the stream <see cref="Variable"/> uses for its host transfers, so
 /// kernels, variable assignments and reads stay ordered.
 /// </summary>
 /// <remarks>
 /// <para><b>Determinism.</b> Every output element is computed by one work item; every sum (matrix products, bias
-/// gradient, loss) runs sequentially in ascending index order; there are no atomics. Results are therefore
+/// gradient, losses, the embedding gradient's scatter-add) runs sequentially in ascending index order; there are no atomics. Results are therefore
 /// bit-identical from run to run on a given backend and device. CPU and OpenCL results may differ in the last
-/// bits (OpenCL <c>sqrt</c>/<c>tanh</c>/division precision).</para>
+/// bits (OpenCL <c>sqrt</c>/<c>tanh</c>/<c>exp</c>/<c>log</c>/division precision).</para>
 /// <para><b>Backends.</b> OpenCL: kernels of <c>native/opencl/nn.cl</c>, enqueued asynchronously. CPU: C# loops
 /// over the buffers' native memory, run on the calling thread after the default stream drained (so they are
 /// synchronous; the stream is idle again when the method returns).</para>
@@ -175,6 +176,88 @@ public abstract class NnKernels
     }
 
     /// <summary>
+    /// Embedding lookup (TF <c>ResourceGather</c> on axis 0, Keras <c>Embedding</c>):
+    /// <c>output[i, d] = table[ids[i], d]</c> for <c>i</c> in [0, <paramref name="count"/>), <c>d</c> in [0, <paramref name="dimension"/>).
+    /// A batch of contexts stored row-major as ids [batch, context] yields output [batch, context · dimension], the
+    /// concatenated embeddings a following <see cref="Dense"/> layer takes as input. Pure copies: exact on every backend.
+    /// </summary>
+    /// <param name="count">Number of ids (rows of the output).</param>
+    /// <param name="dimension">Embedding size (columns of the table and of the output).</param>
+    /// <param name="vocabulary">Rows of the table.</param>
+    /// <param name="ids">int32 buffer of at least <paramref name="count"/> elements. An id outside [0, vocabulary) yields a row
+    /// of zeros (TF's GPU behaviour; a device kernel cannot throw) and contributes nothing to <see cref="EmbeddingGrad"/>.</param>
+    /// <param name="table">float32 [vocabulary, dimension].</param>
+    /// <param name="output">float32 [count, dimension], overwritten.</param>
+    /// <exception cref="ArgumentException">A buffer is too small or belongs to another accelerator.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">A size is negative.</exception>
+    public void EmbeddingLookup(int count, int dimension, int vocabulary, DeviceBuffer ids, DeviceBuffer table, DeviceBuffer output)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(count);
+        ArgumentOutOfRangeException.ThrowIfNegative(dimension);
+        ArgumentOutOfRangeException.ThrowIfNegative(vocabulary);
+        Check(ids, count, nameof(ids));
+        Check(table, (long)vocabulary * dimension, nameof(table));
+        Check(output, (long)count * dimension, nameof(output));
+        if (count == 0 || dimension == 0) return;
+        EmbeddingLookupCore(count, dimension, vocabulary, ids, table, output);
+    }
+
+    /// <summary>
+    /// Gradient of <see cref="EmbeddingLookup"/> (the scatter-add of TF's <c>IndexedSlices</c> densified):
+    /// <c>tableGrad[v, d] = Σ outputGrad[i, d]</c> over the <c>i</c> with <c>ids[i] = v</c>, added in ascending <c>i</c>
+    /// starting from 0 (rows no id refers to are 0). Deterministic: no atomics; each table element is owned by one work
+    /// item (GPU backends; cost vocabulary × dimension × count comparisons) or the ids are walked once in order (CPU),
+    /// which adds the same terms in the same order, so every backend sums identically.
+    /// </summary>
+    /// <param name="count">Number of ids.</param>
+    /// <param name="dimension">Embedding size.</param>
+    /// <param name="vocabulary">Rows of the table gradient.</param>
+    /// <param name="ids">int32 [count]; ids outside [0, vocabulary) are skipped.</param>
+    /// <param name="outputGrad">float32 [count, dimension]: ∂L/∂output of the lookup.</param>
+    /// <param name="tableGrad">float32 [vocabulary, dimension], overwritten; must not alias <paramref name="outputGrad"/>.</param>
+    /// <exception cref="ArgumentException">A buffer is too small, aliases, or belongs to another accelerator.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">A size is negative.</exception>
+    public void EmbeddingGrad(int count, int dimension, int vocabulary, DeviceBuffer ids, DeviceBuffer outputGrad, DeviceBuffer tableGrad)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(count);
+        ArgumentOutOfRangeException.ThrowIfNegative(dimension);
+        ArgumentOutOfRangeException.ThrowIfNegative(vocabulary);
+        Check(ids, count, nameof(ids));
+        Check(outputGrad, (long)count * dimension, nameof(outputGrad));
+        Check(tableGrad, (long)vocabulary * dimension, nameof(tableGrad));
+        if (ReferenceEquals(tableGrad, outputGrad) || ReferenceEquals(tableGrad, ids))
+            throw new ArgumentException("The table gradient must not alias an input.", nameof(tableGrad));
+        if (vocabulary == 0 || dimension == 0) return;
+        EmbeddingGradCore(count, dimension, vocabulary, ids, outputGrad, tableGrad);
+    }
+
+    /// <summary>
+    /// Softmax cross-entropy with integer labels (TF <c>SparseSoftmaxCrossEntropyWithLogits</c>, averaged over the batch
+    /// as Keras' <c>SparseCategoricalCrossentropy(from_logits=True)</c>). Per row <c>r</c>: <c>m = max_j z[r, j]</c>,
+    /// <c>s = Σ_j exp(z[r, j] − m)</c> (ascending j), <c>grad[r, j] = (exp(z[r, j] − m) / s − [j = label_r]) / rows</c>;
+    /// <c>loss[0] = Σ_r (log s + m − z[r, label_r]) / rows</c>, summed over rows in ascending order by one work item.
+    /// </summary>
+    /// <param name="rows">Batch size, at least 1.</param>
+    /// <param name="classes">Classes per row (logits per row), at least 1.</param>
+    /// <param name="logits">float32 [rows, classes].</param>
+    /// <param name="labels">int32 [rows]. A label outside [0, classes) makes that row's gradient and the loss NaN (TF's GPU behaviour).</param>
+    /// <param name="grad">float32 [rows, classes], overwritten with ∂loss/∂logits; must not alias <paramref name="logits"/>.</param>
+    /// <param name="loss">float32 buffer of at least one element; element 0 receives the mean loss in nats.</param>
+    /// <exception cref="ArgumentException">A buffer is too small, aliases, or belongs to another accelerator.</exception>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="rows"/> or <paramref name="classes"/> is less than 1.</exception>
+    public void SoftmaxCrossEntropy(int rows, int classes, DeviceBuffer logits, DeviceBuffer labels, DeviceBuffer grad, DeviceBuffer loss)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(rows, 1);
+        ArgumentOutOfRangeException.ThrowIfLessThan(classes, 1);
+        Check(logits, (long)rows * classes, nameof(logits));
+        Check(labels, rows, nameof(labels));
+        Check(grad, (long)rows * classes, nameof(grad));
+        Check(loss, 1, nameof(loss));
+        if (ReferenceEquals(grad, logits)) throw new ArgumentException("The gradient buffer must not alias the logits.", nameof(grad));
+        SoftmaxCrossEntropyCore(rows, classes, logits, labels, grad, loss);
+    }
+
+    /// <summary>
     /// SGD step. Without <paramref name="accumulator"/>: <c>var −= grad · lr</c> (TF <c>ResourceApplyGradientDescent</c>).
     /// With it: <c>accum = accum · momentum − grad · lr; var += accum</c> (TF <c>ResourceApplyKerasMomentum</c>, Keras 3 SGD).
     /// </summary>
@@ -236,6 +319,12 @@ public abstract class NnKernels
 
     private protected abstract void MeanSquaredErrorCore(int count, DeviceBuffer prediction, DeviceBuffer target, DeviceBuffer grad, DeviceBuffer loss);
 
+    private protected abstract void EmbeddingLookupCore(int count, int dimension, int vocabulary, DeviceBuffer ids, DeviceBuffer table, DeviceBuffer output);
+
+    private protected abstract void EmbeddingGradCore(int count, int dimension, int vocabulary, DeviceBuffer ids, DeviceBuffer outputGrad, DeviceBuffer tableGrad);
+
+    private protected abstract void SoftmaxCrossEntropyCore(int rows, int classes, DeviceBuffer logits, DeviceBuffer labels, DeviceBuffer grad, DeviceBuffer loss);
+
     private protected abstract void SgdUpdateCore(int count, DeviceBuffer variable, DeviceBuffer grad, DeviceBuffer? accumulator, float learningRate, float momentum);
 
     private protected abstract void AdamUpdateCore(int count, DeviceBuffer variable, DeviceBuffer m, DeviceBuffer v, DeviceBuffer grad,
@@ -248,7 +337,7 @@ public abstract class NnKernels
         if (!ReferenceEquals(buffer.Accelerator, Accelerator))
             throw new ArgumentException($"The buffer belongs to another accelerator ({buffer.Accelerator}), not {Accelerator}.", paramName);
         if (buffer.LengthInBytes < elementCount * sizeof(float))
-            throw new ArgumentException($"The buffer holds {buffer.LengthInBytes} bytes; {elementCount} float32 elements need {elementCount * sizeof(float)}.", paramName);
+            throw new ArgumentException($"The buffer holds {buffer.LengthInBytes} bytes; {elementCount} 4-byte elements need {elementCount * sizeof(float)}.", paramName);
     }
 
     private static void CheckDims(int rows, int cols)

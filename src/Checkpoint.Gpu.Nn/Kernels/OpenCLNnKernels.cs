@@ -42,6 +42,18 @@ internal sealed class OpenCLNnKernels(OpenCLAccelerator accelerator) : NnKernels
         Launch("mse_loss_f32", new KernelRange(1), B(prediction), B(target), B(loss), I(count));
     }
 
+    private protected override void EmbeddingLookupCore(int count, int dimension, int vocabulary, DeviceBuffer ids, DeviceBuffer table, DeviceBuffer output) =>
+        Launch("embedding_lookup_f32", new KernelRange((long)count * dimension), B(ids), B(table), B(output), I(count), I(dimension), I(vocabulary));
+
+    private protected override void EmbeddingGradCore(int count, int dimension, int vocabulary, DeviceBuffer ids, DeviceBuffer outputGrad, DeviceBuffer tableGrad) =>
+        Launch("embedding_grad_f32", new KernelRange((long)vocabulary * dimension), B(ids), B(outputGrad), B(tableGrad), I(count), I(dimension), I(vocabulary));
+
+    private protected override void SoftmaxCrossEntropyCore(int rows, int classes, DeviceBuffer logits, DeviceBuffer labels, DeviceBuffer grad, DeviceBuffer loss)
+    {
+        Launch("softmax_xent_grad_f32", new KernelRange(rows), B(logits), B(labels), B(grad), I(rows), I(classes));
+        Launch("softmax_xent_loss_f32", new KernelRange(1), B(logits), B(labels), B(loss), I(rows), I(classes));
+    }
+
     private protected override void SgdUpdateCore(int count, DeviceBuffer variable, DeviceBuffer grad, DeviceBuffer? accumulator, float learningRate, float momentum)
     {
         if (accumulator is null)
