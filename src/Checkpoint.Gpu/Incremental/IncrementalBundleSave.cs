@@ -54,7 +54,7 @@ internal static class IncrementalBundleSave
         // 2. Previous data files made only of unchanged tensors.
         var fullPrefix = Path.GetFullPath(prefix);
         var reusable = history.Prefix is { } prev && unchanged.Count > 0 && !string.Equals(Path.GetFullPath(prev), fullPrefix, StringComparison.Ordinal)
-            ? FindReusableShards(prev, unchanged)
+            ? FindReusableShards(prev, unchanged, options.Compression is null ? BundleHeader.CurrentVersion : BundleHeader.CompressedVersion)
             : [];
         var reusedKeys = new HashSet<string>(reusable.SelectMany(s => s.Entries.Select(e => e.Key)), StringComparer.Ordinal);
 
@@ -76,7 +76,7 @@ internal static class IncrementalBundleSave
             if (Directory.Exists(tempDir)) Directory.Delete(tempDir, recursive: true);
             Directory.CreateDirectory(tempDir);
             var freshPrefix = Path.Combine(tempDir, PartName(0, partCount));
-            TrackableSaver.WriteUnits(freshPrefix, fresh, graphBytes, new HistoryShardingPolicy(stableKeys));
+            TrackableSaver.WriteUnits(freshPrefix, fresh, graphBytes, new HistoryShardingPolicy(stableKeys), options.Compression);
             var freshPart = TensorBundlePartIndex.Read(freshPrefix);
             report.Written = freshPart.Header.ShardCount;
             for (var s = 0; s < freshPart.Header.ShardCount; s++)
@@ -136,7 +136,7 @@ internal static class IncrementalBundleSave
     private sealed record ReusableShard(string Prefix, string DataFile, long Length, IReadOnlyList<BundleEntry> Entries);
 
     /// <summary>The previous checkpoint's data files whose every entry is an unchanged whole tensor; none when it cannot be read.</summary>
-    private static List<ReusableShard> FindReusableShards(string previousPrefix, HashSet<string> unchanged)
+    private static List<ReusableShard> FindReusableShards(string previousPrefix, HashSet<string> unchanged, int version)
     {
         BundleHeader header;
         IReadOnlyList<BundleEntry> entries;
@@ -148,8 +148,10 @@ internal static class IncrementalBundleSave
         {
             return [];   // pruned or damaged from outside: write everything
         }
-        // Only files of this engine's plain layout version are reused (the merged header comes from the fresh part).
-        if (header.Producer != BundleHeader.CurrentVersion || header.MinConsumer != 0 || header.BadConsumers.Count != 0) return [];
+        // Only files written under this save's header version are reused (the merged header comes from the fresh part):
+        // a plain checkpoint never links compressed bytes, and the other way round.
+        var minConsumer = version == BundleHeader.CurrentVersion ? 0 : BundleHeader.CompressedVersion;
+        if (header.Producer != version || header.MinConsumer != minConsumer || header.BadConsumers.Count != 0) return [];
         var byShard = new Dictionary<int, List<BundleEntry>>();
         var disqualified = new HashSet<int>();
         foreach (var e in entries)
@@ -165,7 +167,7 @@ internal static class IncrementalBundleSave
             if (disqualified.Contains(shard)) continue;
             var file = BundleNaming.DataFile(previousPrefix, shard, header.ShardCount);
             var info = new FileInfo(file);
-            if (!info.Exists || list.Any(e => e.Offset + e.Size > info.Length)) continue;
+            if (!info.Exists || list.Any(e => e.Offset + e.StoredSize > info.Length)) continue;
             result.Add(new ReusableShard(previousPrefix, file, info.Length, list));
         }
         return result;
