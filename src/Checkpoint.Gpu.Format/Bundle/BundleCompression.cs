@@ -172,12 +172,13 @@ public static class BundleCompression
                 Shuffle(block, shuffled.AsSpan(0, n), shuffle);
                 block = shuffled.AsSpan(0, n);
             }
-            var target = new byte[LZ4Codec.MaximumOutputSize(n)];
+            var target = ArrayPool<byte>.Shared.Rent(LZ4Codec.MaximumOutputSize(n));
             var written = LZ4Codec.Encode(block, target, LZ4Level.L00_FAST);
             if (written <= 0 || written >= n)
             {
+                ArrayPool<byte>.Shared.Return(target);
                 raw[b] = true;
-                outputs[b] = source.AsSpan((int)start, n).ToArray();
+                outputs[b] = null!;   // copied from the source when assembling
                 lengths[b] = n;
             }
             else
@@ -189,18 +190,27 @@ public static class BundleCompression
         });
         long total = 0;
         for (var b = 0; b < blocks; b++) total += 4 + lengths[b];
-        if (total >= data.Length) return null;
-        var stored = new byte[total];
-        var pos = 0;
-        for (var b = 0; b < blocks; b++)
+        try
         {
-            BinaryPrimitives.WriteUInt32LittleEndian(stored.AsSpan(pos), (uint)lengths[b] | (raw[b] ? RawFlag : 0));
-            outputs[b].AsSpan(0, lengths[b]).CopyTo(stored.AsSpan(pos + 4));
-            pos += 4 + lengths[b];
+            if (total >= data.Length) return null;
+            var stored = new byte[total];
+            var pos = 0;
+            for (var b = 0; b < blocks; b++)
+            {
+                BinaryPrimitives.WriteUInt32LittleEndian(stored.AsSpan(pos), (uint)lengths[b] | (raw[b] ? RawFlag : 0));
+                var payload = raw[b] ? source.AsSpan((int)((long)b * blockSize), lengths[b]) : outputs[b].AsSpan(0, lengths[b]);
+                payload.CopyTo(stored.AsSpan(pos + 4));
+                pos += 4 + lengths[b];
+            }
+            info = new BundleEntryCompression(Lz4Blocks, total, blockSize, shuffle, MaskedCrc32C.ComputeMasked(stored));
+            return stored;
         }
-        info = new BundleEntryCompression(Lz4Blocks, total, blockSize, shuffle, MaskedCrc32C.ComputeMasked(stored));
-        return stored;
+        finally
+        {
+            foreach (var o in outputs) if (o is not null) ArrayPool<byte>.Shared.Return(o);
+        }
     }
+
 
     /// <summary>
     /// Decompresses a stored payload streamed by <paramref name="readStored"/> (file offset → bytes), handing each
@@ -279,26 +289,39 @@ public static class BundleCompression
         ThrowHelper.Format(CheckpointFormatError.MalformedBlock, path, "corrupt LZ4 block: " + detail, entry.Key, entry.ShardId, offset);
 
     /// <summary>Byte planes: <c>dst[j * count + i] = src[i * width + j]</c> (Blosc's shuffle).</summary>
-    internal static void Shuffle(ReadOnlySpan<byte> src, Span<byte> dst, int width)
+    internal static unsafe void Shuffle(ReadOnlySpan<byte> src, Span<byte> dst, int width)
     {
         var count = src.Length / width;
-        for (var j = 0; j < width; j++)
+        if (dst.Length < src.Length) throw new ArgumentException("Destination too short.", nameof(dst));
+        // Bounds are checked once above; the pointer loops avoid a check per byte (this runs over every tensor byte).
+        fixed (byte* s = src)
+        fixed (byte* d = dst)
         {
-            var plane = dst.Slice(j * count, count);
-            for (var i = 0; i < count; i++) plane[i] = src[i * width + j];
+            for (var j = 0; j < width; j++)
+            {
+                var plane = d + (long)j * count;
+                var from = s + j;
+                for (var i = 0; i < count; i++) plane[i] = from[(long)i * width];
+            }
         }
         // A tail shorter than one element (never for whole tensors) is copied as is.
         src[(count * width)..].CopyTo(dst[(count * width)..]);
     }
 
     /// <summary>Inverse of <see cref="Shuffle"/>.</summary>
-    internal static void Unshuffle(ReadOnlySpan<byte> src, Span<byte> dst, int width)
+    internal static unsafe void Unshuffle(ReadOnlySpan<byte> src, Span<byte> dst, int width)
     {
         var count = src.Length / width;
-        for (var j = 0; j < width; j++)
+        if (dst.Length < src.Length) throw new ArgumentException("Destination too short.", nameof(dst));
+        fixed (byte* s = src)
+        fixed (byte* d = dst)
         {
-            var plane = src.Slice(j * count, count);
-            for (var i = 0; i < count; i++) dst[i * width + j] = plane[i];
+            for (var j = 0; j < width; j++)
+            {
+                var plane = s + (long)j * count;
+                var to = d + j;
+                for (var i = 0; i < count; i++) to[(long)i * width] = plane[i];
+            }
         }
         src[(count * width)..].CopyTo(dst[(count * width)..]);
     }
