@@ -76,11 +76,17 @@ internal static class IncrementalBundleSave
             if (Directory.Exists(tempDir)) Directory.Delete(tempDir, recursive: true);
             Directory.CreateDirectory(tempDir);
             var freshPrefix = Path.Combine(tempDir, PartName(0, partCount));
-            TrackableSaver.WriteUnits(freshPrefix, fresh, graphBytes, new HistoryShardingPolicy(stableKeys), options.Compression);
+            // The part's index is only read back and then replaced by the merged one, so only its data files are made
+            // durable (one fsync each) before the merge publishes them.
+            TrackableSaver.WriteUnits(freshPrefix, fresh, graphBytes, new HistoryShardingPolicy(stableKeys), options.Compression, flushToDisk: false);
             var freshPart = TensorBundlePartIndex.Read(freshPrefix);
             report.Written = freshPart.Header.ShardCount;
             for (var s = 0; s < freshPart.Header.ShardCount; s++)
-                report.BytesWritten += new FileInfo(BundleNaming.DataFile(freshPrefix, s, freshPart.Header.ShardCount)).Length;
+            {
+                var dataFile = BundleNaming.DataFile(freshPrefix, s, freshPart.Header.ShardCount);
+                using (var fs = new FileStream(dataFile, FileMode.Open, FileAccess.ReadWrite, FileShare.None)) fs.Flush(flushToDisk: true);
+                report.BytesWritten += new FileInfo(dataFile).Length;
+            }
 
             var parts = new List<TensorBundlePartIndex>(partCount) { freshPart };
             for (var k = 0; k < reusable.Count; k++)

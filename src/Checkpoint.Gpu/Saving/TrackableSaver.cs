@@ -183,12 +183,14 @@ public sealed partial class TrackableSaver
     /// with data files chosen by <paramref name="policy"/> (commit protocol of <see cref="TensorBundleWriter"/>).
     /// </summary>
     internal static void WriteUnits(string prefix, IReadOnlyList<SaveUnit> units, byte[]? graphBytes, IShardingPolicy policy,
-        BundleCompressionOptions? compression = null)
+        BundleCompressionOptions? compression = null, bool flushToDisk = true)
     {
         var assignment = AssignShards(units, graphBytes, policy);
 
-        // Issue 14 hook: LZ4 compression of whole tensors in the bundle writer (CheckpointOptions.Compression).
-        using var bundle = new TensorBundleWriter(prefix, new TensorBundleWriterOptions { ShardCount = assignment.ShardCount, Compression = compression });
+        // Issue 14 hook: LZ4 compression of whole tensors in the bundle writer (CheckpointOptions.Compression); incremental
+        // saves flush the temporary part's data files themselves (its index is discarded by the merge).
+        using var bundle = new TensorBundleWriter(prefix, new TensorBundleWriterOptions
+            { ShardCount = assignment.ShardCount, Compression = compression, FlushToDisk = flushToDisk });
         var writer = new BundleTensorWriter(bundle);
         for (var i = 0; i < units.Count; i++) units[i].Write(writer, assignment.ShardIds[i]);
         // The object graph goes last (TF's data-file order, spec §4.1).
