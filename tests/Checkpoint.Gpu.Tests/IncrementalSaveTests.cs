@@ -303,6 +303,30 @@ public sealed class IncrementalSaveTests : IClassFixture<CpuFixture>
     }
 
     [Fact]
+    public void IncrementalSave_PreviousCheckpointDeletedFromOutside_WritesEverythingAgain()
+    {
+        using var dir = new TempDir("incr-gone");
+        var (ckpt, model) = NewModel();
+        using (ckpt)
+        {
+            var manager = new CheckpointManager(ckpt, dir.File("incr"), maxToKeep: null) { IncrementalSaves = new IncrementalSaveOptions() };
+            Step(model, 1);
+            manager.Save();
+            Step(model, 2);
+            var previous = manager.Save()!;
+            foreach (var f in Directory.GetFiles(dir.File("incr"), Path.GetFileName(previous) + ".*")) File.Delete(f);
+            Step(model, 3);
+            manager.Save();
+            Assert.Equal(0, manager.LastIncrementalSave!.ShardsLinked);
+            Assert.True(manager.LastIncrementalSave.BytesWritten >= FrozenElements * 4L);
+            VerifyAll(manager.LatestCheckpoint!);
+            Assert.Equal(Values(FrozenElements, 1f), RestoreValues(manager.LatestCheckpoint!).Frozen);
+            model.Frozen.Dispose();
+            model.Adapter.Dispose();
+        }
+    }
+
+    [Fact]
     public void IncrementalSave_WithoutHardLinks_CopiesAndSaysSoOnce()
     {
         using var dir = new TempDir("incr-copy");
