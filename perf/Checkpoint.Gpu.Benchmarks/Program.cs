@@ -11,6 +11,9 @@ public static class Program
     /// <summary>Runs <c>e2e</c> (the end-to-end console mode, see EndToEnd/; with <c>--workers</c> the multi-worker save mode) or the benchmarks selected by <paramref name="args"/> (BenchmarkDotNet switcher syntax).</summary>
     public static async Task<int> Main(string[] args)
     {
+        // Issue 14: incremental saves and LZ4 (Incremental/FinetuneBenchmark.cs).
+        if (args.Length > 0 && args[0] == "finetune") return Incremental.FinetuneBenchmark.RunFinetune(args[1..]);
+        if (args.Length > 0 && args[0] == "lz4") return Incremental.FinetuneBenchmark.RunLz4(args[1..]);
         if (args.Length > 0 && args[0] == "e2e")
             return args.Contains("--workers") ? await EndToEnd.MultiWorkerBenchmark.RunAsync(args[1..]) : await EndToEnd.EndToEndBenchmark.RunAsync(args[1..]);
         // Hidden: one worker process of "e2e --workers N", started by LocalWorkerLauncher.

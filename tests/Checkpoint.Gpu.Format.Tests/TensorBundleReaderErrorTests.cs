@@ -172,7 +172,8 @@ public sealed class TensorBundleReaderErrorTests : IDisposable
     [Fact]
     public void Open_NewerMinConsumer_ThrowsUnsupportedVersion()
     {
-        var ex = OpenFails(RawIndex.Table(H(minConsumer: 2)), CheckpointFormatError.UnsupportedVersion);
+        // This reader is consumer version 2 (it reads LZ4-compressed bundles, issue 14): 3 is newer.
+        var ex = OpenFails(RawIndex.Table(H(minConsumer: 3)), CheckpointFormatError.UnsupportedVersion);
         Assert.True(ex.IsUnsupportedInput);
     }
 

@@ -33,6 +33,9 @@ internal static class BenchCommand
         dtype.AcceptOnlyFromAmong("float32", "bf16", "fp16");
         var plot = new Option<string?>("--plot") { Description = "Also draw save and restore throughput against fio per run, and the timeline of one traced save (device copy, checksum and write per staging-ring slot), to this PNG file." };
         var noMoments = new Option<bool>("--no-moments") { Description = "Transformer layout: weights only, no Adam moments." };
+        // Issue 14: the fine-tuning (incremental saves) and LZ4 scenarios.
+        var scenario = new Option<string>("--scenario") { Description = "e2e (default: the IO pipeline benchmark), finetune (2 GiB frozen backbone + 16 MiB adapters with Adam, full vs incremental saves; prints finetune_ratios) or lz4 (LZ4 ratio and speed on corpus tensors, demo weights + Adam moments, random floats).", DefaultValueFactory = _ => "e2e" };
+        scenario.AcceptOnlyFromAmong("e2e", "finetune", "lz4");
         var command = new Command("bench", """
             Run the end-to-end benchmark of the IO pipeline: durable save and cold restore throughput, peak extra memory,
             CRC cost, and a training loop checkpointing every K steps (time blocked, step inflation) for each snapshot
@@ -45,9 +48,18 @@ internal static class BenchCommand
               ckpt bench --layout transformer --params 1B --dtype bf16 --no-torch --no-sim --repeats 1
               ckpt bench --layout many-small --no-torch --no-sim
               ckpt bench --gib 0.25 --repeats 2 --no-torch --no-sim --plot bench.png
-            """) { gib, device, dir, repeats, noTorch, noSim, layout, parameters, dtype, noMoments, plot };
+              ckpt bench --scenario finetune --dir /mnt/nvme/scratch
+              ckpt bench --scenario lz4
+            """) { gib, device, dir, repeats, noTorch, noSim, layout, parameters, dtype, noMoments, plot, scenario };
         command.SetAction(async (parse, cancellationToken) =>
         {
+            if (parse.GetValue(scenario) is "finetune" or "lz4")
+            {
+                List<string> scenarioArgs = [parse.GetValue(scenario)!];
+                if (parse.GetValue(dir) is { } scratch) scenarioArgs.AddRange(["--dir", Path.GetFullPath(scratch)]);
+                if (parse.GetValue(scenario) == "lz4") scenarioArgs.AddRange(["--repeats", parse.GetValue(repeats).ToString(CultureInfo.InvariantCulture)]);
+                return await RunAsync(scenarioArgs, null, cancellationToken).ConfigureAwait(false);
+            }
             DeviceNames.RequireSupported(DeviceNames.Parse(parse.GetValue(device)!));
             var args = new List<string> { "e2e", "--gib", parse.GetValue(gib).ToString(CultureInfo.InvariantCulture), "--device", parse.GetValue(device)!,
                 "--repeats", parse.GetValue(repeats).ToString(CultureInfo.InvariantCulture) };

@@ -24,19 +24,26 @@ internal static class ConvertCommand
     {
         var src = new Argument<string>("SRC") { Description = "Source checkpoint: prefix, .index file, or directory with a 'checkpoint' state file." };
         var dst = new Argument<string>("DST_PREFIX") { Description = "Destination prefix (writes DST_PREFIX.index and DST_PREFIX.data-NNNNN-of-NNNNN)." };
+        var compress = new Option<bool>("--compress") { Description = "Write an LZ4-compressed checkpoint (Checkpoint.Gpu only; TensorFlow refuses it). Without it the output is a plain TensorFlow checkpoint, also from a compressed source." };
+        var noShuffle = new Option<bool>("--no-shuffle") { Description = "With --compress: no byte-shuffle filter for floating-point tensors." };
         var command = new Command("convert", """
             Rewrite a checkpoint through Checkpoint.Gpu's reader and writer, keeping keys, dtypes, shapes, values,
             shard assignment and data order (a TensorFlow-written checkpoint comes out byte-identical). Index blocks are
             written uncompressed: a source with Snappy-compressed index blocks keeps its entries and data files, not its index bytes.
 
+            A compressed (LZ4) source is decompressed into a plain TensorFlow checkpoint; --compress writes a compressed one.
+
             Examples:
               ckpt convert ../shared/testdata/tf-checkpoints/obj-sharded2-rl /tmp/copy/ckpt-5
-            """) { src, dst };
-        command.SetAction(parse => Run(parse.GetValue(src)!, parse.GetValue(dst)!, output ?? Console.Out));
+              ckpt convert train/ckpt-3 /tmp/small/ckpt-3 --compress
+              ckpt convert /tmp/small/ckpt-3 /tmp/plain/ckpt-3
+            """) { src, dst, compress, noShuffle };
+        command.SetAction(parse => Run(parse.GetValue(src)!, parse.GetValue(dst)!, output ?? Console.Out,
+            parse.GetValue(compress) ? new BundleCompressionOptions { Shuffle = !parse.GetValue(noShuffle) } : null));
         return command;
     }
 
-    internal static int Run(string source, string destinationPrefix, TextWriter output)
+    internal static int Run(string source, string destinationPrefix, TextWriter output, BundleCompressionOptions? compression = null)
     {
         var prefix = CheckpointLocator.Resolve(source);
         var destination = Path.GetFullPath(destinationPrefix);
@@ -49,6 +56,21 @@ internal static class ConvertCommand
 
         var entries = reader.Entries;
         var totalBytes = entries.Sum(e => e.Size);
+        if (compression is not null || entries.Any(e => e.Compression is not null))
+        {
+            // Issue 14: (de)compression keeps keys, shards, data order and CRCs (TensorBundle.Convert).
+            var header = ByteProgress.Run("convert", totalBytes, add =>
+            {
+                var h = TensorBundle.Convert(prefix, destination, compression);
+                add(totalBytes);
+                return h;
+            });
+            using var written = TensorBundleReader.Open(destination);
+            var stored = written.Entries.Sum(e => e.StoredSize);
+            output.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"converted {entries.Count} entries ({totalBytes:N0} tensor bytes, {stored:N0} stored, {(compression is null ? "plain TensorFlow" : "LZ4-compressed")}, min_consumer {header.MinConsumer}) from {prefix} to {destination}"));
+            return ExitCodes.Ok;
+        }
         // Shards no entry uses (a header may declare more, e.g. 100,000) are not written as empty files: the used ones are
         // numbered 0..k-1 in order. TF-written checkpoints use every shard, so their layout (and bytes) are unchanged.
         var used = entries.Where(e => !e.IsPartitioned).Select(e => e.ShardId).Distinct().Order().ToArray();

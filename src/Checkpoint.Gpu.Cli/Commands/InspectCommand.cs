@@ -43,11 +43,26 @@ internal static class InspectCommand
         output.WriteLine($"checkpoint  {reader.Prefix}");
         output.WriteLine($"format      {(graph is not null ? "object-based (TF2)" : "name-based (TF1 Saver)")}, {reader.Header.ShardCount} shard(s), {reader.Header.Endianness.ToString().ToLowerInvariant()}-endian, producer {reader.Header.Producer}");
         output.WriteLine($"entries     {entries.Count}, {totalBytes.ToString("N0", CultureInfo.InvariantCulture)} bytes of tensor data");
+        var compressed = entries.Any(e => e.Compression is not null);
+        if (compressed)
+        {
+            // Issue 14: stored bytes and ratio per entry and in total.
+            var stored = entries.Sum(e => e.StoredSize);
+            output.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"compression LZ4 (Checkpoint.Gpu; TensorFlow refuses this file: min_consumer {reader.Header.MinConsumer}), {stored:N0} bytes stored, ratio {Ratio(totalBytes, stored)}"));
+        }
         output.WriteLine();
-        var table = new TextTable("key", "dtype", "shape", "bytes", "shard").AlignRight(3, 4);
+        var table = compressed
+            ? new TextTable("key", "dtype", "shape", "bytes", "shard", "stored", "ratio", "codec").AlignRight(3, 4, 5, 6)
+            : new TextTable("key", "dtype", "shape", "bytes", "shard").AlignRight(3, 4);
         foreach (var e in entries)
-            table.Add(e.Key, DTypes.GetName(e.DType), e.Shape.ToString(), e.Size.ToString(CultureInfo.InvariantCulture),
-                e.Slices.Count > 0 ? $"{e.Slices.Count} slices" : e.ShardId.ToString(CultureInfo.InvariantCulture));
+        {
+            string[] cells = [e.Key, DTypes.GetName(e.DType), e.Shape.ToString(), e.Size.ToString(CultureInfo.InvariantCulture),
+                e.Slices.Count > 0 ? $"{e.Slices.Count} slices" : e.ShardId.ToString(CultureInfo.InvariantCulture)];
+            if (compressed)
+                cells = [.. cells, e.StoredSize.ToString(CultureInfo.InvariantCulture), e.IsPartitioned ? "" : Ratio(e.Size, e.StoredSize), Codec(e)];
+            table.Add(cells);
+        }
         table.WriteTo(output);
 
         if (graph is null) return;
@@ -64,6 +79,10 @@ internal static class InspectCommand
                 output.WriteLine($"          slot '{s.SlotName}' of node {s.OriginalVariableNodeId} -> node {s.SlotVariableNodeId}");
         }
     }
+
+    private static string Ratio(long size, long stored) => stored == 0 ? "-" : (size / (double)stored).ToString("0.00", CultureInfo.InvariantCulture);
+
+    private static string Codec(BundleEntry e) => e.Compression is { } c ? (c.ShuffleWidth > 1 ? $"lz4+shuffle{c.ShuffleWidth}" : "lz4") : "none";
 
     private static void WriteJson(TensorBundleReader reader, TrackableObjectGraph? graph, TextWriter output)
     {
@@ -97,6 +116,15 @@ internal static class InspectCommand
         w.WriteNumber("offset", e.Offset);
         w.WriteString("crc32c", $"0x{e.Crc32C:x8}");
         if (e.Slices.Count > 0) w.WriteNumber("slices", e.Slices.Count);
+        if (e.Compression is { } c)
+        {
+            // Issue 14: stored (compressed) bytes and ratio.
+            w.WriteStartObject("compression");
+            w.WriteString("codec", Codec(e));
+            w.WriteNumber("stored_size", c.StoredSize);
+            w.WriteNumber("ratio", Math.Round(e.Size / (double)c.StoredSize, 4));
+            w.WriteEndObject();
+        }
         w.WriteEndObject();
     }
 

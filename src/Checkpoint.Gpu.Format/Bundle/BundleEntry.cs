@@ -51,6 +51,16 @@ public sealed record BundleEntry(string Key, DType DType, TensorShape Shape, int
     internal byte[] GetKeyBytes() =>
         _keyUtf8 is not null && string.Equals(_keyUtf8Owner, Key, StringComparison.Ordinal) ? _keyUtf8 : Encoding.UTF8.GetBytes(Key);
 
+    /// <summary>
+    /// Issue 14: how the payload is compressed in the data file, or <see langword="null"/> for a plain entry (every
+    /// TensorFlow-written entry). When set, <see cref="Size"/> and <see cref="Crc32C"/> still describe the uncompressed
+    /// tensor bytes; the stored byte count is <see cref="BundleEntryCompression.StoredSize"/> (see <see cref="BundleCompression"/>).
+    /// </summary>
+    public BundleEntryCompression? Compression { get; init; }
+
+    /// <summary>Bytes the payload occupies in its data file: <see cref="BundleEntryCompression.StoredSize"/> when compressed, else <see cref="Size"/>.</summary>
+    public long StoredSize => Compression?.StoredSize ?? Size;
+
     /// <summary>True for the full-tensor entry of a partitioned tensor (it lists <see cref="Slices"/> and holds no bytes).</summary>
     public bool IsPartitioned => Slices.Count > 0;
 

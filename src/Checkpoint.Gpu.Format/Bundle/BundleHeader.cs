@@ -16,6 +16,17 @@ public sealed record BundleHeader(int ShardCount, BundleEndianness Endianness, i
     /// <summary>The bundle version this reader implements (<c>kTensorBundleVersion</c>).</summary>
     public const int CurrentVersion = 1;
 
+    /// <summary>
+    /// Issue 14: producer and min_consumer of a compressed bundle (2). TensorFlow's <c>BundleReader</c> calls
+    /// <c>CheckVersions(header.version(), kTensorBundleVersion = 1, kTensorBundleMinProducer = 0, ...)</c>
+    /// (<c>tensorflow/core/util/tensor_bundle/tensor_bundle.cc</c>), and <c>CheckVersions</c>
+    /// (<c>tensorflow/core/framework/versions.cc</c>) fails with InvalidArgument "Checkpoint min consumer version 2
+    /// above current version 1 for TensorFlow …. Please upgrade TensorFlow." when <c>min_consumer</c> exceeds the
+    /// consumer version: TensorFlow refuses the file instead of misreading compressed bytes as tensors.
+    /// This library reads both versions.
+    /// </summary>
+    public const int CompressedVersion = 2;
+
     /// <inheritdoc/>
     public bool Equals(BundleHeader? other) => other is not null && ShardCount == other.ShardCount
         && Endianness == other.Endianness && Producer == other.Producer && MinConsumer == other.MinConsumer

@@ -30,6 +30,7 @@ internal static class BundleProtoConverter
             Crc32C = entry.Crc32C,
         };
         foreach (var slice in entry.Slices) proto.Slices.Add(ToProto(slice));
+        if (entry.Compression is { } c) BundleCompression.ToProto(proto, c);   // issue 14
         return proto;
     }
 
@@ -87,9 +88,10 @@ internal static class BundleProtoConverter
         if (version.Producer < 0)
             ThrowHelper.Format(CheckpointFormatError.UnsupportedVersion, path, "the bundle's producer version is negative", key: "",
                 comparison: $"found producer {version.Producer}");
-        if (version.MinConsumer > BundleHeader.CurrentVersion)
+        // This reader is consumer version 2: it also reads compressed bundles (BundleHeader.CompressedVersion, issue 14).
+        if (version.MinConsumer > BundleHeader.CompressedVersion)
             ThrowHelper.Format(CheckpointFormatError.UnsupportedVersion, path, "the bundle requires a newer reader", key: "",
-                comparison: $"min_consumer {version.MinConsumer}, this reader is version {BundleHeader.CurrentVersion}");
+                comparison: $"min_consumer {version.MinConsumer}, this reader is version {BundleHeader.CompressedVersion}");
         if (version.BadConsumers.Contains(BundleHeader.CurrentVersion))
             ThrowHelper.Format(CheckpointFormatError.UnsupportedVersion, path, "the bundle disallows this reader version", key: "",
                 comparison: $"bad_consumers contains {BundleHeader.CurrentVersion}");
@@ -139,6 +141,15 @@ internal static class BundleProtoConverter
                 ThrowHelper.Format(CheckpointFormatError.LimitExceeded, path, "entry is larger than MaxTensorBytes", key, proto.ShardId, proto.Offset, proto.Size,
                     $"limit {options.MaxTensorBytes} bytes");
             var width = DTypes.GetElementSizeOrZero(dtype);
+            if (proto.CheckpointGpuCompression is { } compression)
+            {
+                // Issue 14: the declared (uncompressed) size is checked against dtype × shape here, before anything is
+                // allocated or decompressed; proto.Size is the stored byte count.
+                var parsed = BundleCompression.Parse(compression, proto, dtype, shape, elements, width, header, path, key);
+                var compressedEntry = new BundleEntry(key, dtype, shape, proto.ShardId, proto.Offset, compression.UncompressedSize, proto.Crc32C, slices)
+                    { Compression = parsed };
+                return KeyText.IsPlainUtf8(keyBytes, key) ? compressedEntry : compressedEntry with { KeyUtf8 = keyBytes };
+            }
             if (width != 0)
             {
                 // Size must be exactly elements × width for fixed-size dtypes (TF: "Invalid size in bundle entry").

@@ -26,6 +26,14 @@ public sealed partial class TensorBundleReader
         RequireFixedSize(entry);
         if (destination.Length != entry.Size)
             throw new ArgumentException($"Destination is {destination.Length} bytes but '{entry.Key}' holds {entry.Size} bytes.", nameof(destination));
+        if (entry.Compression is not null)
+        {
+            unsafe
+            {
+                fixed (byte* p = destination) ReadTensor(entry, (nint)p, destination.Length);
+            }
+            return;
+        }
         var (handle, path) = Locate(entry);
         var crc = 0u;
         long done = 0;
@@ -59,6 +67,16 @@ public sealed partial class TensorBundleReader
         ArgumentOutOfRangeException.ThrowIfLessThan(chunkSizeInBytes, 16);
         RequireFixedSize(entry);
         var unit = NeedsSwap ? DTypes.GetSwapUnit(entry.DType) : 1;
+        if (entry.Compression is not null)
+        {
+            // Issue 14: chunks are the compressed entry's blocks (BundleCompression).
+            ReadCompressed(entry, (chunk, offset) =>
+            {
+                if (unit > 1) SwapInPlace(chunk, unit);
+                handler(chunk, offset);
+            });
+            return;
+        }
         var crc = 0u;
         StreamRegion(entry, chunkSizeInBytes & ~15, (chunk, offset) =>
         {
@@ -85,6 +103,17 @@ public sealed partial class TensorBundleReader
         if (lengthInBytes != entry.Size)
             throw new ArgumentException($"Destination is {lengthInBytes} bytes but '{entry.Key}' holds {entry.Size} bytes.", nameof(lengthInBytes));
         if (destination == 0 && lengthInBytes > 0) throw new ArgumentException("Destination pointer is null.", nameof(destination));
+        if (entry.Compression is not null)
+        {
+            // Issue 14: every block lands inside [destination, destination + Size): BundleCompression bounds each one.
+            var swap = NeedsSwap ? DTypes.GetSwapUnit(entry.DType) : 1;
+            ReadCompressed(entry, (chunk, offset) =>
+            {
+                if (swap > 1) SwapInPlace(chunk, swap);
+                chunk.CopyTo(new Span<byte>((byte*)destination + offset, chunk.Length));
+            });
+            return;
+        }
         var (handle, path) = Locate(entry);
         var crc = 0u;
         long done = 0;
@@ -120,7 +149,7 @@ public sealed partial class TensorBundleReader
         if (entry.DType != DType.String) throw new ArgumentException($"'{entry.Key}' is {DTypes.GetName(entry.DType)}, not string.", nameof(entry));
         RequireUnpartitioned(entry);
         var decoder = Decode(entry, collectStrings: true, handler: null);
-        return decoder.Strings ?? [];
+        return decoder?.Strings ?? [];
     }
 
     /// <summary>
@@ -155,6 +184,8 @@ public sealed partial class TensorBundleReader
     {
         ArgumentNullException.ThrowIfNull(entry);
         RequireUnpartitioned(entry);
+        if (entry.Compression is not null)
+            throw new NotSupportedException($"'{entry.Key}' is compressed (issue 14): its stored bytes are not the tensor's; read it with ReadTensor.");
         ArgumentOutOfRangeException.ThrowIfNegative(offsetInTensor);
         if (offsetInTensor > entry.Size - destination.Length)
             throw new ArgumentOutOfRangeException(nameof(offsetInTensor), $"Range {offsetInTensor}+{destination.Length} is outside the {entry.Size}-byte payload of '{entry.Key}'.");
@@ -176,8 +207,14 @@ public sealed partial class TensorBundleReader
         _ = Decode(entry, collectStrings: false, handler: null);
     }
 
-    private PayloadDecoder Decode(BundleEntry entry, bool collectStrings, TensorChunkHandler? handler)
+    private PayloadDecoder? Decode(BundleEntry entry, bool collectStrings, TensorChunkHandler? handler)
     {
+        if (entry.Compression is not null)
+        {
+            // Issue 14: the encoded payload of a compressed entry is its decompressed (plain) payload; both CRCs are checked.
+            ReadCompressed(entry, (chunk, offset) => handler?.Invoke(chunk, offset));
+            return null;
+        }
         var path = GetDataFilePath(CheckShardId(entry));
         var elements = entry.Shape.ElementCount; // validated at open; throws OverflowException only for foreign entries
         var fileOffset = entry.Offset;
@@ -196,6 +233,14 @@ public sealed partial class TensorBundleReader
     }
 
     private delegate void ChunkAction(Span<byte> chunk, long offsetInTensor);
+
+    /// <summary>Issue 14: decompresses a compressed entry block by block (<see cref="BundleCompression"/>).</summary>
+    private void ReadCompressed(BundleEntry entry, BlockSink handler)
+    {
+        var (handle, path) = Locate(entry);
+        BundleCompression.Decompress(entry, path, (fileOffset, destination) => ReadExactly(handle, destination, fileOffset, path, entry),
+            handler, _options.VerifyChecksums);
+    }
 
     private void StreamRegion(BundleEntry entry, int chunkSize, ChunkAction action, out string path)
     {
@@ -236,11 +281,12 @@ public sealed partial class TensorBundleReader
         var shardId = CheckShardId(entry);
         var (handle, length) = GetShard(shardId, entry.Key);
         var path = GetDataFilePath(shardId);
-        if (entry.Offset < 0 || entry.Size < 0 || entry.Offset > long.MaxValue - entry.Size)
-            ThrowHelper.Format(CheckpointFormatError.InvalidOffset, path, "entry has an invalid offset or size", entry.Key, shardId, entry.Offset, entry.Size);
-        if (entry.Offset + entry.Size > length)
-            ThrowHelper.Format(CheckpointFormatError.TruncatedData, path, "entry extends past the end of the data file", entry.Key, shardId, entry.Offset, entry.Size,
-                $"needs {entry.Offset + entry.Size} bytes, file has {length}");
+        var size = entry.StoredSize;   // issue 14: bytes in the file (compressed entries)
+        if (entry.Offset < 0 || size < 0 || entry.Offset > long.MaxValue - size)
+            ThrowHelper.Format(CheckpointFormatError.InvalidOffset, path, "entry has an invalid offset or size", entry.Key, shardId, entry.Offset, size);
+        if (entry.Offset + size > length)
+            ThrowHelper.Format(CheckpointFormatError.TruncatedData, path, "entry extends past the end of the data file", entry.Key, shardId, entry.Offset, size,
+                $"needs {entry.Offset + size} bytes, file has {length}");
         return (handle, path);
     }
 

@@ -82,7 +82,9 @@ public sealed class TensorBundleWriter : IDisposable
     public IReadOnlyCollection<BundleEntry> Entries => _entries.Values;
 
     /// <summary>The header that <see cref="Finish"/> writes.</summary>
-    public BundleHeader Header => new(_shards.Length, BundleEndianness.Little, _options.Producer, _options.MinConsumer, _options.BadConsumers.ToArray());
+    public BundleHeader Header => _options.Compression is not null   // issue 14: TF must refuse compressed bundles
+        ? new(_shards.Length, BundleEndianness.Little, BundleHeader.CompressedVersion, BundleHeader.CompressedVersion, _options.BadConsumers.ToArray())
+        : new(_shards.Length, BundleEndianness.Little, _options.Producer, _options.MinConsumer, _options.BadConsumers.ToArray());
 
     /// <summary>Adds a fixed-size tensor from memory.</summary>
     /// <param name="key">Table key (non-empty, unique).</param>
@@ -100,6 +102,7 @@ public sealed class TensorBundleWriter : IDisposable
         var keyBytes = CheckKey(key);
         var size = CheckFixed(key, dtype, shape, data.Length);
         var shard = CheckShard(shardId);
+        if (_options.Compression is not null && TryAddCompressed(keyBytes, key, dtype, shape, data, shard, shardId) is { } compressed) return compressed;
         var offset = shard.Position;
         uint crc;
         try
@@ -132,6 +135,20 @@ public sealed class TensorBundleWriter : IDisposable
         var keyBytes = CheckKey(key);
         var size = CheckFixed(key, dtype, shape, sizeInBytes);
         var shard = CheckShard(shardId);
+        if (_options.Compression is { } compression && size >= compression.MinTensorBytes && size <= Array.MaxLength)
+        {
+            // Issue 14: the whole tensor is gathered in host memory so its blocks can be compressed in parallel.
+            var whole = new byte[size];
+            long done = 0;
+            while (done < size)
+            {
+                var n = source(whole.AsSpan((int)done, (int)Math.Min(4 << 20, size - done)), done);
+                if (n <= 0 || n > size - done)
+                    throw new InvalidOperationException($"Tensor source returned {n} bytes at offset {done} of {size}.");
+                done += n;
+            }
+            return TryAddCompressed(keyBytes, key, dtype, shape, whole, shard, shardId) ?? Add(key, dtype, shape, whole, shardId);
+        }
         return Write(keyBytes, key, shard, shardId, () =>
         {
             var crc = 0u;
@@ -348,6 +365,25 @@ public sealed class TensorBundleWriter : IDisposable
         }, e => e with { DType = template.DType, Shape = template.Shape, Size = template.Size, Slices = Array.Empty<TensorSlice>(), KeyUtf8 = keyBytes });
     }
 
+    /// <summary>Issue 14: writes <paramref name="data"/> LZ4-compressed, or returns null when it does not shrink (nothing written then).</summary>
+    private BundleEntry? TryAddCompressed(byte[] keyBytes, string key, DType dtype, TensorShape shape, ReadOnlySpan<byte> data, Shard shard, int shardId)
+    {
+        var stored = BundleCompression.Compress(data, dtype, _options.Compression!, out var info);
+        if (stored is null) return null;
+        var offset = shard.Position;
+        var crc = MaskedCrc32C.ComputeMasked(data);
+        try
+        {
+            shard.Stream.Write(stored);
+        }
+        catch
+        {
+            _failed = true;
+            throw;
+        }
+        return Complete(keyBytes, shard, new BundleEntry(key, dtype, shape, shardId, offset, data.Length, crc) { Compression = info });
+    }
+
     /// <summary>Writes one payload, pads, and records the entry. Any failure here poisons the writer.</summary>
     private BundleEntry Write(byte[] keyBytes, string key, Shard shard, int shardId, Func<uint> writePayload, Func<BundleEntry, BundleEntry> complete)
     {
@@ -373,7 +409,7 @@ public sealed class TensorBundleWriter : IDisposable
         {
             var end = shard.Stream.Position;
             var written = end - entry.Offset;
-            if (written != entry.Size)
+            if (written != entry.StoredSize)
                 throw new InvalidOperationException($"'{entry.Key}': wrote {written} bytes but the entry declares {entry.Size}.");
             var alignment = _options.DataAlignmentInBytes;
             var pad = (int)((alignment - (end % alignment)) % alignment);

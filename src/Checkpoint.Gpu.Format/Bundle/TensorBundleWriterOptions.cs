@@ -38,6 +38,14 @@ public sealed class TensorBundleWriterOptions
     /// <summary>Header <c>version.bad_consumers</c>. Default empty.</summary>
     public IReadOnlyList<int> BadConsumers { get; init; } = Array.Empty<int>();
 
+    /// <summary>
+    /// Issue 14: LZ4-compress whole fixed-size tensors (<see cref="BundleCompression"/>); <see langword="null"/> (default)
+    /// writes plain TensorFlow bundles. When set, the header gets producer = min_consumer =
+    /// <see cref="BundleHeader.CompressedVersion"/> (overriding <see cref="Producer"/>/<see cref="MinConsumer"/>), so
+    /// TensorFlow refuses the bundle; tensors that do not shrink, slices and strings are stored plain.
+    /// </summary>
+    public BundleCompressionOptions? Compression { get; init; }
+
     /// <summary>Size of the buffer used per data shard, in bytes. Default 1 MiB.</summary>
     public int WriteBufferBytes { get; init; } = 1 << 20;
 

@@ -123,6 +123,10 @@ public sealed class Adam : Optimizer
         }
         NnKernels.For(variable.Accelerator).AdamUpdate(checked((int)variable.ElementCount), variable.Buffer, m.Buffer, v.Buffer, gradient,
             _alpha, _beta1, _beta2, Epsilon);
+        // Change tracking (Variable.ChangeTracking.cs): the kernel wrote the variable and both moments.
+        variable.MarkModified();
+        m.MarkModified();
+        v.MarkModified();
     }
 
     private protected override IEnumerable<Variable> GetStateVariables(Variable variable)

@@ -80,10 +80,13 @@ public sealed class Sgd : Optimizer
 
     private protected override void UpdateVariable(Variable variable, DeviceBuffer gradient)
     {
-        DeviceBuffer? accumulator = null;
+        Variable? momentum = null;
         if (HasMomentum)
-            accumulator = Naming == KerasNaming.Keras2 ? GetOrAddSlot(variable, "momentum").Buffer : _momentums[IndexOf(variable)].Buffer;
-        NnKernels.For(variable.Accelerator).SgdUpdate(checked((int)variable.ElementCount), variable.Buffer, gradient, accumulator, _learningRate, _momentum);
+            momentum = Naming == KerasNaming.Keras2 ? GetOrAddSlot(variable, "momentum") : _momentums[IndexOf(variable)];
+        NnKernels.For(variable.Accelerator).SgdUpdate(checked((int)variable.ElementCount), variable.Buffer, gradient, momentum?.Buffer, _learningRate, _momentum);
+        // Change tracking (Variable.ChangeTracking.cs): the kernel wrote the variable and its momentum.
+        variable.MarkModified();
+        momentum?.MarkModified();
     }
 
     private protected override IEnumerable<Variable> GetStateVariables(Variable variable)

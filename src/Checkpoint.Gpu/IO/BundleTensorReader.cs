@@ -27,6 +27,9 @@ internal sealed class BundleTensorReader : ITensorReader
 
     public string Prefix => _reader.Prefix;
 
+    /// <summary>Issue 14: whether the entry is LZ4-compressed (its stored bytes are not the tensor's).</summary>
+    public bool IsCompressed(string key) => _reader.TryGetEntry(key, out var entry) && entry.Compression is not null;
+
     public IEnumerable<string> Keys => _reader.Entries.Where(e => !e.IsSliceEntry && e.Key.Length > 0).Select(e => e.Key);
 
     public bool TryGetInfo(string key, out StoredTensorInfo info)

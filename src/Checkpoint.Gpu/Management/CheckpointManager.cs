@@ -95,6 +95,21 @@ public sealed class CheckpointManager : IDisposable
         Recover();
     }
 
+    // ---- issue 14: incremental saves (logic in src/Checkpoint.Gpu/Incremental/) ----
+    private readonly Incremental.IncrementalHistory _incrementalHistory = new();
+
+    /// <summary>
+    /// Opt-in incremental saves: when set, <see cref="Save"/> hard-links data files whose tensors are all unchanged since
+    /// this manager's previous checkpoint instead of writing them (see <see cref="IncrementalSaveOptions"/> for the
+    /// sharding by change history, the change-tracking contract and the limits). Default <see langword="null"/> (every
+    /// save writes everything). <see cref="SaveAsync"/> and multi-worker saves stay full saves.
+    /// </summary>
+    public IncrementalSaveOptions? IncrementalSaves { get; set; }
+
+    /// <summary>What the last incremental <see cref="Save"/> wrote and reused, or <see langword="null"/> before one.</summary>
+    public IncrementalSaveReport? LastIncrementalSave { get; private set; }
+    // ---- end issue 14 ----
+
     /// <summary>The managed checkpoint.</summary>
     public Checkpoint Checkpoint { get; }
 
@@ -176,7 +191,9 @@ public sealed class CheckpointManager : IDisposable
         ObjectDisposedException.ThrowIf(_disposed, this);
         if (NextPrefix(checkpointNumber, checkInterval) is not { } prefix) return null;
         PrepareDirectory(prefix, options);
-        Checkpoint.WriteUnnumbered(prefix, options);
+        // Issue 14 hook: incremental saves (src/Checkpoint.Gpu/Incremental/).
+        if (IncrementalSaves is { } incremental) LastIncrementalSave = Checkpoint.WriteUnnumberedIncremental(prefix, options, incremental, _incrementalHistory);
+        else Checkpoint.WriteUnnumbered(prefix, options);
         lock (_bookkeeping)
         {
             if (options?.MultiWorker is { IsChief: false }) Track(prefix);

@@ -220,6 +220,10 @@ public sealed class Checkpoint : AutoTrackable, IDisposable, IAsyncDisposable
 
     internal void WriteUnnumbered(string prefix, CheckpointOptions? options) => _saver.Save(prefix, 0, options);
 
+    // Issue 14 hook: incremental saves of a CheckpointManager (TrackableSaver.Incremental.cs).
+    internal IncrementalSaveReport WriteUnnumberedIncremental(string prefix, CheckpointOptions? options, IncrementalSaveOptions incremental,
+        Incremental.IncrementalHistory history) => _saver.WriteIncremental(prefix, options ?? CheckpointOptions.Default, incremental, history);
+
     internal void ThrowIfQueuingAsyncSave() => _saver.ThrowIfQueuing();
 
     internal ValueTask<Pipeline.SaveHandle> WriteUnnumberedAsync(string prefix, CheckpointOptions? options,

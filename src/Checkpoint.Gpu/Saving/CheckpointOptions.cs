@@ -18,6 +18,7 @@ public sealed class CheckpointOptions
     private bool _writeHasCheckpointValues = true;
     private Distributed.WorkerContext? _multiWorker;
     private CheckpointPipeline? _pipeline;
+    private Format.BundleCompressionOptions? _compression;   // issue 14
     private volatile bool _frozen;
 
     /// <summary>Creates options with the defaults.</summary>
@@ -35,6 +36,7 @@ public sealed class CheckpointOptions
         _writeHasCheckpointValues = other._writeHasCheckpointValues;
         _multiWorker = other._multiWorker;
         _pipeline = other._pipeline;
+        _compression = other._compression;
     }
 
     /// <summary>Shared frozen defaults.</summary>
@@ -108,6 +110,18 @@ public sealed class CheckpointOptions
     /// </summary>
     /// <exception cref="InvalidOperationException">The options are frozen.</exception>
     public CheckpointPipeline? Pipeline { get => _pipeline; set { VerifyMutable(); _pipeline = value; } }
+
+    /// <summary>
+    /// Issue 14: LZ4-compress each whole fixed-size tensor in the writers (blocks of one tensor in parallel, optional
+    /// byte shuffle for floating-point dtypes; <see cref="Format.BundleCompression"/>). Default <see langword="null"/>
+    /// (off): plain TensorFlow checkpoints. A compressed checkpoint is refused by TensorFlow with "Checkpoint min consumer
+    /// version 2 above current version 1" (header version check, see <see cref="Format.BundleHeader.CompressedVersion"/>)
+    /// and read transparently here; <c>ckpt convert</c> turns it into a plain one. Applies to synchronous saves
+    /// (<c>Save</c>/<c>Write</c>, <see cref="CheckpointManager.Save"/> including incremental saves); asynchronous and
+    /// multi-worker saves refuse it with <see cref="NotSupportedException"/> (not implemented in the IO pipeline yet).
+    /// </summary>
+    /// <exception cref="InvalidOperationException">The options are frozen.</exception>
+    public Format.BundleCompressionOptions? Compression { get => _compression; set { VerifyMutable(); _compression = value; } }
 
     /// <summary>True once the options were used (or <see cref="Freeze"/> was called).</summary>
     public bool IsFrozen => _frozen;

@@ -105,6 +105,9 @@ public sealed partial class TrackableSaver : IAsyncDisposable
     {
         cancellationToken.ThrowIfCancellationRequested();
         options.Freeze();
+        // Issue 14 hook: LZ4 lives in the synchronous bundle writer only; never write plain bytes under a compression request.
+        if (options.Compression is not null)
+            throw new NotSupportedException("CheckpointOptions.Compression is not supported by asynchronous saves yet (the IO pipeline writes plain TensorFlow bundles); use Save/Write.");
         // Saves are queued in call order, so a call must be awaited before the next one starts.
         if (Interlocked.Exchange(ref _queuing, 1) != 0)
             throw new InvalidOperationException("A previous SaveAsync/WriteAsync call has not returned yet: await it before queuing another save (its handle lets the save overlap with training).");
@@ -248,7 +251,8 @@ public sealed partial class TrackableSaver : IAsyncDisposable
             // Values are copied to their variables by the caller's own streams, so any accelerator can host the ring.
             var pipeline = options.Pipeline ?? GetOrCreatePipeline(View.ListObjects().OfType<Variable>().ToArray());
             session = pipeline.OpenRestore(inner.Prefix);
-            await session.PrefetchAsync(KeysToPrefetch(inner.Keys), cancellationToken).ConfigureAwait(false);
+            // Issue 14 hook: compressed entries are read (and decompressed) on demand by the bundle reader, not prefetched raw.
+            await session.PrefetchAsync(KeysToPrefetch(inner.Keys.Where(k => !inner.IsCompressed(k))), cancellationToken).ConfigureAwait(false);
         }
         catch
         {

@@ -135,11 +135,13 @@ public sealed partial class TrackableSaver
         if (options.MultiWorker is { } worker)
         {
             // Each worker writes the tensors it owns to <prefix>_temp/part-r-of-N; the chief merges and publishes.
+            if (options.Compression is not null)   // issue 14 hook
+                throw new NotSupportedException("CheckpointOptions.Compression is not supported by multi-worker saves yet; convert the merged checkpoint with 'ckpt convert --compress'.");
             Distributed.MultiWorkerSave.Run(worker, prefix, snapshot, graphBytes, options);
         }
         else
         {
-            WriteUnits(prefix, BuildUnits(snapshot), graphBytes, options.ShardingPolicy);
+            WriteUnits(prefix, BuildUnits(snapshot), graphBytes, options.ShardingPolicy, options.Compression);
         }
         foreach (var callback in options.WriteCallbacks) callback(prefix);
     }
@@ -180,11 +182,15 @@ public sealed partial class TrackableSaver
     /// when <paramref name="graphBytes"/> is given, the object graph last, as one bundle at <paramref name="prefix"/>
     /// with data files chosen by <paramref name="policy"/> (commit protocol of <see cref="TensorBundleWriter"/>).
     /// </summary>
-    internal static void WriteUnits(string prefix, IReadOnlyList<SaveUnit> units, byte[]? graphBytes, IShardingPolicy policy)
+    internal static void WriteUnits(string prefix, IReadOnlyList<SaveUnit> units, byte[]? graphBytes, IShardingPolicy policy,
+        BundleCompressionOptions? compression = null, bool flushToDisk = true)
     {
         var assignment = AssignShards(units, graphBytes, policy);
 
-        using var bundle = new TensorBundleWriter(prefix, new TensorBundleWriterOptions { ShardCount = assignment.ShardCount });
+        // Issue 14 hook: LZ4 compression of whole tensors in the bundle writer (CheckpointOptions.Compression); incremental
+        // saves flush the temporary part's data files themselves (its index is discarded by the merge).
+        using var bundle = new TensorBundleWriter(prefix, new TensorBundleWriterOptions
+            { ShardCount = assignment.ShardCount, Compression = compression, FlushToDisk = flushToDisk });
         var writer = new BundleTensorWriter(bundle);
         for (var i = 0; i < units.Count; i++) units[i].Write(writer, assignment.ShardIds[i]);
         // The object graph goes last (TF's data-file order, spec §4.1).

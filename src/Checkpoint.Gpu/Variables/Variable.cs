@@ -212,6 +212,7 @@ public sealed partial class Variable : Trackable, IDisposable
             stream.EnqueueCopyFromHost((nint)p, _buffer.View(offsetInBytes, bytes.Length));
             stream.Synchronize();
         }
+        MarkModified();   // change tracking (Variable.ChangeTracking.cs): assign and every restore path end here
     }
 
     /// <summary>Copies part of the buffer to host memory and waits for completion.</summary>
@@ -231,6 +232,7 @@ public sealed partial class Variable : Trackable, IDisposable
         var stream = Accelerator.DefaultStream;
         stream.EnqueueFill(_buffer.AsView(), 0);
         stream.Synchronize();
+        MarkModified();   // change tracking
     }
 
     internal void CheckCompatible(DType storedDType, TensorShape storedShape, string? prefix, string? objectPath, string? key) =>
