@@ -36,7 +36,8 @@ internal static class ConvertCommand
         return command;
     }
 
-    internal static int Run(string source, string destinationPrefix, TextWriter output)
+    // storage: the seam every file operation of the commit protocol goes through (tests inject faults); local when null.
+    internal static int Run(string source, string destinationPrefix, TextWriter output, IShardStorage? storage = null)
     {
         var prefix = CheckpointLocator.Resolve(source);
         var destination = Path.GetFullPath(destinationPrefix);
@@ -67,6 +68,7 @@ internal static class ConvertCommand
             Producer = reader.Header.Producer,
             MinConsumer = reader.Header.MinConsumer,
             BadConsumers = reader.Header.BadConsumers,
+            Storage = storage,
         };
 
         ByteProgress.Run("convert", totalBytes, add =>

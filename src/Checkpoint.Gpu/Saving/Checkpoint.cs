@@ -110,7 +110,7 @@ public sealed class Checkpoint : AutoTrackable, IDisposable, IAsyncDisposable
         var number = IncrementSaveCounter();
         var path = _saver.Save(filePrefix, number, options);
         // In a multi-worker save only the chief records the checkpoint (after the merge published it).
-        if (options?.MultiWorker is not { IsChief: false }) TrackableSaver.UpdateStateFile(path);
+        if (options?.MultiWorker is not { IsChief: false }) TrackableSaver.UpdateStateFile(path, (options ?? CheckpointOptions.Default).Storage);
         return path;
     }
 
@@ -251,7 +251,7 @@ public sealed class Checkpoint : AutoTrackable, IDisposable, IAsyncDisposable
             (path, _) =>
             {
                 // In a multi-worker save only the chief records the checkpoint (after the merge published it).
-                if (options?.MultiWorker is not { IsChief: false }) TrackableSaver.UpdateStateFile(path);
+                if (options?.MultiWorker is not { IsChief: false }) TrackableSaver.UpdateStateFile(path, (options ?? CheckpointOptions.Default).Storage);
                 return ValueTask.CompletedTask;
             }, cancellationToken);
     }
@@ -312,11 +312,23 @@ public sealed class Checkpoint : AutoTrackable, IDisposable, IAsyncDisposable
         {
             _saver.DisposePipelinesAndWait();
         }
-        finally
+        catch (TimeoutException)
         {
-            _saveCounter?.Dispose();
-            _counterAccelerator?.Dispose();
+            // Saves still run and read the counter's snapshot on its accelerator: leave both to them.
+            throw;
         }
+        catch
+        {
+            DisposeCounter();
+            throw;
+        }
+        DisposeCounter();
+    }
+
+    private void DisposeCounter()
+    {
+        _saveCounter?.Dispose();
+        _counterAccelerator?.Dispose();
     }
 
     private sealed class ByteOrder : IComparer<byte[]>

@@ -14,8 +14,9 @@ namespace CheckpointGpu;
 /// <remarks>
 /// <para><b>What a save writes</b> (spec §6.5, §4.1): every tensor of every reachable object under
 /// <c>&lt;path&gt;/.ATTRIBUTES/&lt;name&gt;</c> in node-id order, then the serialized object graph under
-/// <c>_CHECKPOINTABLE_OBJECT_GRAPH</c>, last. The data files are committed before the index (temporary names, flush,
-/// rename; the index rename is the commit point). The saver never touches the <c>checkpoint</c> state file.</para>
+/// <c>_CHECKPOINTABLE_OBJECT_GRAPH</c>, last. Every save — synchronous or not — is the IO pipeline's save (the synchronous
+/// forms wait for it), committed through Format's <see cref="BundleCommit"/> (temporary names, fsyncs, renames, the index
+/// rename is the commit point, directory fsync). The saver never touches the <c>checkpoint</c> state file.</para>
 /// <para><b>Root difference.</b> Node 0 is the root given here. <c>new Checkpoint(("model", m))</c> makes keys
 /// <c>model/dense/kernel/...</c>; <c>SaveWeights(m, path)</c> makes <c>dense/kernel/...</c>. The two layouts restore
 /// only into a tree with the same root.</para>
@@ -101,9 +102,17 @@ public sealed partial class TrackableSaver
     /// <exception cref="IOException">Writing failed.</exception>
     public static string SaveWeights(Trackable root, string filePath, CheckpointOptions? options = null)
     {
-        var path = new TrackableSaver(root).Save(filePath, 0, options);
-        UpdateStateFile(path);
-        return path;
+        var saver = new TrackableSaver(root);
+        try
+        {
+            var path = saver.Save(filePath, 0, options);
+            UpdateStateFile(path, (options ?? CheckpointOptions.Default).Storage);
+            return path;
+        }
+        finally
+        {
+            saver.DisposePipelinesAndWait();
+        }
     }
 
     /// <summary>
@@ -119,29 +128,12 @@ public sealed partial class TrackableSaver
         new TrackableSaver(root).Restore(filePath, options).AssertNontrivialMatch();
 
     /// <summary>TF's <c>Checkpoint.save</c> state update: only fields 1–2, one relative path.</summary>
-    internal static void UpdateStateFile(string prefix)
+    internal static void UpdateStateFile(string prefix, IShardStorage storage)
     {
         var full = Path.GetFullPath(prefix);
         var dir = Path.GetDirectoryName(full)!;
         var relative = Path.GetRelativePath(dir, full);
-        CheckpointStateFile.Write(dir, new Format.CheckpointState(relative));
-    }
-
-    internal void WriteCore(string prefix, CheckpointOptions options)
-    {
-        options.Freeze();
-        var snapshot = ObjectGraphSnapshot.Build(Root, includeSlotVariables: true, options.WriteHasCheckpointValues);
-        var graphBytes = snapshot.Proto.ToByteArray();
-        if (options.MultiWorker is { } worker)
-        {
-            // Each worker writes the tensors it owns to <prefix>_temp/part-r-of-N; the chief merges and publishes.
-            Distributed.MultiWorkerSave.Run(worker, prefix, snapshot, graphBytes, options);
-        }
-        else
-        {
-            WriteUnits(prefix, BuildUnits(snapshot), graphBytes, options.ShardingPolicy);
-        }
-        foreach (var callback in options.WriteCallbacks) callback(prefix);
+        BundleCommit.PublishState(dir, new Format.CheckpointState(relative), storage);
     }
 
     /// <summary>One piece of a save: a tensor (or one slice of a partitioned tensor) and how to write it.</summary>
@@ -173,23 +165,6 @@ public sealed partial class TrackableSaver
         var assignment = policy.AssignShards(offered);
         ValidateAssignment(assignment, offered.Count);
         return assignment;
-    }
-
-    /// <summary>
-    /// The write seam shared by single-process and multi-worker saves: writes <paramref name="units"/> (in order) and,
-    /// when <paramref name="graphBytes"/> is given, the object graph last, as one bundle at <paramref name="prefix"/>
-    /// with data files chosen by <paramref name="policy"/> (commit protocol of <see cref="TensorBundleWriter"/>).
-    /// </summary>
-    internal static void WriteUnits(string prefix, IReadOnlyList<SaveUnit> units, byte[]? graphBytes, IShardingPolicy policy)
-    {
-        var assignment = AssignShards(units, graphBytes, policy);
-
-        using var bundle = new TensorBundleWriter(prefix, new TensorBundleWriterOptions { ShardCount = assignment.ShardCount });
-        var writer = new BundleTensorWriter(bundle);
-        for (var i = 0; i < units.Count; i++) units[i].Write(writer, assignment.ShardIds[i]);
-        // The object graph goes last (TF's data-file order, spec §4.1).
-        if (graphBytes is not null) bundle.AddStrings(CheckpointNames.ObjectGraph, TensorShape.Scalar, [graphBytes], assignment.ShardIds[^1]);
-        bundle.Finish();
     }
 
     private static void ValidateAssignment(ShardAssignment assignment, int count)

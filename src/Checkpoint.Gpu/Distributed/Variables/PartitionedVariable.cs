@@ -2,7 +2,7 @@ using CheckpointGpu.Devices;
 using CheckpointGpu.Format;
 using CheckpointGpu.IO;
 
-namespace CheckpointGpu.Distributed;
+namespace CheckpointGpu.Distributed.Variables;
 
 /// <summary>
 /// A logical tensor split into rectangular slices spread over workers (TF1's <c>PartitionedVariable</c> /

@@ -1,7 +1,7 @@
 using CheckpointGpu.Format;
 using CheckpointGpu.IO;
 
-namespace CheckpointGpu.Distributed;
+namespace CheckpointGpu.Distributed.Variables;
 
 /// <summary>
 /// Stands in, in this worker's object tree, for a variable whose buffer lives on another worker (model parallelism):
