@@ -260,7 +260,7 @@ public sealed class TensorBundleWriter : IDisposable
         CheckKeyBytes(sliceKey, fullName);
         var size = CheckFixed(fullName, dtype, sliceShape, data.Length);
         var shard = CheckShard(shardId);
-        var display = KeyText.ToDisplay(sliceKey);
+        var display = CheckpointKeys.ToDisplay(sliceKey);
         var offset = shard.Position;
         uint crc;
         try

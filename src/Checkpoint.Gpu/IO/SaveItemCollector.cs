@@ -63,6 +63,6 @@ internal sealed class SaveItemCollector(Accelerator pipelineAccelerator) : ITens
 
     /// <summary>The object graph, last in the data file (TF's order, spec §4.1).</summary>
     public void AddObjectGraph(byte[] graphBytes, int shardId) =>
-        _items.Add(new SaveItem(CheckpointNames.ObjectGraph, DType.String, TensorShape.Scalar,
+        _items.Add(new SaveItem(CheckpointKeys.ObjectGraph, DType.String, TensorShape.Scalar,
             SaveSource.FromEncoded(EncodedTensor.FromStrings([graphBytes])), shardId));
 }

@@ -46,7 +46,7 @@ public sealed class Checkpoint : AutoTrackable, IDisposable, IAsyncDisposable
         {
             ArgumentException.ThrowIfNullOrEmpty(name, nameof(dependencies));
             if (!seen.Add(name)) throw new ArgumentException($"Dependency '{name}' is given twice.", nameof(dependencies));
-            if (name == CheckpointNames.SaveCounter) throw new ArgumentException("'save_counter' is reserved for the checkpoint's own counter.", nameof(dependencies));
+            if (name == CheckpointKeys.SaveCounter) throw new ArgumentException("'save_counter' is reserved for the checkpoint's own counter.", nameof(dependencies));
             if (value is not Trackable)
                 throw new ArgumentException(
                     $"Checkpoint was expecting a trackable object (an object derived from {nameof(Trackable)}) for '{name}', got {(value is null ? "null" : value.GetType().FullName)}. "
@@ -89,8 +89,8 @@ public sealed class Checkpoint : AutoTrackable, IDisposable, IAsyncDisposable
             {
                 // TF places the counter on /cpu:0; ours lives on a CPU accelerator owned by this checkpoint.
                 _counterAccelerator ??= Accelerator.Create(AcceleratorKind.Cpu);
-                _saveCounter = AddVariable(CheckpointNames.SaveCounter, _counterAccelerator, DType.Int64, TensorShape.Scalar,
-                    VariableInitializer.Zeros, CheckpointNames.SaveCounter);
+                _saveCounter = AddVariable(CheckpointKeys.SaveCounter, _counterAccelerator, DType.Int64, TensorShape.Scalar,
+                    VariableInitializer.Zeros, CheckpointKeys.SaveCounter);
             }
             return _saveCounter;
         }

@@ -161,7 +161,7 @@ public sealed partial class TrackableSaver
         foreach (var u in units)
             offered.Add(new ShardableTensor(u.Key, DType.Invalid, TensorShape.Scalar, u.EstimatedSizeInBytes));
         if (graphBytes is not null)
-            offered.Add(new ShardableTensor(CheckpointNames.ObjectGraph, DType.String, TensorShape.Scalar, graphBytes.Length));
+            offered.Add(new ShardableTensor(CheckpointKeys.ObjectGraph, DType.String, TensorShape.Scalar, graphBytes.Length));
         var assignment = policy.AssignShards(offered);
         ValidateAssignment(assignment, offered.Count);
         return assignment;
@@ -247,11 +247,11 @@ public sealed partial class TrackableSaver
             catch (InvalidProtocolBufferException ex)
             {
                 throw new CheckpointFormatException(CheckpointFormatError.MalformedProto, BundleNaming.IndexFile(savePath),
-                    "the object graph cannot be parsed as a TrackableObjectGraph", CheckpointNames.ObjectGraph, innerException: ex);
+                    "the object graph cannot be parsed as a TrackableObjectGraph", CheckpointKeys.ObjectGraph, innerException: ex);
             }
             if (graph.Nodes.Count == 0)
                 throw new CheckpointFormatException(CheckpointFormatError.MalformedProto, BundleNaming.IndexFile(savePath),
-                    "the object graph has no nodes", CheckpointNames.ObjectGraph);
+                    "the object graph has no nodes", CheckpointKeys.ObjectGraph);
             coordinator = new RestoreCoordinator(savePath, reader, Reopen, graph, options, Log);
             new CheckpointPosition(coordinator, 0).Restore(Root);
             return new CheckpointLoadStatus(coordinator, View);

@@ -269,7 +269,7 @@ internal sealed class MultiWorkerSave
             }
         }
         var missing = _snapshot.Tensors.Where(t => !t.Attribute.IsGroup && !keys.Contains(t.Key)).Select(t => t.Key).Distinct(StringComparer.Ordinal).ToList();
-        if (!keys.Contains(CheckpointNames.ObjectGraph)) missing.Add(CheckpointNames.ObjectGraph);
+        if (!keys.Contains(CheckpointKeys.ObjectGraph)) missing.Add(CheckpointKeys.ObjectGraph);
         if (missing.Count > 0)
             throw new InvalidOperationException($"{FullPrefix}: no worker wrote {missing.Count} key(s): {string.Join(", ", missing.Take(10))}{(missing.Count > 10 ? ", …" : "")} (ownership policies disagree, or a RemoteVariable's owner does not hold it).");
         foreach (var (key, (shape, list)) in slices)

@@ -125,7 +125,7 @@ public sealed class PartitionedVariable : Trackable, IDisposable
 }
 
 /// <summary>The <c>VARIABLE_VALUE</c> attribute of a <see cref="PartitionedVariable"/>: one slice per local part.</summary>
-internal sealed class PartitionedSaveable(PartitionedVariable owner) : SaveableValue(CheckpointNames.VariableValue, owner.Name)
+internal sealed class PartitionedSaveable(PartitionedVariable owner) : SaveableValue(CheckpointKeys.VariableValue, owner.Name)
 {
     public PartitionedVariable Owner { get; } = owner;
 
