@@ -20,27 +20,21 @@ namespace CheckpointGpu.Pipeline;
 /// flight) write the slot at its file offset with <see cref="RandomAccess"/> (O_DIRECT when available; the last,
 /// unaligned block of a shard is zero-padded to 4096 and the file truncated to its exact length at commit). A slot
 /// returns to the pool only when both its device copies and its write are done.</para>
-/// <para><b>Commit protocol</b> (the order every save follows; a crash at any instant leaves the previous checkpoint
-/// and the state file valid):</para>
-/// <list type="number">
-/// <item>Data shards are written under temporary names <c>&lt;prefix&gt;.data-i-of-N.tempstate&lt;random&gt;</c>.</item>
-/// <item>Each data file is truncated to its exact length and flushed to disk (<c>fsync</c>).</item>
-/// <item>The <c>.index</c> (from plan + checksums) is written under <c>&lt;prefix&gt;.index.tempstate&lt;random&gt;</c> and flushed.</item>
-/// <item>An existing <c>&lt;prefix&gt;.index</c> (an older bundle at the same prefix) is deleted, so it can never pair with new data.</item>
-/// <item>The data files are renamed to their final names, then the index: <b>the index rename is the commit point</b>.</item>
-/// <item>The directory is flushed (<c>fsync</c>), making the renames durable.</item>
-/// <item>The <c>onCommitted</c> callback runs: the caller replaces the <c>checkpoint</c> state file atomically
-/// (<see cref="CheckpointCommit.PublishState"/>) and only then deletes old checkpoints
-/// (<see cref="CheckpointCommit.DeleteCheckpoint"/>). The state file therefore never names an incomplete checkpoint.</item>
-/// </list>
+/// <para><b>Commit protocol.</b> Every save publishes its files through Format's <see cref="BundleCommit"/> — the one
+/// protocol of every writer (data → fsync → index → fsync → stale index removed → data renamed → index renamed, the
+/// commit point → directory fsync), on <see cref="CheckpointPipelineOptions.Storage"/>. The <c>onCommitted</c> callback
+/// then runs: the caller replaces the <c>checkpoint</c> state file (<see cref="BundleCommit.PublishState"/>: temporary,
+/// fsync, rename, directory fsync) and only then prunes old checkpoints (<see cref="BundleCommit.DeleteCheckpoint"/>).
+/// The state file therefore never names an incomplete checkpoint.</para>
 /// <para>On failure before the commit point every temporary (and already renamed data) file is deleted.</para>
 /// <para><b>Queued saves.</b> Saves run one at a time in call order; a queued save reads nothing until it starts.
 /// A save never mixes values of two steps provided the caller does not mutate a buffer between
-/// <see cref="SaveAsync(string, SavePlan, Func{string, CancellationToken, ValueTask}?, CancellationToken)"/> and that buffer's barrier (<see cref="WaitUntilStagedAsync(DeviceBuffer, CancellationToken)"/>,
+/// <see cref="QueueSave(string, SavePlan, Func{string, CancellationToken, ValueTask}?, CancellationToken)"/> and that buffer's barrier (<see cref="WaitUntilStagedAsync(DeviceBuffer, CancellationToken)"/>,
 /// which covers every queued save) or the save's <see cref="SaveHandle.Snapshotted"/>; device work that produced the
-/// values must have completed before <see cref="SaveAsync(string, SavePlan, Func{string, CancellationToken, ValueTask}?, CancellationToken)"/> is called (the pipeline reads on its own stream).</para>
-/// <para><b>Threads.</b> File IO on Unix blocks a thread-pool thread per request in flight; the constructor raises
-/// the pool's minimum worker count (process-wide, never lowered) to cores + writers + readers + 4.</para>
+/// values must have completed before <see cref="QueueSave(string, SavePlan, Func{string, CancellationToken, ValueTask}?, CancellationToken)"/> is called (the pipeline reads on its own stream).</para>
+/// <para><b>Threads.</b> Blocking file-system calls (positional writes and reads of <see cref="LocalShardStorage"/>,
+/// fsyncs, renames) run on Format's dedicated <see cref="BlockingIOThreads"/>, never on thread-pool workers, and the
+/// pipeline leaves the process-wide thread pool's settings alone.</para>
 /// <para><b>No save is dropped silently.</b> <see cref="DisposeAsync"/> awaits every queued save; <see cref="Dispose"/>
 /// waits for them too, up to <see cref="CheckpointPipelineOptions.DisposeTimeout"/>, and throws a
 /// <see cref="TimeoutException"/> naming the saves still running past it (it never returns as if they were durable). While
@@ -81,7 +75,6 @@ public sealed class CheckpointPipeline : IAsyncDisposable, IDisposable
         Arena = new HostArena(accelerator);
         CopyStream = accelerator.CreateStream();
         RestoreStream = accelerator.CreateStream();
-        EnsureThreadPoolHeadroom(Options.WriterCount + Options.ReaderCount);
         _executor = Task.Run(RunQueueAsync);
         lock (s_liveSync) s_live.AddOrUpdate(this, null);
         if (Interlocked.Exchange(ref s_exitHookInstalled, 1) == 0) AppDomain.CurrentDomain.ProcessExit += (_, _) => OnProcessExit();
@@ -140,31 +133,62 @@ public sealed class CheckpointPipeline : IAsyncDisposable, IDisposable
 
     internal AcceleratorStream CopyStream { get; }
 
+    // One copy engine per accelerator (TF's MultiDeviceSaver): device sources on other accelerators are copied into the
+    // same ring slots by a stream of their own accelerator, feeding the same writers. Created on first use.
+    private readonly Dictionary<Accelerator, AcceleratorStream> _foreignCopyStreams = new(ReferenceEqualityComparer.Instance);
+
+    /// <summary>The copy stream for buffers of <paramref name="accelerator"/>: <see cref="CopyStream"/> for the pipeline's own.</summary>
+    internal AcceleratorStream CopyStreamFor(Accelerator accelerator)
+    {
+        if (ReferenceEquals(accelerator, Accelerator)) return CopyStream;
+        lock (_foreignCopyStreams)
+        {
+            if (!_foreignCopyStreams.TryGetValue(accelerator, out var stream))
+                _foreignCopyStreams[accelerator] = stream = accelerator.CreateStream();
+            return stream;
+        }
+    }
+
+    /// <summary>Every copy stream created so far (the pipeline's own first).</summary>
+    internal AcceleratorStream[] CopyStreams
+    {
+        get
+        {
+            lock (_foreignCopyStreams) return [CopyStream, .. _foreignCopyStreams.Values];
+        }
+    }
+
     internal AcceleratorStream RestoreStream { get; }
 
     internal SemaphoreSlim RingLock => _ringLock;
 
+    /// <summary>Where blocking file-system calls of the commit run (fsync, rename).</summary>
+    internal static BlockingIOThreads IOThreads => BlockingIOThreads.Shared;
+
     /// <summary>
-    /// Queues a save of <paramref name="plan"/> to <paramref name="prefix"/> and returns at once with its handle.
+    /// Queues a save of <paramref name="plan"/> to <paramref name="prefix"/> and returns at once with its handle (named
+    /// <c>QueueSave</c>, not <c>…Async</c>: it returns a handle, whose <see cref="SaveHandle.Snapshotted"/> and
+    /// <see cref="SaveHandle.Completion"/> are the tasks).
     /// </summary>
     /// <param name="prefix">Checkpoint prefix, e.g. <c>/train/ckpt-3</c>; its directory is created if missing.</param>
-    /// <param name="plan">What to write where. Device sources must belong to <see cref="Accelerator"/>.</param>
+    /// <param name="plan">What to write where. Device sources may live on any accelerator: each accelerator gets a copy
+    /// engine (stream) of its own feeding the same ring and writers; <see cref="Accelerator"/> hosts the ring.</param>
     /// <param name="onCommitted">
     /// Runs after the commit point and the directory flush, before <see cref="SaveHandle.Completion"/> completes and
     /// before the next queued save starts (so state-file updates and pruning happen in save order). Typically
-    /// <see cref="CheckpointCommit.PublishState"/> then <see cref="CheckpointCommit.DeleteCheckpoint"/>. May be null.
+    /// <see cref="BundleCommit.PublishState"/> then <see cref="BundleCommit.DeleteCheckpoint"/>. May be null.
     /// </param>
     /// <param name="cancellationToken">Cancels the save (temporary files are removed; in-flight copies and writes are drained first).</param>
     /// <returns>The handle.</returns>
-    /// <exception cref="ArgumentException"><paramref name="prefix"/> is empty, or a device source belongs to another accelerator.</exception>
+    /// <exception cref="ArgumentException"><paramref name="prefix"/> is empty.</exception>
     /// <exception cref="ArgumentNullException"><paramref name="plan"/> is null.</exception>
     /// <exception cref="ObjectDisposedException">The pipeline is disposed.</exception>
-    public SaveHandle SaveAsync(string prefix, SavePlan plan, Func<string, CancellationToken, ValueTask>? onCommitted = null,
+    public SaveHandle QueueSave(string prefix, SavePlan plan, Func<string, CancellationToken, ValueTask>? onCommitted = null,
         CancellationToken cancellationToken = default) =>
-        SaveAsync(prefix, plan, onCommitted, onFailed: null, checkpointPrefix: null, cancellationToken);
+        QueueSave(prefix, plan, onCommitted, onFailed: null, checkpointPrefix: null, cancellationToken);
 
     /// <summary>
-    /// <see cref="SaveAsync(string, SavePlan, Func{string, CancellationToken, ValueTask}?, CancellationToken)"/> with a
+    /// <see cref="QueueSave(string, SavePlan, Func{string, CancellationToken, ValueTask}?, CancellationToken)"/> with a
     /// failure callback: <paramref name="onFailed"/> receives the first failure (including cancellation and a failure of
     /// <paramref name="onCommitted"/>) after temporaries are removed and before the handle faults — the place to tell
     /// others that this save will not arrive (a multi-worker save's <c>failed</c> marker).
@@ -177,10 +201,10 @@ public sealed class CheckpointPipeline : IAsyncDisposable, IDisposable
     /// save's part is merged into it); reported by <see cref="SaveHandle.CheckpointPrefix"/>. Default: <paramref name="prefix"/>.</param>
     /// <param name="cancellationToken">Cancels the save.</param>
     /// <returns>The handle.</returns>
-    /// <exception cref="ArgumentException"><paramref name="prefix"/> is empty, or a device source belongs to another accelerator.</exception>
+    /// <exception cref="ArgumentException"><paramref name="prefix"/> is empty.</exception>
     /// <exception cref="ArgumentNullException"><paramref name="plan"/> is null.</exception>
     /// <exception cref="ObjectDisposedException">The pipeline is disposed.</exception>
-    public SaveHandle SaveAsync(string prefix, SavePlan plan, Func<string, CancellationToken, ValueTask>? onCommitted, Action<Exception>? onFailed,
+    public SaveHandle QueueSave(string prefix, SavePlan plan, Func<string, CancellationToken, ValueTask>? onCommitted, Action<Exception>? onFailed,
         string? checkpointPrefix = null, CancellationToken cancellationToken = default)
     {
         ArgumentException.ThrowIfNullOrEmpty(prefix);
@@ -213,7 +237,10 @@ public sealed class CheckpointPipeline : IAsyncDisposable, IDisposable
     {
         ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
         // The lease makes Accelerator.Dispose throw while this save may still read device buffers or the ring.
-        op.AcceleratorLease = Accelerator.AcquireUseLease($"checkpoint save '{op.Handle.CheckpointPrefix}' (queued or running on its IO pipeline)");
+        var reason = $"checkpoint save '{op.Handle.CheckpointPrefix}' (queued or running on its IO pipeline)";
+        op.AcceleratorLease = Accelerator.AcquireUseLease(reason);
+        foreach (var other in op.Accelerators)
+            if (!ReferenceEquals(other, Accelerator)) op.ForeignLeases.Add(other.AcquireUseLease(reason));
         lock (_sync)
         {
             _pending.Add(op);
@@ -236,6 +263,8 @@ public sealed class CheckpointPipeline : IAsyncDisposable, IDisposable
         }
         op.AcceleratorLease?.Dispose();
         op.AcceleratorLease = null;
+        foreach (var lease in op.ForeignLeases) lease.Dispose();
+        op.ForeignLeases.Clear();
     }
 
     /// <summary>
@@ -296,7 +325,8 @@ public sealed class CheckpointPipeline : IAsyncDisposable, IDisposable
         {
             if (!Accelerator.IsDisposed)
             {
-                await CopyStream.SynchronizeAsync().ConfigureAwait(false);
+                foreach (var stream in CopyStreams)
+                    if (!stream.Accelerator.IsDisposed) await stream.SynchronizeAsync().ConfigureAwait(false);
                 await RestoreStream.SynchronizeAsync().ConfigureAwait(false);
             }
         }
@@ -333,7 +363,8 @@ public sealed class CheckpointPipeline : IAsyncDisposable, IDisposable
             {
                 if (!Accelerator.IsDisposed)
                 {
-                    CopyStream.Synchronize();
+                    foreach (var stream in CopyStreams)
+                        if (!stream.Accelerator.IsDisposed) stream.Synchronize();
                     RestoreStream.Synchronize();
                 }
             }
@@ -352,6 +383,12 @@ public sealed class CheckpointPipeline : IAsyncDisposable, IDisposable
     private void ReleaseResources()
     {
         lock (s_liveSync) s_live.Remove(this);
+        lock (_foreignCopyStreams)
+        {
+            foreach (var stream in _foreignCopyStreams.Values)
+                if (!stream.Accelerator.IsDisposed) stream.Dispose();
+            _foreignCopyStreams.Clear();
+        }
         // The accelerator may already be gone (disposed with no save pending): its children were freed with it.
         if (!Accelerator.IsDisposed)
         {
@@ -380,19 +417,6 @@ public sealed class CheckpointPipeline : IAsyncDisposable, IDisposable
         }
     }
 
-    /// <summary>
-    /// .NET performs file IO on Unix as blocking calls on thread-pool threads, so each in-flight write or read
-    /// holds a worker. On a 2-core machine the default minimum (= cores) starves the copy engine and the device
-    /// streams until hill climbing adds threads (measured: saves at half speed). Raise the minimum once, by the
-    /// IO concurrency plus the pipeline's own stages; never lowers it.
-    /// </summary>
-    private static void EnsureThreadPoolHeadroom(int ioConcurrency)
-    {
-        ThreadPool.GetMinThreads(out var workers, out var completion);
-        var wanted = Environment.ProcessorCount + ioConcurrency + 4;
-        if (workers < wanted) ThreadPool.SetMinThreads(wanted, completion);
-    }
-
     internal bool TryReserveCopyOnWrite(long bytes)
     {
         var budget = Options.CopyOnWriteBudgetInBytes;
@@ -408,18 +432,37 @@ public sealed class CheckpointPipeline : IAsyncDisposable, IDisposable
 
     private async Task RunQueueAsync()
     {
+        // Saves hold the ring one at a time, in call order (stream + commit). What follows the commit point — the
+        // onCommitted callback: a multi-worker merge, the state file, pruning — runs on a chain of its own, still in call
+        // order, so the next save streams while the previous one finishes.
+        var completions = Task.CompletedTask;
         await foreach (var op in _queue.Reader.ReadAllAsync().ConfigureAwait(false))
         {
+            var committed = false;
             await _ringLock.WaitAsync().ConfigureAwait(false);
             try
             {
-                await op.RunAsync().ConfigureAwait(false);
+                committed = await op.RunAsync().ConfigureAwait(false);
             }
             finally
             {
                 _ringLock.Release();
-                Retire(op);
             }
+            completions = CompleteInOrderAsync(completions, op, committed);
+        }
+        await completions.ConfigureAwait(false);
+    }
+
+    private async Task CompleteInOrderAsync(Task previous, SaveOperation op, bool committed)
+    {
+        try
+        {
+            await previous.ConfigureAwait(false);   // never faults: CompleteAsync reports through the handle
+            if (committed) await op.CompleteAsync().ConfigureAwait(false);
+        }
+        finally
+        {
+            Retire(op);
         }
     }
 }

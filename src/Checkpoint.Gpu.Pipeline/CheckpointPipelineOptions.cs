@@ -1,3 +1,5 @@
+using CheckpointGpu.Format;
+
 namespace CheckpointGpu.Pipeline;
 
 /// <summary>Settings of a <see cref="CheckpointPipeline"/>.</summary>

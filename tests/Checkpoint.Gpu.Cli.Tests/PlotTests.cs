@@ -39,7 +39,7 @@ public sealed class PlotTests
         await using (var pipeline = new CheckpointPipeline(acc, new CheckpointPipelineOptions { SlotSizeInBytes = 256 << 10, SlotCount = 4, SaveTrace = events.Enqueue }))
         {
             var plan = SavePlan.Create([new SaveItem("w/.ATTRIBUTES/VARIABLE_VALUE", DType.Float, new TensorShape(3 << 18), SaveSource.FromDevice(buffer.AsView()))]);
-            await pipeline.SaveAsync(Path.Combine(tmp.Path, "ckpt"), plan).Completion;
+            await pipeline.QueueSave(Path.Combine(tmp.Path, "ckpt"), plan).Completion;
         }
         var start = events.Min(e => e.StartTimestamp);
         double Ms(long ts) => (ts - start) * 1000.0 / Stopwatch.Frequency;

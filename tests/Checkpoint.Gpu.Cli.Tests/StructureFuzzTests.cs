@@ -389,7 +389,7 @@ public sealed class StructureFuzzTests(ITestOutputHelper output)
                     else r.VerifyEntry(e);
                 }
                 var graph = r.ReadObjectGraph();
-                if (graph is not null) _ = ObjectGraphNames.Compute(graph);
+                if (graph is not null) _ = CheckpointKeys.NodeDisplayNames(graph);
             }
             using var mirror = CheckpointMirror.Restore(prefix, accelerator, log: null);
             mirror.Status.AssertConsumed();

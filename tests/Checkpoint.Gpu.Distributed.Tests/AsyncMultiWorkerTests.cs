@@ -1,3 +1,5 @@
+using CheckpointGpu.Distributed.Variables;
+using CheckpointGpu.TestSupport;
 using CheckpointGpu.Devices;
 using CheckpointGpu.Distributed.Worker;
 using CheckpointGpu.Format;

@@ -1,3 +1,4 @@
+using CheckpointGpu.TestSupport;
 using System.Diagnostics;
 using System.Globalization;
 using CheckpointGpu;

@@ -1,3 +1,4 @@
+using CheckpointGpu.Distributed.Variables;
 using System.Runtime.InteropServices;
 using CheckpointGpu.Devices;
 using CheckpointGpu.Format;

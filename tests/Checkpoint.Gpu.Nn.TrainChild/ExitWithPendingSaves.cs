@@ -1,3 +1,5 @@
+using CheckpointGpu.TestSupport;
+using CheckpointGpu.Format;
 using CheckpointGpu.Devices;
 using CheckpointGpu.Pipeline;
 

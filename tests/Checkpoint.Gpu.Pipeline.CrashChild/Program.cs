@@ -42,12 +42,12 @@ public static class Program
                 SaveSource.FromEncoded(EncodedTensor.FromStrings([System.Text.Encoding.UTF8.GetBytes($"graph-of-step-{step}")])), 1));
             var prefix = Path.Combine(dir, $"ckpt-{step}");
             var s = step;
-            var handle = pipeline.SaveAsync(prefix, SavePlan.Create(items, 2), (p, _) =>
+            var handle = pipeline.QueueSave(prefix, SavePlan.Create(items, 2), (p, _) =>
             {
                 var previous = Path.Combine(dir, $"ckpt-{s - 1}");
                 var all = s > 1 && File.Exists(BundleNaming.IndexFile(previous)) ? new[] { previous, p } : new[] { p };
-                CheckpointCommit.PublishState(dir, new CheckpointState(p) { AllModelCheckpointPaths = all });
-                if (s > 2) CheckpointCommit.DeleteCheckpoint(Path.Combine(dir, $"ckpt-{s - 2}"));
+                BundleCommit.PublishState(dir, new CheckpointState(p) { AllModelCheckpointPaths = all });
+                if (s > 2) BundleCommit.DeleteCheckpoint(Path.Combine(dir, $"ckpt-{s - 2}"));
                 return ValueTask.CompletedTask;
             });
             if (!started)

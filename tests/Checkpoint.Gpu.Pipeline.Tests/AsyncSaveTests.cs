@@ -1,3 +1,4 @@
+using CheckpointGpu.TestSupport;
 using CheckpointGpu.Devices;
 using CheckpointGpu.Format;
 
@@ -33,7 +34,7 @@ public sealed class AsyncSaveTests
             model.SetStep(0);
             for (var step = 1; step <= steps; step++)
             {
-                var h = pipeline.SaveAsync(dir.Prefix($"async-{step}"), SavePlan.Create(model.Items(), 2));
+                var h = pipeline.QueueSave(dir.Prefix($"async-{step}"), SavePlan.Create(model.Items(), 2));
                 handles.Add(h);
                 if (policy == SnapshotPolicy.WriteBarriers)
                 {
@@ -60,7 +61,7 @@ public sealed class AsyncSaveTests
             for (var step = 0; step < steps; step++)
             {
                 model.SetStep(step);
-                await pipeline.SaveAsync(dir.Prefix($"sync-{step + 1}"), SavePlan.Create(model.Items(), 2)).Completion;
+                await pipeline.QueueSave(dir.Prefix($"sync-{step + 1}"), SavePlan.Create(model.Items(), 2)).Completion;
             }
         }
         for (var step = 1; step <= steps; step++)
@@ -81,7 +82,7 @@ public sealed class AsyncSaveTests
         var storage = new FaultInjectingShardStorage(LocalShardStorage.Instance) { WriteDelay = TimeSpan.FromMilliseconds(10) };
         await using var pipeline = new CheckpointPipeline(acc, new CheckpointPipelineOptions
         { SlotSizeInBytes = 4096, SlotCount = 2, SnapshotPolicy = SnapshotPolicy.WriteBarriers, Storage = storage });
-        var h = pipeline.SaveAsync(dir.Prefix("ckpt-1"), SavePlan.Create(model.Items()));
+        var h = pipeline.QueueSave(dir.Prefix("ckpt-1"), SavePlan.Create(model.Items()));
         // The last variable is far from staged (the slow disk holds the ring); its barrier clones it instead.
         await pipeline.WaitUntilStagedAsync(model.Buffers[1]);
         Assert.False(h.Snapshotted.IsCompleted, "the barrier should not have waited for the whole save");

@@ -1,3 +1,4 @@
+using CheckpointGpu.TestSupport;
 using CheckpointGpu.Devices;
 using CheckpointGpu.Format;
 
@@ -16,11 +17,11 @@ public sealed class FaultInjectionTests
         var storage = new FaultInjectingShardStorage(LocalShardStorage.Instance);
         await using var pipeline = new CheckpointPipeline(acc, new CheckpointPipelineOptions { SlotSizeInBytes = slotSize, SlotCount = 3, Storage = storage });
         model.SetStep(1);
-        await pipeline.SaveAsync(dir.Prefix("ckpt-1"), SavePlan.Create(model.Items(), 2), (p, _) => { CheckpointCommit.PublishLatest(p); return default; }).Completion;
+        await pipeline.QueueSave(dir.Prefix("ckpt-1"), SavePlan.Create(model.Items(), 2), (p, _) => { BundleCommit.PublishLatest(p); return default; }).Completion;
         storage.ResetCounters();
         arm(storage);
         model.SetStep(2);
-        var handle = pipeline.SaveAsync(dir.Prefix("ckpt-2"), SavePlan.Create(model.Items(), 2), (p, _) => { CheckpointCommit.PublishLatest(p); return default; });
+        var handle = pipeline.QueueSave(dir.Prefix("ckpt-2"), SavePlan.Create(model.Items(), 2), (p, _) => { BundleCommit.PublishLatest(p); return default; });
         var error = await Assert.ThrowsAnyAsync<Exception>(() => handle.Completion);
         // Snapshotted is complete: faulted when the failure hit while streaming (after all device reads drained),
         // successful when it hit during the commit; barriers do not hang either way.
@@ -34,7 +35,7 @@ public sealed class FaultInjectionTests
         // The pipeline is still usable.
         storage.FailWriteNumber = 0; storage.ShortWriteNumber = 0; storage.DiskCapacityInBytes = -1; storage.FailMoveWhen = null; storage.FailFlushWhen = null;
         model.SetStep(3);
-        await pipeline.SaveAsync(dir.Prefix("ckpt-3"), SavePlan.Create(model.Items(), 2)).Completion;
+        await pipeline.QueueSave(dir.Prefix("ckpt-3"), SavePlan.Create(model.Items(), 2)).Completion;
         model.AssertCheckpoint(dir.Prefix("ckpt-3"), 3);
         return (error, dir);
     }
@@ -90,7 +91,7 @@ public sealed class FaultInjectionTests
         model.SetStep(1);
         var storage = new FaultInjectingShardStorage(LocalShardStorage.Instance) { DiskCapacityInBytes = 0, WriteDelay = TimeSpan.FromMilliseconds(20) };
         await using var pipeline = new CheckpointPipeline(acc, new CheckpointPipelineOptions { SlotSizeInBytes = 4096, SlotCount = 4, WriterCount = 3, Storage = storage });
-        var handle = pipeline.SaveAsync(dir.Prefix("ckpt-1"), SavePlan.Create(model.Items()));
+        var handle = pipeline.QueueSave(dir.Prefix("ckpt-1"), SavePlan.Create(model.Items()));
         var first = await Assert.ThrowsAsync<IOException>(() => handle.Completion);
         Assert.Same(first, handle.Completion.Exception!.InnerExceptions[0]);
         Assert.All(handle.Completion.Exception.InnerExceptions, e => Assert.IsNotType<OperationCanceledException>(e));
@@ -107,12 +108,12 @@ public sealed class FaultInjectionTests
         var storage = new FaultInjectingShardStorage(LocalShardStorage.Instance) { WriteDelay = TimeSpan.FromMilliseconds(5) };
         await using var pipeline = new CheckpointPipeline(acc, new CheckpointPipelineOptions { SlotSizeInBytes = 4096, SlotCount = 2, Storage = storage });
         using var cts = new CancellationTokenSource(TimeSpan.FromMilliseconds(60));
-        var handle = pipeline.SaveAsync(dir.Prefix("ckpt-1"), SavePlan.Create(model.Items()), cancellationToken: cts.Token);
+        var handle = pipeline.QueueSave(dir.Prefix("ckpt-1"), SavePlan.Create(model.Items()), cancellationToken: cts.Token);
         await Assert.ThrowsAnyAsync<OperationCanceledException>(() => handle.Completion);
         Assert.Empty(Directory.EnumerateFiles(dir.Path));
         // The ring came back whole: a full save still works.
         storage.WriteDelay = TimeSpan.Zero;
-        await pipeline.SaveAsync(dir.Prefix("ckpt-2"), SavePlan.Create(model.Items())).Completion;
+        await pipeline.QueueSave(dir.Prefix("ckpt-2"), SavePlan.Create(model.Items())).Completion;
         model.AssertCheckpoint(dir.Prefix("ckpt-2"), 1);
     }
 
@@ -125,7 +126,7 @@ public sealed class FaultInjectionTests
         var storage = new FaultInjectingShardStorage(LocalShardStorage.Instance) { FailWriteWhen = p => p.Contains(".data-00001-of-00002", StringComparison.Ordinal) };
         await using var pipeline = new CheckpointPipeline(acc, new CheckpointPipelineOptions { SlotSizeInBytes = 8192, SlotCount = 3, Storage = storage });
         model.SetStep(1);
-        var failed = pipeline.SaveAsync(dir.Prefix("ckpt-1"), SavePlan.Create(model.Items(), 2));
+        var failed = pipeline.QueueSave(dir.Prefix("ckpt-1"), SavePlan.Create(model.Items(), 2));
         var error = await Assert.ThrowsAsync<IOException>(() => failed.Completion);
         Assert.Contains("data-00001-of-00002", error.Message, StringComparison.Ordinal);
 
@@ -134,7 +135,7 @@ public sealed class FaultInjectionTests
         storage.BlockWriteWhen = p => p.Contains("ckpt-2", StringComparison.Ordinal);
         storage.WriteBlocked = p => { lock (blocked) blocked.Add(p); };
         using var cts = new CancellationTokenSource();
-        var hung = pipeline.SaveAsync(dir.Prefix("ckpt-2"), SavePlan.Create(model.Items(), 2), null, cts.Token);
+        var hung = pipeline.QueueSave(dir.Prefix("ckpt-2"), SavePlan.Create(model.Items(), 2), null, cts.Token);
         await Task.Delay(300);
         Assert.False(hung.Completion.IsCompleted);
         lock (blocked) Assert.NotEmpty(blocked);
@@ -143,7 +144,7 @@ public sealed class FaultInjectionTests
         Assert.Empty(Files.Leftovers(dir.Path));
 
         storage.BlockWriteWhen = null;
-        await pipeline.SaveAsync(dir.Prefix("ckpt-3"), SavePlan.Create(model.Items(), 2)).Completion;
+        await pipeline.QueueSave(dir.Prefix("ckpt-3"), SavePlan.Create(model.Items(), 2)).Completion;
         storage.ResetCounters();
         await using (var session = pipeline.OpenRestore(dir.Prefix("ckpt-3")))
             await session.PrefetchAsync([TestModel.Key(1)]);   // 100,003 bytes, read in O_DIRECT blocks

@@ -100,7 +100,7 @@ public sealed class PartitionedSaveTests
         { SlotSizeInBytes = layout.SlotSizeInBytes, SlotCount = layout.SlotCount });
         var prefix = dir.Prefix("ckpt");
         var plan = SavePlan.Create(model.Items(), layout.ShardCount);
-        var handle = pipeline.SaveAsync(prefix, plan);
+        var handle = pipeline.QueueSave(prefix, plan);
         await handle.Completion;
 
         IReadOnlyList<BundleEntry> referenceEntries;
@@ -132,7 +132,7 @@ public sealed class PartitionedSaveTests
         await using var pipeline = new CheckpointPipeline(acc, new CheckpointPipelineOptions
         { SlotSizeInBytes = layout.SlotSizeInBytes, SlotCount = layout.SlotCount });
         var prefix = dir.Prefix("ckpt");
-        await pipeline.SaveAsync(prefix, SavePlan.Create(model.Items(), layout.ShardCount)).Completion;
+        await pipeline.QueueSave(prefix, SavePlan.Create(model.Items(), layout.ShardCount)).Completion;
 
         using var r = TensorBundleReader.Open(prefix);
         foreach (var e in r.Entries) r.VerifyEntry(e);
@@ -171,7 +171,7 @@ public sealed class PartitionedSaveTests
         var calls = GetLayout("ring-smaller-than-slice").Calls;
         using var model = new SlicedModel(acc, calls);
         await using var pipeline = new CheckpointPipeline(acc, new CheckpointPipelineOptions { SlotSizeInBytes = 4096, SlotCount = 2 });
-        var handle = pipeline.SaveAsync(dir.Prefix("ckpt"), SavePlan.Create(model.Items()));
+        var handle = pipeline.QueueSave(dir.Prefix("ckpt"), SavePlan.Create(model.Items()));
         await pipeline.WaitUntilStagedAsync(model.Buffer("big"));
         Assert.True(handle.IsStaged(0));
         Assert.True(handle.IsStaged(2));

@@ -145,7 +145,7 @@ public sealed class RestoreTests
         using var model = new TestModel(acc, Sizes, shardCount: 3);
         model.SetStep(9);
         await using var pipeline = new CheckpointPipeline(acc, new CheckpointPipelineOptions { SlotSizeInBytes = 8192, SlotCount = 4 });
-        await pipeline.SaveAsync(dir.Prefix("ckpt-9"), SavePlan.Create(model.Items(), 3)).Completion;
+        await pipeline.QueueSave(dir.Prefix("ckpt-9"), SavePlan.Create(model.Items(), 3)).Completion;
         var fresh = Sizes.Select(n => acc.Allocate(n)).ToArray();
         await using (var session = pipeline.OpenRestore(dir.Prefix("ckpt-9")))
             await session.RestoreAsync(Enumerable.Range(0, Sizes.Length).Select(i => new RestoreTarget(TestModel.Key(i), fresh[i].AsView())).ToArray());

@@ -1,9 +1,11 @@
+using CheckpointGpu.TestSupport;
+using CheckpointGpu.Format;
 using CheckpointGpu.Devices;
 
 namespace CheckpointGpu.Pipeline.Tests;
 
 /// <summary>
-/// The failure callback of <see cref="CheckpointPipeline.SaveAsync(string, SavePlan, Func{string, CancellationToken, ValueTask}?, Action{Exception}?, CancellationToken)"/>
+/// The failure callback of <see cref="CheckpointPipeline.QueueSave(string, SavePlan, Func{string, CancellationToken, ValueTask}?, Action{Exception}?, CancellationToken)"/>
 /// and commit-only steps (<see cref="CheckpointPipeline.EnqueueCommitOnly"/>): what a coordinated (multi-worker) save needs
 /// from the pipeline.
 /// </summary>
@@ -23,7 +25,7 @@ public sealed class SaveCallbackTests
         var calls = new List<(Exception Error, bool HandleFaulted, string[] Leftovers)>();
         SaveHandle? handle = null;
         var committed = false;
-        handle = pipeline.SaveAsync(dir.Prefix("ckpt-1"), SavePlan.Create(model.Items()), (_, _) => { committed = true; return default; },
+        handle = pipeline.QueueSave(dir.Prefix("ckpt-1"), SavePlan.Create(model.Items()), (_, _) => { committed = true; return default; },
             error => calls.Add((error, handle!.Completion.IsCompleted, [.. Directory.EnumerateFiles(dir.Path)])));
         var thrown = await Assert.ThrowsAsync<IOException>(() => handle.Completion);
         var call = Assert.Single(calls);
@@ -42,7 +44,7 @@ public sealed class SaveCallbackTests
         await using var pipeline = new CheckpointPipeline(acc, new CheckpointPipelineOptions { SlotSizeInBytes = 8192, SlotCount = 3 });
         model.SetStep(1);
         Exception? seen = null;
-        var handle = pipeline.SaveAsync(dir.Prefix("ckpt-1"), SavePlan.Create(model.Items()),
+        var handle = pipeline.QueueSave(dir.Prefix("ckpt-1"), SavePlan.Create(model.Items()),
             (_, _) => throw new InvalidOperationException("coordination failed"), error => seen = error);
         var thrown = await Assert.ThrowsAsync<InvalidOperationException>(() => handle.Completion);
         Assert.Same(thrown, seen);
@@ -59,7 +61,7 @@ public sealed class SaveCallbackTests
         var storage = new FaultInjectingShardStorage(LocalShardStorage.Instance) { FailWriteNumber = 1 };
         await using var pipeline = new CheckpointPipeline(acc, new CheckpointPipelineOptions { SlotSizeInBytes = 8192, SlotCount = 3, Storage = storage });
         model.SetStep(1);
-        var handle = pipeline.SaveAsync(dir.Prefix("ckpt-1"), SavePlan.Create(model.Items()), null, _ => throw new ApplicationException("report failed"));
+        var handle = pipeline.QueueSave(dir.Prefix("ckpt-1"), SavePlan.Create(model.Items()), null, _ => throw new ApplicationException("report failed"));
         await Assert.ThrowsAsync<IOException>(() => handle.Completion);
         var all = handle.Completion.Exception!.InnerExceptions;
         Assert.IsType<IOException>(all[0]);
@@ -77,12 +79,12 @@ public sealed class SaveCallbackTests
         await using var pipeline = new CheckpointPipeline(acc, new CheckpointPipelineOptions { SlotSizeInBytes = 8192, SlotCount = 3, Storage = storage });
         var order = new List<string>();
         model.SetStep(1);
-        var first = pipeline.SaveAsync(dir.Prefix("ckpt-1"), SavePlan.Create(model.Items()), (p, _) => { lock (order) order.Add("save " + Path.GetFileName(p)); return default; });
+        var first = pipeline.QueueSave(dir.Prefix("ckpt-1"), SavePlan.Create(model.Items()), (p, _) => { lock (order) order.Add("save " + Path.GetFileName(p)); return default; });
         var step = pipeline.EnqueueCommitOnly(dir.Prefix("ckpt-x"), (p, _) => { lock (order) order.Add("step " + Path.GetFileName(p) + " after " + File.Exists(dir.Prefix("ckpt-1.index"))); return default; });
         Assert.True(step.Snapshotted.IsCompleted, "a commit-only step reads no device buffer");
         await first.Snapshotted;
         model.SetStep(2);
-        var second = pipeline.SaveAsync(dir.Prefix("ckpt-2"), SavePlan.Create(model.Items()), (p, _) => { lock (order) order.Add("save " + Path.GetFileName(p)); return default; });
+        var second = pipeline.QueueSave(dir.Prefix("ckpt-2"), SavePlan.Create(model.Items()), (p, _) => { lock (order) order.Add("save " + Path.GetFileName(p)); return default; });
         await Task.WhenAll(first.Completion, step.Completion, second.Completion);
         Assert.Equal(["save ckpt-1", "step ckpt-x after True", "save ckpt-2"], order);
         Assert.Empty(Directory.EnumerateFiles(dir.Path, "ckpt-x*"));
@@ -116,10 +118,10 @@ public sealed class SaveCallbackTests
         using var model = new TestModel(acc, Sizes);
         await using var pipeline = new CheckpointPipeline(acc, new CheckpointPipelineOptions { SlotSizeInBytes = 8192, SlotCount = 2 });
         model.SetStep(1);
-        var handle = pipeline.SaveAsync(dir.Prefix("ckpt-1"), SavePlan.Create(model.Items()), null, new CancellationToken(canceled: true));
+        var handle = pipeline.QueueSave(dir.Prefix("ckpt-1"), SavePlan.Create(model.Items()), null, new CancellationToken(canceled: true));
         await Assert.ThrowsAnyAsync<OperationCanceledException>(() => handle.Completion.WaitAsync(TimeSpan.FromSeconds(30)));
         Assert.Empty(Directory.EnumerateFiles(dir.Path));
-        await pipeline.SaveAsync(dir.Prefix("ckpt-2"), SavePlan.Create(model.Items())).Completion.WaitAsync(TimeSpan.FromSeconds(30));
+        await pipeline.QueueSave(dir.Prefix("ckpt-2"), SavePlan.Create(model.Items())).Completion.WaitAsync(TimeSpan.FromSeconds(30));
         model.AssertCheckpoint(dir.Prefix("ckpt-2"), 1);
     }
 

@@ -33,7 +33,7 @@ public sealed class SavePipelineTests
         await using var pipeline = new CheckpointPipeline(acc, new CheckpointPipelineOptions
         { SlotSizeInBytes = slotSize, SlotCount = slotCount, WriterCount = writers, UseDirectIO = direct });
         var prefix = dir.Prefix("ckpt-3");
-        var handle = pipeline.SaveAsync(prefix, SavePlan.Create(model.Items(), shards));
+        var handle = pipeline.QueueSave(prefix, SavePlan.Create(model.Items(), shards));
         await handle.Completion;
         Assert.True(handle.Snapshotted.IsCompletedSuccessfully);
         model.AssertCheckpoint(prefix, 3);
@@ -55,7 +55,7 @@ public sealed class SavePipelineTests
         for (var step = 1; step <= 3; step++)
         {
             model.SetStep(step);
-            await pipeline.SaveAsync(dir.Prefix($"ckpt-{step}"), SavePlan.Create(model.Items(), 2)).Completion;
+            await pipeline.QueueSave(dir.Prefix($"ckpt-{step}"), SavePlan.Create(model.Items(), 2)).Completion;
         }
         for (var step = 1; step <= 3; step++) model.AssertCheckpoint(dir.Prefix($"ckpt-{step}"), step);
     }
@@ -67,7 +67,7 @@ public sealed class SavePipelineTests
         using var acc = Accelerator.Create(AcceleratorKind.Cpu);
         await using var pipeline = new CheckpointPipeline(acc);
         var prefix = dir.Prefix("empty");
-        await pipeline.SaveAsync(prefix, SavePlan.Create([])).Completion;
+        await pipeline.QueueSave(prefix, SavePlan.Create([])).Completion;
         Assert.Equal(0, new FileInfo(BundleNaming.DataFile(prefix, 0, 1)).Length);
         using var r = TensorBundleReader.Open(prefix);
         Assert.Empty(r.Entries);
@@ -82,9 +82,9 @@ public sealed class SavePipelineTests
         await using var pipeline = new CheckpointPipeline(acc, new CheckpointPipelineOptions { SlotSizeInBytes = 4096, SlotCount = 2 });
         var prefix = dir.Prefix("weights");
         model.SetStep(1);
-        await pipeline.SaveAsync(prefix, SavePlan.Create(model.Items())).Completion;
+        await pipeline.QueueSave(prefix, SavePlan.Create(model.Items())).Completion;
         model.SetStep(2);
-        await pipeline.SaveAsync(prefix, SavePlan.Create(model.Items())).Completion;
+        await pipeline.QueueSave(prefix, SavePlan.Create(model.Items())).Completion;
         model.AssertCheckpoint(prefix, 2);
         Assert.Empty(Files.Leftovers(dir.Path));
     }
@@ -99,10 +99,10 @@ public sealed class SavePipelineTests
         await using var pipeline = new CheckpointPipeline(acc, new CheckpointPipelineOptions { SlotSizeInBytes = 4096, SlotCount = 2 });
         var order = new List<string>();
         var plan = SavePlan.Create(model.Items());
-        var handles = Enumerable.Range(1, 4).Select(i => pipeline.SaveAsync(dir.Prefix($"ckpt-{i}"), plan, (p, _) =>
+        var handles = Enumerable.Range(1, 4).Select(i => pipeline.QueueSave(dir.Prefix($"ckpt-{i}"), plan, (p, _) =>
         {
             lock (order) order.Add(Path.GetFileName(p));
-            CheckpointCommit.PublishLatest(p);
+            BundleCommit.PublishLatest(p);
             return ValueTask.CompletedTask;
         })).ToArray();
         await Task.WhenAll(handles.Select(h => h.Completion));
@@ -112,15 +112,34 @@ public sealed class SavePipelineTests
     }
 
     [Fact]
-    public async Task SaveAsync_DeviceSourceOfAnotherAccelerator_ThrowsArgumentException()
+    public async Task SaveAsync_DeviceSourcesOfTwoAccelerators_OneCopyEnginePerAccelerator_SameBytes()
     {
+        // One plan over two accelerators (TF's MultiDeviceSaver): the second accelerator's stream copies into the same ring.
         using var dir = new TempDir();
         using var a = Accelerator.Create(AcceleratorKind.Cpu);
         using var b = Accelerator.Create(AcceleratorKind.Cpu);
-        using var buffer = b.Allocate(16);
-        await using var pipeline = new CheckpointPipeline(a);
-        var plan = SavePlan.Create([new SaveItem("x", DType.Float, new TensorShape(4), SaveSource.FromDevice(buffer.AsView()))]);
-        Assert.Throws<ArgumentException>(() => pipeline.SaveAsync(dir.Prefix("x"), plan));
+        var bytesA = Enumerable.Range(0, 12_000).Select(i => (byte)(i * 7)).ToArray();
+        var bytesB = Enumerable.Range(0, 10_004).Select(i => (byte)(i * 13 + 1)).ToArray();
+        using var bufA = a.Allocate(bytesA.Length);
+        using var bufB = b.Allocate(bytesB.Length);
+        a.DefaultStream.EnqueueCopyFromHost(bytesA, bufA.AsView());
+        b.DefaultStream.EnqueueCopyFromHost(bytesB, bufB.AsView());
+        a.DefaultStream.Synchronize();
+        b.DefaultStream.Synchronize();
+        await using var pipeline = new CheckpointPipeline(a, new CheckpointPipelineOptions { SlotSizeInBytes = 8192, SlotCount = 2 });
+        var plan = SavePlan.Create([
+            new SaveItem("x", DType.UInt8, new TensorShape(bytesA.Length), SaveSource.FromDevice(bufA.AsView())),
+            new SaveItem("y", DType.UInt8, new TensorShape(bytesB.Length), SaveSource.FromDevice(bufB.AsView())),
+        ]);
+        await pipeline.QueueSave(dir.Prefix("two"), plan).Completion;
+        using var reader = TensorBundleReader.Open(dir.Prefix("two"));
+        var x = new byte[bytesA.Length];
+        var y = new byte[bytesB.Length];
+        reader.ReadTensor(reader.GetEntry("x"), x);   // CRC checked against TF's masked CRC32C of the bytes read
+        reader.ReadTensor(reader.GetEntry("y"), y);
+        Assert.Equal(bytesA, x);
+        Assert.Equal(bytesB, y);
+        Assert.Equal(MaskedCrc32C.ComputeMasked(bytesB), reader.GetEntry("y").Crc32C);
     }
 
     [Fact]
@@ -131,9 +150,9 @@ public sealed class SavePipelineTests
         using var model = new TestModel(acc, [10, 20], shardCount: 2);
         model.SetStep(1);
         await using var pipeline = new CheckpointPipeline(acc);
-        await pipeline.SaveAsync(dir.Prefix("ckpt-1"), SavePlan.Create(model.Items(), 2)).Completion;
-        await pipeline.SaveAsync(dir.Prefix("ckpt-10"), SavePlan.Create(model.Items(), 2)).Completion;
-        CheckpointCommit.DeleteCheckpoint(dir.Prefix("ckpt-1"));
+        await pipeline.QueueSave(dir.Prefix("ckpt-1"), SavePlan.Create(model.Items(), 2)).Completion;
+        await pipeline.QueueSave(dir.Prefix("ckpt-10"), SavePlan.Create(model.Items(), 2)).Completion;
+        BundleCommit.DeleteCheckpoint(dir.Prefix("ckpt-1"));
         Assert.Equal(["ckpt-10.data-00000-of-00002", "ckpt-10.data-00001-of-00002", "ckpt-10.index"],
             Directory.EnumerateFiles(dir.Path).Select(Path.GetFileName).Order(StringComparer.Ordinal));
     }

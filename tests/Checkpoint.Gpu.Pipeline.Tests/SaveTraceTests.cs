@@ -17,7 +17,7 @@ public sealed class SaveTraceTests
         await using var pipeline = new CheckpointPipeline(acc, new CheckpointPipelineOptions
         { SlotSizeInBytes = 16384, SlotCount = 3, WriterCount = 2, SaveTrace = events.Enqueue });
         var prefix = dir.Prefix("ckpt-1");
-        await pipeline.SaveAsync(prefix, SavePlan.Create(model.Items(), 2)).Completion;
+        await pipeline.QueueSave(prefix, SavePlan.Create(model.Items(), 2)).Completion;
         model.AssertCheckpoint(prefix, 1);
 
         var byChunk = events.GroupBy(e => (e.Shard, e.FileOffset)).ToArray();

@@ -95,7 +95,7 @@ public sealed class ObjectGraphCycleTests(CpuFixture cpu) : IClassFixture<CpuFix
     public void ObjectGraphNames_NameEveryNodeByItsFirstBreadthFirstPath(int shapeId)
     {
         var shape = Shapes[shapeId];
-        Assert.Equal(shape.ExpectedNames, ObjectGraphNames.Compute(BuildProto(shape)));
+        Assert.Equal(shape.ExpectedNames, CheckpointKeys.NodeDisplayNames(BuildProto(shape)));
     }
 
     [Theory]
@@ -221,7 +221,7 @@ public sealed class ObjectGraphCycleTests(CpuFixture cpu) : IClassFixture<CpuFix
     /// <summary>
     /// TF-written graphs are full of shared children (Keras models track each layer as <c>layer-N</c> and again under
     /// <c>layer_with_weights-N</c> or its attribute name; 16 of the 18 object-based corpus cases have such edges). TF keyed
-    /// every value by the first breadth-first path; <see cref="ObjectGraphNames"/> must name each node by that same path.
+    /// every value by the first breadth-first path; <see cref="CheckpointKeys.NodeDisplayNames"/> must name each node by that same path.
     /// </summary>
     [CorpusFact]
     public void ObjectGraphNames_OnTensorFlowGraphsWithSharedChildren_MatchTheKeysTensorFlowWrote()
@@ -237,7 +237,7 @@ public sealed class ObjectGraphCycleTests(CpuFixture cpu) : IClassFixture<CpuFix
             foreach (var n in graph.Nodes) foreach (var c in n.Children) incoming[c.NodeId]++;
             if (incoming.Any(c => c > 1)) graphsWithSharedChildren++;
             var slotNodes = graph.Nodes.SelectMany(n => n.SlotVariables).Select(s => s.SlotVariableNodeId).ToHashSet();
-            var names = ObjectGraphNames.Compute(graph);
+            var names = CheckpointKeys.NodeDisplayNames(graph);
             for (var id = 1; id < graph.Nodes.Count; id++)
             {
                 if (slotNodes.Contains(id) || names[id].StartsWith("(unreachable", StringComparison.Ordinal)) continue;

@@ -76,7 +76,7 @@ public static class EndToEndBenchmark
                 var prefix = Path.Combine(dir, "ckpt-first");
                 firstSave = await TimedSaveAsync(pipeline, prefix, plan);
                 Emit("save_first", total, firstSave, extra: new() { ["peak_extra_rss_bytes"] = PeakRss() - rssBefore, ["ring_bytes"] = ringBytes });
-                CheckpointCommit.DeleteCheckpoint(prefix);
+                BundleCommit.DeleteCheckpoint(prefix);
                 var steady = new List<double>(); long peakExtra = 0;
                 for (var i = 0; i < repeats; i++)
                 {
@@ -85,7 +85,7 @@ public static class EndToEndBenchmark
                     prefix = Path.Combine(dir, $"ckpt-{i}");
                     steady.Add(await TimedSaveAsync(pipeline, prefix, plan));
                     peakExtra = Math.Max(peakExtra, PeakRss() - before);
-                    if (i < repeats - 1) CheckpointCommit.DeleteCheckpoint(prefix);
+                    if (i < repeats - 1) BundleCommit.DeleteCheckpoint(prefix);
                 }
                 steadySave = Median(steady);
                 Emit("save_steady", total, steadySave, extra: new() { ["peak_extra_rss_bytes"] = peakExtra, ["ring_bytes"] = ringBytes,
@@ -107,7 +107,7 @@ public static class EndToEndBenchmark
                 }
                 restore = Median(restores);
                 Emit("restore_cold", total, restore, extra: new() { ["peak_extra_rss_bytes"] = restorePeak });
-                CheckpointCommit.DeleteCheckpoint(prefix);
+                BundleCommit.DeleteCheckpoint(prefix);
                 // Per repeat, for plots: our save and restore next to fio's write and read of the same bytes.
                 for (var i = 0; i < repeats; i++)
                     Console.WriteLine(JsonSerializer.Serialize(new Dictionary<string, object>
@@ -123,13 +123,13 @@ public static class EndToEndBenchmark
                 await using var pipeline = new CheckpointPipeline(acc, new CheckpointPipelineOptions { ComputeChecksums = false });
                 var plan = Plan(buffers, sizes);
                 await TimedSaveAsync(pipeline, Path.Combine(dir, "nocrc-warm"), plan);
-                CheckpointCommit.DeleteCheckpoint(Path.Combine(dir, "nocrc-warm"));
+                BundleCommit.DeleteCheckpoint(Path.Combine(dir, "nocrc-warm"));
                 var t = new List<double>();
                 for (var i = 0; i < repeats; i++)
                 {
                     var p = Path.Combine(dir, $"nocrc-{i}");
                     t.Add(await TimedSaveAsync(pipeline, p, plan));
-                    CheckpointCommit.DeleteCheckpoint(p);
+                    BundleCommit.DeleteCheckpoint(p);
                 }
                 noCrcSave = Median(t);
                 Emit("save_steady_no_crc", total, noCrcSave, extra: new() { ["crc_cost_fraction"] = 1 - (noCrcSave / steadySave) });
@@ -183,12 +183,41 @@ public static class EndToEndBenchmark
 
             // ---- training-loop simulation
             Dictionary<string, (double Blocked, double Inflation)> sim = [];
+            // ---- synchronous durable save: Checkpoint.Write of a model holding the same tensors (the pipeline's save, waited for)
+            double syncSave;
+            {
+                var root = new AutoTrackable();
+                var variables = sizes.Select((s, i) => Variable.Create(root, $"t{i}", acc, DType.Float, new TensorShape(s / 4), VariableInitializer.Zeros)).ToArray();
+                try
+                {
+                    using var sync = new Checkpoint(("model", root)) { Log = null };
+                    var warm = Path.Combine(dir, "sync-warm");
+                    sync.Write(warm);
+                    BundleCommit.DeleteCheckpoint(warm);
+                    var times = new List<double>();
+                    for (var i = 0; i < repeats; i++)
+                    {
+                        var p = Path.Combine(dir, $"sync-{i}");
+                        var sw = Stopwatch.StartNew();
+                        sync.Write(p);
+                        times.Add(sw.Elapsed.TotalSeconds);
+                        BundleCommit.DeleteCheckpoint(p);
+                    }
+                    syncSave = Median(times);
+                    Emit("save_sync", total, syncSave);
+                }
+                finally
+                {
+                    foreach (var v in variables) v.Dispose();
+                }
+            }
             if (!noSim) sim = await SimulateAsync(acc, buffers, sizes, dir, steadySave);
 
             // ---- ratios vs targets
             var ratios = new Dictionary<string, object?>
             {
                 ["save_vs_fio_write"] = (total / steadySave) / (total / Median(fioW)),
+                ["sync_save_vs_fio_write"] = (total / syncSave) / (total / Median(fioW)),
                 ["save_first_vs_fio_write"] = (total / firstSave) / (total / Median(fioW)),
                 ["restore_vs_fio_read"] = (total / restore) / (total / Median(fioR)),
                 ["save_vs_torch_save"] = torch is { } t2 ? t2.Save / steadySave : null,
@@ -281,12 +310,12 @@ public static class EndToEndBenchmark
         await using var pipeline = new CheckpointPipeline(acc, new CheckpointPipelineOptions { SaveTrace = e => { if (Volatile.Read(ref tracing)) events.Enqueue(e); } });
         var prefix = Path.Combine(dir, "traced");
         await TimedSaveAsync(pipeline, prefix, Plan(buffers, sizes)); // warm-up, not traced
-        CheckpointCommit.DeleteCheckpoint(prefix);
+        BundleCommit.DeleteCheckpoint(prefix);
         Volatile.Write(ref tracing, true);
         var start = Stopwatch.GetTimestamp();
         var seconds = await TimedSaveAsync(pipeline, prefix, Plan(buffers, sizes));
         Volatile.Write(ref tracing, false);
-        CheckpointCommit.DeleteCheckpoint(prefix);
+        BundleCommit.DeleteCheckpoint(prefix);
         Emit("save_traced", sizes.Sum(), seconds, extra: new() { ["events"] = events.Count });
         double Ms(long ts) => Math.Round((ts - start) * 1000.0 / Stopwatch.Frequency, 3);
         foreach (var e in events.OrderBy(e => e.StartTimestamp))
@@ -301,7 +330,7 @@ public static class EndToEndBenchmark
     private static async Task<double> TimedSaveAsync(CheckpointPipeline pipeline, string prefix, SavePlan plan)
     {
         var sw = Stopwatch.StartNew();
-        var h = pipeline.SaveAsync(prefix, plan);
+        var h = pipeline.QueueSave(prefix, plan);
         await h.Completion;
         s_lastStreamSeconds = h.StreamDuration.TotalSeconds;
         return sw.Elapsed.TotalSeconds;
@@ -357,8 +386,8 @@ public static class EndToEndBenchmark
             };
             await using var pipeline = new CheckpointPipeline(acc, opts);
             // Warm-up save (first-save costs, arena allocation) outside the timed loop.
-            await pipeline.SaveAsync(Path.Combine(dir, "warm"), Plan(buffers, sizes)).Completion;
-            CheckpointCommit.DeleteCheckpoint(Path.Combine(dir, "warm"));
+            await pipeline.QueueSave(Path.Combine(dir, "warm"), Plan(buffers, sizes)).Completion;
+            BundleCommit.DeleteCheckpoint(Path.Combine(dir, "warm"));
             ResetPeakRss();
             var rss = CurrentRss();
             var r = await LoopAsync(pipeline, policy, steps, k, acc, buffers, sizes, dir, computeSeconds);
@@ -407,7 +436,7 @@ public static class EndToEndBenchmark
             {
                 var prefix = Path.Combine(dir, $"loop-{step}");
                 var b = Stopwatch.GetTimestamp();
-                var h = pipeline.SaveAsync(prefix, plan);
+                var h = pipeline.QueueSave(prefix, plan);
                 var t0 = Stopwatch.GetTimestamp();
                 _ = h.Snapshotted.ContinueWith(_ => snapshotLatencies.Add(Stopwatch.GetElapsedTime(t0).TotalSeconds), TaskScheduler.Default);
                 if (policy == "sync") await h.Completion;
@@ -417,7 +446,7 @@ public static class EndToEndBenchmark
                 // Keep disk bounded: delete checkpoints that are complete, except the newest.
                 foreach (var (ph, pp) in pending.Where(p => p.H.Completion.IsCompleted && p.H != h).ToArray())
                 {
-                    CheckpointCommit.DeleteCheckpoint(pp);
+                    BundleCommit.DeleteCheckpoint(pp);
                     pending.Remove((ph, pp));
                 }
             }
@@ -426,7 +455,7 @@ public static class EndToEndBenchmark
         foreach (var (h, p) in pending)
         {
             await h.Completion;
-            CheckpointCommit.DeleteCheckpoint(p);
+            BundleCommit.DeleteCheckpoint(p);
         }
         stream.Dispose();
         s_lastSnapshotLatency = snapshotLatencies.IsEmpty ? 0 : snapshotLatencies.Average();
@@ -443,7 +472,7 @@ public static class EndToEndBenchmark
             await using var pipeline = new CheckpointPipeline(acc, new CheckpointPipelineOptions { SlotSizeInBytes = slot, SlotCount = count, WriterCount = writers, ReaderCount = writers });
             var plan = Plan(buffers, sizes);
             await TimedSaveAsync(pipeline, Path.Combine(dir, "sw"), plan);
-            CheckpointCommit.DeleteCheckpoint(Path.Combine(dir, "sw"));
+            BundleCommit.DeleteCheckpoint(Path.Combine(dir, "sw"));
             var t = new List<double>(); var rt = new List<double>();
             for (var i = 0; i < 3; i++)
             {
@@ -453,7 +482,7 @@ public static class EndToEndBenchmark
                 await using (var s = pipeline.OpenRestore(Path.Combine(dir, "sw")))
                     await s.RestoreAsync(buffers.Select((b, j) => new RestoreTarget(Key(j), b.AsView())).ToArray());
                 rt.Add(sw.Elapsed.TotalSeconds);
-                CheckpointCommit.DeleteCheckpoint(Path.Combine(dir, "sw"));
+                BundleCommit.DeleteCheckpoint(Path.Combine(dir, "sw"));
             }
             Emit($"sweep_save_slot{slot >> 20}M_x{count}_w{writers}", total, Median(t));
             Emit($"sweep_restore_slot{slot >> 20}M_x{count}_r{writers}", total, Median(rt));

@@ -1,3 +1,4 @@
+using CheckpointGpu.Distributed.Variables;
 using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
@@ -88,11 +89,11 @@ public static class MultiWorkerBenchmark
                     var sw = Stopwatch.StartNew();
                     var (prefix, _) = await SaveAsync(model.Checkpoint, prefixBase, null, async);
                     times.Add(sw.Elapsed.TotalSeconds);
-                    CheckpointCommit.DeleteCheckpoint(last);
+                    BundleCommit.DeleteCheckpoint(last);
                     last = prefix;
                 }
                 singleBytes = VerifyAndMeasure(last, sizes.Length);
-                CheckpointCommit.DeleteCheckpoint(last);
+                BundleCommit.DeleteCheckpoint(last);
                 singleSeconds = Median(times);
                 Emit(new() { ["name"] = "single_process_save", ["mode"] = mode, ["device"] = device, ["workers"] = 1, ["bytes"] = singleBytes,
                     ["seconds"] = Math.Round(singleSeconds, 4), ["gbps"] = Math.Round(singleBytes / singleSeconds / GB, 3),
@@ -136,7 +137,7 @@ public static class MultiWorkerBenchmark
                 var last = perRank[0][^1].Prefix;
                 if (perRank.Any(s => s[^1].Prefix != last)) throw new InvalidOperationException("workers disagree on the last prefix");
                 var bytes = VerifyAndMeasure(last, sizes.Length);
-                CheckpointCommit.DeleteCheckpoint(last);
+                BundleCommit.DeleteCheckpoint(last);
                 var seconds = Median(chief);
                 var gbps = bytes / seconds / GB;
                 // Coordination per checkpoint: from the last rank's part being durable to the chief's publish, and to the
@@ -349,7 +350,7 @@ public static class MultiWorkerBenchmark
             Console.WriteLine(line);
             results.WriteLine(line);
             // The chief owns the merged files; it removes the previous (already published) checkpoint outside the clock.
-            if (worker.IsChief && previous is not null) CheckpointCommit.DeleteCheckpoint(previous);
+            if (worker.IsChief && previous is not null) BundleCommit.DeleteCheckpoint(previous);
             previous = prefix;
         }
         if (mpi is not null)

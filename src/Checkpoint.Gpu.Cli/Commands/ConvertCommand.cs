@@ -43,7 +43,8 @@ internal static class ConvertCommand
         return command;
     }
 
-    internal static int Run(string source, string destinationPrefix, TextWriter output, BundleCompressionOptions? compression = null)
+    // storage: the seam every file operation of the commit protocol goes through (tests inject faults); local when null.
+    internal static int Run(string source, string destinationPrefix, TextWriter output, BundleCompressionOptions? compression = null, IShardStorage? storage = null)
     {
         var prefix = CheckpointLocator.Resolve(source);
         var destination = Path.GetFullPath(destinationPrefix);
@@ -61,7 +62,7 @@ internal static class ConvertCommand
             // Issue 14: (de)compression keeps keys, shards, data order and CRCs (TensorBundle.Convert).
             var header = ByteProgress.Run("convert", totalBytes, add =>
             {
-                var h = TensorBundle.Convert(prefix, destination, compression);
+                var h = TensorBundle.Convert(prefix, destination, compression, storage);
                 add(totalBytes);
                 return h;
             });
@@ -89,6 +90,7 @@ internal static class ConvertCommand
             Producer = reader.Header.Producer,
             MinConsumer = reader.Header.MinConsumer,
             BadConsumers = reader.Header.BadConsumers,
+            Storage = storage,
         };
 
         ByteProgress.Run("convert", totalBytes, add =>

@@ -68,7 +68,7 @@ internal static class InspectCommand
         if (graph is null) return;
         output.WriteLine();
         output.WriteLine($"object graph ({graph.Nodes.Count} nodes)");
-        var paths = ObjectGraphNames.Compute(graph);
+        var paths = CheckpointKeys.NodeDisplayNames(graph);
         for (var id = 0; id < graph.Nodes.Count; id++)
         {
             var node = graph.Nodes[id];
@@ -130,7 +130,7 @@ internal static class InspectCommand
 
     private static void WriteGraph(Utf8JsonWriter w, TrackableObjectGraph graph)
     {
-        var paths = ObjectGraphNames.Compute(graph);
+        var paths = CheckpointKeys.NodeDisplayNames(graph);
         w.WriteStartObject("object_graph");
         w.WriteStartArray("nodes");
         for (var id = 0; id < graph.Nodes.Count; id++)

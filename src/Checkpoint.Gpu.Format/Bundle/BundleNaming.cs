@@ -43,4 +43,29 @@ public static class BundleNaming
         ArgumentNullException.ThrowIfNull(basename);
         return string.Create(CultureInfo.InvariantCulture, $"{basename}-{shardId:D5}-of-{shardCount:D5}");
     }
+
+    /// <summary>
+    /// True when <paramref name="fileName"/> (a name, not a path) is a data file of the checkpoint whose prefix's file name is
+    /// <paramref name="prefixName"/>: exactly <c>&lt;prefixName&gt;.data-NNNNN-of-NNNNN</c> (5 or more digits each; not a
+    /// longer prefix that happens to match, never a <c>.tempstate</c> temporary).
+    /// </summary>
+    /// <param name="prefixName">The prefix's last path component, e.g. <c>ckpt-3</c>.</param>
+    /// <param name="fileName">A file name in the prefix's directory.</param>
+    /// <returns>Whether it is one of the checkpoint's data files.</returns>
+    public static bool IsDataFileOf(string prefixName, string fileName)
+    {
+        ArgumentNullException.ThrowIfNull(prefixName);
+        ArgumentNullException.ThrowIfNull(fileName);
+        if (!fileName.StartsWith(prefixName + ".data-", StringComparison.Ordinal)) return false;
+        var rest = fileName.AsSpan(prefixName.Length + ".data-".Length);
+        var of = rest.IndexOf("-of-", StringComparison.Ordinal);
+        return of >= 5 && AllDigits(rest[..of]) && rest.Length - of - 4 >= 5 && AllDigits(rest[(of + 4)..]);
+    }
+
+    private static bool AllDigits(ReadOnlySpan<char> s)
+    {
+        foreach (var c in s)
+            if (!char.IsAsciiDigit(c)) return false;
+        return s.Length > 0;
+    }
 }

@@ -100,7 +100,7 @@ internal static class BundleProtoConverter
 
     public static BundleEntry ParseEntry(byte[] keyBytes, ReadOnlySpan<byte> value, string path, BundleHeader header, TensorBundleReaderOptions options, long valueOffset)
     {
-        var key = KeyText.ToDisplay(keyBytes);
+        var key = CheckpointKeys.ToDisplay(keyBytes);
         BundleEntryProto proto;
         try
         {
@@ -148,7 +148,7 @@ internal static class BundleProtoConverter
                 var parsed = BundleCompression.Parse(compression, proto, dtype, shape, elements, width, header, path, key);
                 var compressedEntry = new BundleEntry(key, dtype, shape, proto.ShardId, proto.Offset, compression.UncompressedSize, proto.Crc32C, slices)
                     { Compression = parsed };
-                return KeyText.IsPlainUtf8(keyBytes, key) ? compressedEntry : compressedEntry with { KeyUtf8 = keyBytes };
+                return CheckpointKeys.IsPlainUtf8(keyBytes, key) ? compressedEntry : compressedEntry with { KeyUtf8 = keyBytes };
             }
             if (width != 0)
             {
@@ -160,7 +160,7 @@ internal static class BundleProtoConverter
         }
 
         var entry = new BundleEntry(key, dtype, shape, proto.ShardId, proto.Offset, proto.Size, proto.Crc32C, slices);
-        return KeyText.IsPlainUtf8(keyBytes, key) ? entry : entry with { KeyUtf8 = keyBytes };
+        return CheckpointKeys.IsPlainUtf8(keyBytes, key) ? entry : entry with { KeyUtf8 = keyBytes };
     }
 
     private static TensorShape ParseShape(TensorShapeProto? proto, string path, string key, TensorBundleReaderOptions options, long valueOffset)

@@ -3,11 +3,13 @@ using System.Text;
 namespace CheckpointGpu.Format;
 
 /// <summary>
-/// Reserved keys and key grammar of object-based checkpoints (<c>trackable_utils.py</c>, <c>constants.py</c>,
-/// <c>tensor_bundle.cc</c>; spec sections 6.1 and 6.4).
+/// The one key-grammar class: reserved keys and the grammar of object-based checkpoint keys (<c>trackable_utils.py</c>,
+/// <c>constants.py</c>, <c>tensor_bundle.cc</c>; spec sections 6.1 and 6.4), the display text of raw table keys
+/// (<see cref="ToDisplay"/>: slice keys are not UTF-8) and the display names of object-graph nodes
+/// (<see cref="NodeDisplayNames"/>).
 /// </summary>
 /// <remarks>Stateless and thread-safe.</remarks>
-public static class CheckpointKeys
+public static partial class CheckpointKeys
 {
     /// <summary>The header entry's key: the empty string, so it sorts first (<c>kHeaderEntryKey</c>).</summary>
     public const string HeaderEntry = "";
@@ -23,6 +25,25 @@ public static class CheckpointKeys
 
     /// <summary>Path component introducing a slot variable's optimizer path.</summary>
     public const string OptimizerSlot = ".OPTIMIZER_SLOT";
+
+    /// <summary>Edge name of <c>tf.train.Checkpoint</c>'s save counter.</summary>
+    public const string SaveCounter = "save_counter";
+
+    /// <summary>TF's <c>object_path_to_string</c>: escaped edge names joined by <c>/</c>.</summary>
+    /// <param name="edgeNames">Unescaped edge names from the root.</param>
+    /// <returns>The object path (empty for the root).</returns>
+    /// <exception cref="ArgumentNullException"><paramref name="edgeNames"/> is null.</exception>
+    public static string ObjectPath(IEnumerable<string> edgeNames)
+    {
+        ArgumentNullException.ThrowIfNull(edgeNames);
+        var sb = new StringBuilder();
+        foreach (var name in edgeNames)
+        {
+            if (sb.Length > 0) sb.Append('/');
+            sb.Append(EscapeLocalName(name));
+        }
+        return sb.ToString();
+    }
 
     /// <summary>Reserved attribute name for JSON configuration (TF 2.0-alpha era files).</summary>
     public const string ObjectConfigJson = "OBJECT_CONFIG_JSON";

@@ -12,20 +12,21 @@ public static partial class TensorBundle
     /// <param name="inputPrefix">Existing bundle.</param>
     /// <param name="outputPrefix">New bundle (committed with <see cref="TensorBundleWriter"/>'s protocol); must differ from the input.</param>
     /// <param name="compression">LZ4 settings, or <see langword="null"/> for a plain TensorFlow bundle.</param>
+    /// <param name="storage">The storage seam the output is written and committed through; <see langword="null"/>: local files.</param>
     /// <returns>The output header.</returns>
     /// <exception cref="ArgumentException">Empty prefixes, or the same prefix twice.</exception>
     /// <exception cref="FileNotFoundException">Input files are missing.</exception>
     /// <exception cref="CheckpointFormatException">The input is corrupt (named file, key and offset).</exception>
     /// <exception cref="NotSupportedException">A compressed entry is larger than 2 GiB (one array).</exception>
     /// <exception cref="IOException">Writing failed; nothing is left under the output names.</exception>
-    public static BundleHeader Convert(string inputPrefix, string outputPrefix, BundleCompressionOptions? compression)
+    public static BundleHeader Convert(string inputPrefix, string outputPrefix, BundleCompressionOptions? compression, IShardStorage? storage = null)
     {
         ArgumentException.ThrowIfNullOrEmpty(inputPrefix);
         ArgumentException.ThrowIfNullOrEmpty(outputPrefix);
         if (string.Equals(Path.GetFullPath(inputPrefix), Path.GetFullPath(outputPrefix), StringComparison.Ordinal))
             throw new ArgumentException("The output prefix must differ from the input.", nameof(outputPrefix));
         using var reader = TensorBundleReader.Open(inputPrefix);
-        using var writer = new TensorBundleWriter(outputPrefix, new TensorBundleWriterOptions { ShardCount = reader.Header.ShardCount, Compression = compression });
+        using var writer = new TensorBundleWriter(outputPrefix, new TensorBundleWriterOptions { ShardCount = reader.Header.ShardCount, Compression = compression, Storage = storage });
         var swapsNeeded = reader.Header.Endianness != BundleEndianness.Little;
         foreach (var entry in reader.Entries.Where(e => e.IsPartitioned)) writer.AddEncoded(entry, null);
         foreach (var entry in reader.EntriesInDataOrder)

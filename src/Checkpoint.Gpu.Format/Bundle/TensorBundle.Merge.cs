@@ -25,8 +25,9 @@ public static partial class TensorBundle
     /// <c>DataFilename(output, id, count)</c>, the index is written with header
     /// <c>{num_shards = running total, first endianness, first version}</c>, and the input indexes are deleted.</para>
     /// <para><b>Deliberate difference from TF: atomic publication.</b> TF writes <c>&lt;output&gt;.index</c> directly.
-    /// Here every input is read and validated before any file moves; the data files are renamed and the directory
-    /// flushed; then the index is written to a temporary name, flushed, renamed, and the directory flushed again.
+    /// Here every input is read and validated before any file moves; then <see cref="BundleCommit"/> (the protocol every
+    /// writer uses, on <see cref="TensorBundleMergeOptions.Storage"/>) writes and flushes the index under a temporary
+    /// name, renames the data files, renames the index (the commit point) and flushes the directory.
     /// A reader or a crash therefore sees either no merged index or a complete one whose data files are in place.
     /// If a rename or the index write fails, data files already renamed are moved back (best effort) so the
     /// inputs stay intact, and the exception propagates.</para>
@@ -107,40 +108,21 @@ public static partial class TensorBundle
         var outputFull = Path.GetFullPath(outputPrefix);
         var plan = Plan(parts);
         var outputDir = Path.GetDirectoryName(outputFull)!;
-        Directory.CreateDirectory(outputDir);
 
-        // Step 3: data files to their final names.
+        // Steps 3–4 through the one commit protocol: the parts' data files (written and flushed by their writers) are
+        // adopted, the index is written and flushed under a temporary name, then data and index are renamed (the index
+        // last: the commit point) and the directory flushed. A failure before the commit point moves the data back.
         var count = plan.DataFiles.Count;
-        var renamed = new List<(string From, string To)>(count);
-        var indexPath = BundleNaming.IndexFile(outputPrefix);
-        try
+        using (var commit = new BundleCommit(outputPrefix, count, options.Storage, options.FlushToDisk))
         {
-            for (var id = 0; id < count; id++)
+            for (var id = 0; id < count; id++) commit.AdoptDataFile(id, plan.DataFiles[id]);
+            var sorted = TensorBundleIndex.SortAndValidate(plan.Header, plan.Entries.Select(kv => (kv.Key, kv.Value)));
+            using (var ms = new MemoryStream())
             {
-                var from = plan.DataFiles[id];
-                var to = BundleNaming.DataFile(outputPrefix, id, count);
-                if (!File.Exists(from)) throw new FileNotFoundException($"{Path.GetFileName(from)}: data file to merge not found [{from}].", from);
-                File.Move(from, to, overwrite: true);
-                renamed.Add((from, to));
+                TensorBundleIndex.WriteTable(ms, plan.Header, sorted);
+                commit.WriteIndex(ms.GetBuffer().AsSpan(0, (int)ms.Length));
             }
-            if (options.FlushToDisk) DirectoryFlush.Flush(outputDir);
-
-            // Step 4: the index, atomically (TF writes it in place; see remarks).
-            var sorted = plan.Entries.Select(kv => (kv.Key, kv.Value)).ToList();
-            sorted = TensorBundleIndex.SortAndValidate(plan.Header, sorted);
-            TensorBundleIndex.WriteAtomically(indexPath, stream => TensorBundleIndex.WriteTable(stream, plan.Header, sorted), options.FlushToDisk);
-            if (options.FlushToDisk) DirectoryFlush.Flush(outputDir);
-        }
-        catch
-        {
-            // Undo in reverse so the inputs remain a consistent, retryable set.
-            for (var i = renamed.Count - 1; i >= 0; i--)
-            {
-                try { File.Move(renamed[i].To, renamed[i].From, overwrite: false); }
-                catch (IOException) { }
-                catch (UnauthorizedAccessException) { }
-            }
-            throw;
+            commit.Publish();
         }
 
         // Step 5–6: best-effort cleanup of the inputs.

@@ -129,7 +129,7 @@ public static class TensorBundleIndex
         var table = TableReader.ReadAll(file, indexPath, options.MaxEntryCount, options.MaxKeyLength, options.MaxIndexFileBytes);
         if (table.Count == 0 || table[0].Key.Length != 0)
             ThrowHelper.Format(CheckpointFormatError.MissingHeader, indexPath, "the table has no bundle header (empty key) entry",
-                comparison: table.Count == 0 ? "the table is empty" : $"first key is '{KeyText.ToDisplay(table[0].Key)}'");
+                comparison: table.Count == 0 ? "the table is empty" : $"first key is '{CheckpointKeys.ToDisplay(table[0].Key)}'");
         var header = BundleProtoConverter.ParseHeader(table[0].Value, indexPath);
         var entries = new BundleEntry[table.Count - 1];
         for (var i = 1; i < table.Count; i++)

@@ -26,6 +26,9 @@ public sealed class TensorBundleMergeOptions
     /// </summary>
     public bool FlushToDisk { get; init; } = true;
 
+    /// <summary>The storage seam every file operation goes through (<see cref="BundleCommit"/>). Default <see langword="null"/>: <see cref="LocalShardStorage.Instance"/>.</summary>
+    public IShardStorage? Storage { get; init; }
+
     /// <summary>Limits applied when reading the input indexes. Default <see cref="TensorBundleReaderOptions.Default"/>.</summary>
     public TensorBundleReaderOptions ReaderOptions { get; init; } = TensorBundleReaderOptions.Default;
 }

@@ -46,7 +46,7 @@ public sealed record TensorBundlePartIndex(string Prefix, BundleHeader Header, I
         var table = TableReader.ReadAll(indexBytes.ToArray(), source, options.MaxEntryCount, options.MaxKeyLength);
         if (table.Count == 0 || table[0].Key.Length != 0)
             ThrowHelper.Format(CheckpointFormatError.MissingHeader, source, "the table has no bundle header (empty key) entry",
-                comparison: table.Count == 0 ? "the table is empty" : $"first key is '{KeyText.ToDisplay(table[0].Key)}'");
+                comparison: table.Count == 0 ? "the table is empty" : $"first key is '{CheckpointKeys.ToDisplay(table[0].Key)}'");
         var header = BundleProtoConverter.ParseHeader(table[0].Value, source);
         var entries = new BundleEntry[table.Count - 1];
         for (var i = 1; i < table.Count; i++)

@@ -116,7 +116,7 @@ public sealed partial class TensorBundleReader
     private BundleEntry FindSliceEntry(BundleEntry full, TensorSlice slice)
     {
         var keyBytes = TensorSlice.EncodeSliceKey(full.GetKeyBytes(), slice);
-        if (!_byKey.TryGetValue(KeyText.ToDisplay(keyBytes), out var sliceEntry) || !sliceEntry.GetKeyBytes().AsSpan().SequenceEqual(keyBytes))
+        if (!_byKey.TryGetValue(CheckpointKeys.ToDisplay(keyBytes), out var sliceEntry) || !sliceEntry.GetKeyBytes().AsSpan().SequenceEqual(keyBytes))
             return ThrowHelper.Format<BundleEntry>(CheckpointFormatError.InvalidSlice, IndexPath,
                 "partitioned tensor lists a slice whose slice entry is missing", full.Key, comparison: $"slice {slice}");
         var shape = slice.GetSliceShape(full.Shape);

@@ -206,7 +206,7 @@ public sealed partial class TensorBundleReader : IDisposable
         }
     }
 
-    internal static string DescribeKey(byte[] key) => KeyText.ToDisplay(key);
+    internal static string DescribeKey(byte[] key) => CheckpointKeys.ToDisplay(key);
 
     internal static byte[] Utf8(string s) => Encoding.UTF8.GetBytes(s);
 }

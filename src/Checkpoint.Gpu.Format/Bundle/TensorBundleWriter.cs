@@ -11,29 +11,30 @@ namespace CheckpointGpu.Format;
 /// </summary>
 /// <remarks>
 /// <para><b>Commit protocol.</b> Each tensor's bytes are appended to its shard's data file in call order
-/// (zero-padded to <see cref="TensorBundleWriterOptions.DataAlignmentInBytes"/>). Data files and the index are
-/// written under temporary names <c>&lt;final name&gt;.tempstate&lt;random u64&gt;</c>. <see cref="Finish"/> flushes
-/// the data files to disk, writes and flushes the index (header + entries in unsigned key byte order), then
-/// renames the data files and finally the index; the index rename is the commit point. If anything fails,
-/// or the writer is disposed before <see cref="Finish"/>, the temporary files are deleted and existing files
-/// of the same prefix are left untouched.</para>
+/// (zero-padded to <see cref="TensorBundleWriterOptions.DataAlignmentInBytes"/>). Files are created, flushed and
+/// published through <see cref="BundleCommit"/> (the one protocol of every writer, on
+/// <see cref="TensorBundleWriterOptions.Storage"/>): temporary names, data fsync, index fsync, stale index removed, data
+/// renamed, index renamed (the commit point), directory fsync. If anything fails, or the writer is disposed before
+/// <see cref="Finish"/>, the temporary files are deleted and other checkpoints' files are left untouched.</para>
+/// <para>In the library this writer is a stage, not a second save engine: checkpoints of live variables are written by the
+/// IO pipeline; this class writes bundles from bytes already in host memory (<c>ckpt convert</c>, tests, tools).</para>
 /// <para>Given a TF checkpoint's entries added in their original data order (per shard, by offset), the
 /// output is byte-identical to TF's files.</para>
 /// <para>Not thread-safe: one caller at a time.</para>
 /// </remarks>
 public sealed class TensorBundleWriter : IDisposable
 {
-    private sealed class Shard(string finalPath, string tempPath, FileStream stream)
+    private sealed class Shard(string finalPath, ShardFileWriteStream stream)
     {
         public string FinalPath { get; } = finalPath;
-        public string TempPath { get; } = tempPath;
-        public FileStream Stream { get; } = stream;
+        public ShardFileWriteStream Stream { get; } = stream;
         public long Position { get; set; }
     }
 
     private readonly TensorBundleWriterOptions _options;
     private readonly Shard[] _shards;
     private readonly Dictionary<byte[], BundleEntry> _entries = new(ByteKeyComparer.Instance);
+    private readonly BundleCommit _commit;
     private bool _finished;
     private bool _failed;
     private bool _disposed;
@@ -49,17 +50,14 @@ public sealed class TensorBundleWriter : IDisposable
         _options = options ?? TensorBundleWriterOptions.Default;
         Prefix = prefix;
         IndexPath = BundleNaming.IndexFile(prefix);
-        var dir = Path.GetDirectoryName(Path.GetFullPath(prefix));
-        if (!string.IsNullOrEmpty(dir)) Directory.CreateDirectory(dir);
+        _commit = new BundleCommit(prefix, _options.ShardCount, _options.Storage, _options.FlushToDisk);
         _shards = new Shard[_options.ShardCount];
         try
         {
             for (var i = 0; i < _shards.Length; i++)
             {
-                var final = BundleNaming.DataFile(prefix, i, _shards.Length);
-                var temp = TensorBundleIndex.TempName(final);
-                var fs = new FileStream(temp, FileMode.CreateNew, FileAccess.Write, FileShare.None, Math.Max(4096, _options.WriteBufferBytes));
-                _shards[i] = new Shard(final, temp, fs);
+                var file = _commit.CreateDataFile(i, preferDirectIO: false);
+                _shards[i] = new Shard(_commit.DataPath(i), new ShardFileWriteStream(file, Math.Max(4096, _options.WriteBufferBytes)));
             }
         }
         catch
@@ -279,7 +277,7 @@ public sealed class TensorBundleWriter : IDisposable
         CheckKeyBytes(sliceKey, fullName);
         var size = CheckFixed(fullName, dtype, sliceShape, data.Length);
         var shard = CheckShard(shardId);
-        var display = KeyText.ToDisplay(sliceKey);
+        var display = CheckpointKeys.ToDisplay(sliceKey);
         var offset = shard.Position;
         uint crc;
         try
@@ -307,29 +305,27 @@ public sealed class TensorBundleWriter : IDisposable
     public void Finish()
     {
         ThrowIfUnusable();
-        var indexTemp = TensorBundleIndex.TempName(IndexPath);
         try
         {
             foreach (var s in _shards)
             {
-                s.Stream.Flush(_options.FlushToDisk);
+                s.Stream.Flush();
+                _commit.FlushData(s.Stream.File, s.Stream.Position);
                 s.Stream.Dispose();
             }
             var header = Header;
             var sorted = TensorBundleIndex.SortAndValidate(header, _entries.Select(kv => (kv.Key, kv.Value)));
-            using (var fs = new FileStream(indexTemp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 16))
+            using (var ms = new MemoryStream())
             {
-                TensorBundleIndex.WriteTable(fs, header, sorted);
-                fs.Flush(_options.FlushToDisk);
+                TensorBundleIndex.WriteTable(ms, header, sorted);
+                _commit.WriteIndex(ms.GetBuffer().AsSpan(0, (int)ms.Length));
             }
-            foreach (var s in _shards) File.Move(s.TempPath, s.FinalPath, overwrite: true);
-            File.Move(indexTemp, IndexPath, overwrite: true);
+            _commit.Publish();
             _finished = true;
         }
         catch
         {
             _failed = true;
-            TensorBundleIndex.TryDelete(indexTemp);
             Cleanup();
             throw;
         }
@@ -498,7 +494,7 @@ public sealed class TensorBundleWriter : IDisposable
             if (s is null) continue;
             try { s.Stream.Dispose(); }
             catch (IOException) { }
-            TensorBundleIndex.TryDelete(s.TempPath);
         }
+        _commit?.Dispose();
     }
 }

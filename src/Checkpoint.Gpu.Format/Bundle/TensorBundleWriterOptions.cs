@@ -51,4 +51,7 @@ public sealed class TensorBundleWriterOptions
 
     /// <summary>Flush data and index files to stable storage before renaming (<c>RandomAccess.FlushToDisk</c>). Default <see langword="true"/>.</summary>
     public bool FlushToDisk { get; init; } = true;
+
+    /// <summary>The storage seam every file operation goes through (<see cref="BundleCommit"/>). Default <see langword="null"/>: <see cref="LocalShardStorage.Instance"/>.</summary>
+    public IShardStorage? Storage { get; init; }
 }

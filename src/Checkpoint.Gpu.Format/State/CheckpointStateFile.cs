@@ -79,18 +79,22 @@ public static class CheckpointStateFile
     }
 
     /// <summary>
-    /// Atomically writes <c>&lt;directory&gt;/checkpoint</c>: absolute paths are made relative to
-    /// <paramref name="directory"/> (TF's <c>save_relative_paths</c>), the text goes to a temporary
-    /// file which then replaces the state file.
+    /// Atomically and durably writes <c>&lt;directory&gt;/checkpoint</c> (step 9 of <see cref="BundleCommit"/>'s protocol):
+    /// absolute paths are made relative to <paramref name="directory"/> (TF's <c>save_relative_paths</c>), the text goes to a
+    /// temporary file (<see cref="TemporaryFileNames.ForStateFile"/>) which is flushed, renamed over the state file, and the
+    /// directory is flushed.
     /// </summary>
     /// <param name="directory">Directory of the checkpoints; created if missing.</param>
     /// <param name="state">The state to write.</param>
+    /// <param name="storage">The storage seam; <see cref="LocalShardStorage.Instance"/> when null.</param>
     /// <exception cref="ArgumentException"><c>ModelCheckpointPath</c> is empty or names the state file itself.</exception>
-    /// <exception cref="IOException">Writing or renaming failed (the previous state file is untouched).</exception>
-    public static void Write(string directory, CheckpointState state)
+    /// <exception cref="IOException">Writing, flushing or renaming failed (the previous state file is untouched and the
+    /// temporary removed), or the final directory flush failed (the new state file is in place, not known to be durable).</exception>
+    public static void Write(string directory, CheckpointState state, IShardStorage? storage = null)
     {
         ArgumentNullException.ThrowIfNull(directory);
         ArgumentNullException.ThrowIfNull(state);
+        storage ??= LocalShardStorage.Instance;
         if (string.IsNullOrEmpty(state.ModelCheckpointPath)) throw new ArgumentException("ModelCheckpointPath must not be empty.", nameof(state));
         var target = Path.GetFullPath(Path.Combine(directory, FileName));
         var relative = state with
@@ -101,21 +105,24 @@ public static class CheckpointStateFile
         if (string.Equals(Path.GetFullPath(Path.Combine(directory, relative.ModelCheckpointPath)), target, StringComparison.Ordinal))
             throw new ArgumentException($"ModelCheckpointPath '{state.ModelCheckpointPath}' collides with the state file itself.", nameof(state));
         Directory.CreateDirectory(directory);
-        var temp = TemporaryFileNames.ForStateFile(Path.Combine(directory, FileName));
+        var temp = TemporaryFileNames.ForStateFile(target);
         try
         {
-            using (var fs = new FileStream(temp, FileMode.CreateNew, FileAccess.Write, FileShare.None))
+            using (var file = storage.CreateForWrite(temp, preferDirectIO: false))
             {
-                fs.Write(Encoding.UTF8.GetBytes(Format(relative)));
-                fs.Flush(flushToDisk: true);
+                file.Write(Encoding.UTF8.GetBytes(Format(relative)), 0);
+                file.FlushToDisk();
             }
-            File.Move(temp, target, overwrite: true);
+            storage.Move(temp, target);
         }
         catch
         {
-            TensorBundleIndex.TryDelete(temp);
+            try { storage.Delete(temp); }
+            catch (IOException) { }
+            catch (UnauthorizedAccessException) { }
             throw;
         }
+        storage.FlushDirectory(Path.GetDirectoryName(target)!);
     }
 
     /// <summary>

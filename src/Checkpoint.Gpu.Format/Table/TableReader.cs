@@ -78,14 +78,14 @@ internal static class TableReader
                     if (cmp <= 0)
                         ThrowHelper.Format(cmp == 0 ? CheckpointFormatError.DuplicateKey : CheckpointFormatError.UnsortedKeys, path,
                             cmp == 0 ? "duplicate key in the table" : "table keys are not in increasing byte order",
-                            key: KeyText.ToDisplay(key), offset: result[i].FileOffset);
+                            key: CheckpointKeys.ToDisplay(key), offset: result[i].FileOffset);
                 }
                 previous = key;
             }
             // The index key must be ≥ every key of its block, or TF's lookups would miss entries.
             if (result.Count > first && ie.Key.AsSpan().SequenceCompareTo(result[^1].Key) < 0)
                 ThrowHelper.Format(CheckpointFormatError.UnsortedKeys, path, "index block key is smaller than the last key of its data block",
-                    key: KeyText.ToDisplay(result[^1].Key), offset: handle.Offset);
+                    key: CheckpointKeys.ToDisplay(result[^1].Key), offset: handle.Offset);
         }
         return result;
     }

@@ -35,10 +35,10 @@ public sealed record PlannedTensor(int Index, SaveItem Item, long Offset, long S
     public ReadOnlyMemory<byte> EntryKeyUtf8 => EntryKeyBytes();
 
     /// <summary>
-    /// The payload entry's key as text, as <see cref="BundleEntry.Key"/> shows it (via <see cref="KeyText.ToDisplay"/>): e.g.
+    /// The payload entry's key as text, as <see cref="BundleEntry.Key"/> shows it (via <see cref="CheckpointKeys.ToDisplay"/>): e.g.
     /// <c>w:0,5:-</c> for a slice entry, else <see cref="Key"/>.
     /// </summary>
-    public string EntryKey => IsSliceEntry ? KeyText.ToDisplay(EntryKeyBytes()) : Item.Key;
+    public string EntryKey => IsSliceEntry ? CheckpointKeys.ToDisplay(EntryKeyBytes()) : Item.Key;
 
     internal byte[] EntryKeyBytes() =>
         IsSliceEntry ? TensorSlice.EncodeSliceKey(Item.Key, Item.Slice!) : Encoding.UTF8.GetBytes(Item.Key);

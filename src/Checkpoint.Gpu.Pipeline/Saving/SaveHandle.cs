@@ -5,7 +5,7 @@ using CheckpointGpu.Pipeline.Saving;
 namespace CheckpointGpu.Pipeline;
 
 /// <summary>
-/// A save in progress (returned by <see cref="CheckpointPipeline.SaveAsync(string, SavePlan, Func{string, CancellationToken, ValueTask}?, CancellationToken)"/>): <see cref="Snapshotted"/> says the
+/// A save in progress (returned by <see cref="CheckpointPipeline.QueueSave(string, SavePlan, Func{string, CancellationToken, ValueTask}?, CancellationToken)"/>): <see cref="Snapshotted"/> says the
 /// device buffers are no longer read, <see cref="Completion"/> says the checkpoint is durable and committed.
 /// </summary>
 /// <remarks>

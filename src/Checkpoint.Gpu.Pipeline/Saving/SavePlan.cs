@@ -170,7 +170,7 @@ public sealed class SavePlan
         {
             var t = Tensors[i];
             entries[i] = t.IsSliceEntry
-                ? new BundleEntry(KeyText.ToDisplay(_entryKeys[i]), t.Item.DType, t.EntryShape, t.ShardId, t.Offset, t.Size, maskedCrc32C[i]) { KeyUtf8 = _entryKeys[i] }
+                ? new BundleEntry(CheckpointKeys.ToDisplay(_entryKeys[i]), t.Item.DType, t.EntryShape, t.ShardId, t.Offset, t.Size, maskedCrc32C[i]) { KeyUtf8 = _entryKeys[i] }
                 : new BundleEntry(t.Key, t.Item.DType, t.Item.Shape, t.ShardId, t.Offset, t.Size, maskedCrc32C[i]);
         }
         for (var p = 0; p < _partitions.Length; p++)

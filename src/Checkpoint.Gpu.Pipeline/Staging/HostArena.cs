@@ -1,3 +1,4 @@
+using CheckpointGpu.Format;
 using CheckpointGpu.Devices;
 
 namespace CheckpointGpu.Pipeline.Staging;

@@ -1,3 +1,4 @@
+using CheckpointGpu.Format;
 using Google.Protobuf;
 using CheckpointGpu.Format.Protos;
 using static CheckpointGpu.Format.Protos.TrackableObjectGraph.Types;
@@ -111,8 +112,8 @@ internal sealed class ObjectGraphSnapshot
                 var id = nodes.Count;
                 ids[edge.Target] = id;
                 var path = ReferenceEquals(current, root)
-                    ? CheckpointNames.Escape(edge.Name)
-                    : node.Path + "/" + CheckpointNames.Escape(edge.Name);
+                    ? CheckpointKeys.EscapeLocalName(edge.Name)
+                    : node.Path + "/" + CheckpointKeys.EscapeLocalName(edge.Name);
                 nodes.Add(new GraphNode(edge.Target, id, path, node.ReadablePath + "." + edge.Name));
                 queue.Enqueue(edge.Target);
             }
@@ -141,7 +142,7 @@ internal sealed class ObjectGraphSnapshot
                                 $"Slot variable '{slotName}' of {nodes[originalId].ReadablePath} is also a regular dependency (node {ids[slot]}); TF does not allow this.");
                         var slotId = nodes.Count;
                         ids[slot] = slotId;
-                        var path = CheckpointNames.SlotVariablePath(nodes[originalId].Path, nodes[optimizerId].Path, slotName);
+                        var path = CheckpointKeys.SlotVariablePath(nodes[originalId].Path, nodes[optimizerId].Path, slotName);
                         nodes.Add(new GraphNode(slot, slotId, path,
                             $"{nodes[optimizerId].ReadablePath}'s state '{slotName}' for {nodes[originalId].ReadablePath}"));
                         if (!slotRefs.TryGetValue(optimizerId, out var list)) slotRefs[optimizerId] = list = [];
@@ -166,7 +167,7 @@ internal sealed class ObjectGraphSnapshot
             {
                 if (!seenAttributes.Add(attribute.Name))
                     throw new InvalidOperationException($"Object {node.ReadablePath} has two attributes named '{attribute.Name}'.");
-                var key = CheckpointNames.AttributeKey(node.Path, attribute.Name);
+                var key = CheckpointKeys.AttributeKey(node.Path, attribute.Name);
                 obj.Attributes.Add(new SerializedTensor { Name = attribute.Name, FullName = attribute.FullName, CheckpointKey = key, OptionalRestore = attribute.OptionalRestore });
                 tensors.Add(new GraphTensor(key, attribute, id));
             }

@@ -4,7 +4,7 @@ namespace CheckpointGpu.IO;
 
 /// <summary>
 /// The synchronous <see cref="ITensorWriter"/> over <see cref="TensorBundleWriter"/>: device → host chunk → data
-/// file. The Pipeline's IO device replaces this seam.
+/// file. Used only by <see cref="TrackableSaver.WriteUnits"/> (LZ4-compressed saves, incremental parts); every other save goes through the IO pipeline.
 /// </summary>
 internal sealed class BundleTensorWriter(TensorBundleWriter writer) : ITensorWriter
 {

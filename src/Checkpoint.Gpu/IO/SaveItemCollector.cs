@@ -17,18 +17,37 @@ namespace CheckpointGpu.IO;
 /// </remarks>
 internal sealed class SaveItemCollector(Accelerator pipelineAccelerator) : ITensorWriter
 {
+    /// <summary>Values on other accelerators up to this size are snapshotted at plan time (device-side clone).</summary>
+    internal const long SmallForeignValueBytes = 64 << 10;
+
     private readonly List<SaveItem> _items = [];
 
     public IReadOnlyList<SaveItem> Items => _items;
+
+    /// <summary>Device-side snapshots made while planning; the caller disposes them when the save is finished.</summary>
+    public List<DeviceBuffer> Clones { get; } = [];
 
     public void AddVariable(string key, Variable variable, int shardId)
     {
         _items.Add(new SaveItem(key, variable.DType, variable.Shape, Source(variable), shardId));
     }
 
-    private SaveSource Source(Variable variable) => ReferenceEquals(variable.Accelerator, pipelineAccelerator)
-        ? SaveSource.FromDevice(variable.Buffer.AsView())
-        : SaveSource.FromHost(variable.ReadBytes());
+    /// <summary>
+    /// Every variable is a device source, on whichever accelerator it lives: the pipeline runs one copy engine per
+    /// accelerator into the same ring (never a synchronous host read). Small values on an accelerator other than the
+    /// ring's — the save counter on its own accelerator, step counters — are mutated without write barriers, so they are
+    /// snapshotted now by a device-side copy enqueued on their accelerator's default stream: ordered before any later
+    /// assignment, and complete before the save is queued (the caller synchronizes the default streams after planning).
+    /// </summary>
+    private SaveSource Source(Variable variable)
+    {
+        if (ReferenceEquals(variable.Accelerator, pipelineAccelerator) || variable.LengthInBytes == 0 || variable.LengthInBytes > SmallForeignValueBytes)
+            return SaveSource.FromDevice(variable.Buffer.AsView());
+        var clone = variable.Accelerator.Allocate(variable.LengthInBytes);
+        Clones.Add(clone);
+        variable.Accelerator.DefaultStream.EnqueueCopy(variable.Buffer.AsView(), clone.AsView());
+        return SaveSource.FromDevice(clone.AsView());
+    }
 
     public void AddHost(string key, HostTensor tensor, int shardId)
     {
@@ -44,6 +63,6 @@ internal sealed class SaveItemCollector(Accelerator pipelineAccelerator) : ITens
 
     /// <summary>The object graph, last in the data file (TF's order, spec §4.1).</summary>
     public void AddObjectGraph(byte[] graphBytes, int shardId) =>
-        _items.Add(new SaveItem(CheckpointNames.ObjectGraph, DType.String, TensorShape.Scalar,
+        _items.Add(new SaveItem(CheckpointKeys.ObjectGraph, DType.String, TensorShape.Scalar,
             SaveSource.FromEncoded(EncodedTensor.FromStrings([graphBytes])), shardId));
 }

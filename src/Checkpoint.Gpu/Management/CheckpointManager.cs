@@ -1,6 +1,5 @@
 using System.Globalization;
 using System.Runtime.InteropServices;
-using System.Text.RegularExpressions;
 using CheckpointGpu.Format;
 using CheckpointGpu.Pipeline;
 
@@ -45,7 +44,6 @@ public sealed class CheckpointManager : IDisposable
     private Timer? _deadlineTimer;
     private int _finalCheckpointDone;
 
-    private static readonly Regex s_dataSuffix = new(@"^\.data-\d{5}-of-\d{5}$", RegexOptions.CultureInvariant);
     private readonly List<(string Path, double Timestamp)> _maybeDelete = [];
     private readonly string _prefixBase;
     private readonly Func<long>? _stepCounter;
@@ -197,7 +195,7 @@ public sealed class CheckpointManager : IDisposable
         lock (_bookkeeping)
         {
             if (options?.MultiWorker is { IsChief: false }) Track(prefix);
-            else RecordAndSweep(prefix);
+            else RecordAndSweep(prefix, (options ?? CheckpointOptions.Default).Storage);
         }
         return prefix;
     }
@@ -259,7 +257,7 @@ public sealed class CheckpointManager : IDisposable
                 lock (_bookkeeping)
                 {
                     if (options?.MultiWorker is { IsChief: false }) Track(path);
-                    else RecordAndSweep(path);
+                    else RecordAndSweep(path, (options ?? CheckpointOptions.Default).Storage);
                 }
                 return ValueTask.CompletedTask;
             }, cancellationToken).ConfigureAwait(false);
@@ -472,15 +470,15 @@ public sealed class CheckpointManager : IDisposable
         return $"{_prefixBase}-{number.ToString(CultureInfo.InvariantCulture)}";
     }
 
-    private void RecordAndSweep(string savePath)
+    private void RecordAndSweep(string savePath, IShardStorage storage)
     {
         // An overwritten checkpoint moves to the newest position.
         Upsert(savePath, Now());
         LatestCheckpoint = savePath;
         // Record first: a crash while deleting still leaves the new checkpoint in the state file.
-        RecordState();
-        Sweep();
-        RecordState();
+        RecordState(storage);
+        Sweep(storage);
+        RecordState(storage);
     }
 
     private void Upsert(string path, double timestamp)
@@ -489,16 +487,16 @@ public sealed class CheckpointManager : IDisposable
         _maybeDelete.Add((path, timestamp));
     }
 
-    private void RecordState()
+    private void RecordState(IShardStorage storage)
     {
         var state = new CheckpointState(LatestCheckpoint!, _maybeDelete.Select(e => Relative(e.Path)).ToArray(),
             _maybeDelete.Select(e => e.Timestamp).ToArray(), _lastPreservedTimestamp);
-        CheckpointStateFile.Write(Directory, state with { ModelCheckpointPath = Relative(LatestCheckpoint!) });
+        BundleCommit.PublishState(Directory, state with { ModelCheckpointPath = Relative(LatestCheckpoint!) }, storage);
     }
 
     private string Relative(string path) => Path.GetRelativePath(Path.GetFullPath(Directory), Path.GetFullPath(path));
 
-    private void Sweep()
+    private void Sweep(IShardStorage storage)
     {
         if (MaxToKeep is not { } max) return;   // keep everything; last-preserved time unchanged
         while (_maybeDelete.Count > max)
@@ -511,29 +509,10 @@ public sealed class CheckpointManager : IDisposable
                 _lastPreservedTimestamp = timestamp;
                 continue;
             }
-            DeleteCheckpointFiles(path);
+            // Prune through the one protocol (index first, data files, directory fsync). A failed delete propagates, as TF's
+            // file_io.delete_file does; the state file written before the sweep still names a complete set.
+            BundleCommit.DeleteCheckpoint(path, storage);
         }
     }
 
-    private static void DeleteCheckpointFiles(string prefix)
-    {
-        TryDelete(BundleNaming.IndexFile(prefix));
-        var dir = Path.GetDirectoryName(Path.GetFullPath(prefix))!;
-        var name = Path.GetFileName(prefix);
-        if (!System.IO.Directory.Exists(dir)) return;
-        foreach (var file in System.IO.Directory.EnumerateFiles(dir))
-        {
-            var fileName = Path.GetFileName(file);
-            // Literal prefix match (no globbing of the user's prefix), then TF's ".data-?????-of-?????".
-            if (fileName.StartsWith(name, StringComparison.Ordinal) && s_dataSuffix.IsMatch(fileName[name.Length..]))
-                TryDelete(file);
-        }
-    }
-
-    private static void TryDelete(string path)
-    {
-        try { File.Delete(path); }
-        catch (IOException) { }
-        catch (UnauthorizedAccessException) { }
-    }
 }

@@ -121,14 +121,17 @@ public sealed class CheckpointMirror : IDisposable, IAsyncDisposable
     /// Writes the tree (current values, read from the device buffers) as a new checkpoint at <paramref name="prefix"/>,
     /// keeping the source's shard of every key; no counter, no state file (TF's <c>write</c>).
     /// </summary>
+    /// <remarks>The IO pipeline's save, waited for (the one engine and commit protocol of every save).</remarks>
     /// <param name="prefix">Destination prefix.</param>
+    /// <param name="io">IO settings, including the storage seam, for the pipeline the saver creates at its first save;
+    /// <see langword="null"/> for the defaults.</param>
     /// <returns>The written prefix.</returns>
     /// <exception cref="ObjectDisposedException">The mirror was disposed.</exception>
     /// <exception cref="IOException">Writing failed; files already at <paramref name="prefix"/> are left untouched.</exception>
-    public string Write(string prefix)
+    public string Write(string prefix, Pipeline.CheckpointPipelineOptions? io = null)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
-        return Saver.Write(prefix, WriteOptions(pipeline: null));
+        return Saver.Write(prefix, WriteOptions(pipeline: null, io));
     }
 
     /// <summary>
@@ -153,8 +156,9 @@ public sealed class CheckpointMirror : IDisposable, IAsyncDisposable
         Dispose();
     }
 
-    private CheckpointOptions WriteOptions(Pipeline.CheckpointPipeline? pipeline) => new()
+    private CheckpointOptions WriteOptions(Pipeline.CheckpointPipeline? pipeline, Pipeline.CheckpointPipelineOptions? io = null) => new()
     {
+        IO = io,
         WriteHasCheckpointValues = _writeHasCheckpointValues,
         ShardingPolicy = new KeepShardsPolicy(_shardOfKey, _shardCount),
         Pipeline = pipeline,

@@ -28,7 +28,7 @@ internal readonly struct CheckpointPosition(RestoreCoordinator checkpoint, int p
         get
         {
             var proto = ObjectProto;
-            return proto.Attributes.Count == 1 && proto.Attributes[0].Name == CheckpointNames.VariableValue && proto.Children.Count == 0;
+            return proto.Attributes.Count == 1 && proto.Attributes[0].Name == Format.CheckpointKeys.VariableValue && proto.Children.Count == 0;
         }
     }
 

@@ -29,7 +29,7 @@ internal sealed class RestoreCoordinator : IDisposable
         Graph = graph;
         Options = options;
         Log = log;
-        NodeNames = Format.ObjectGraphNames.Compute(graph);
+        NodeNames = Format.CheckpointKeys.NodeDisplayNames(graph);
         for (var id = 0; id < graph.Nodes.Count; id++)
         {
             var node = graph.Nodes[id];

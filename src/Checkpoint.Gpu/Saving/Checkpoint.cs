@@ -46,7 +46,7 @@ public sealed class Checkpoint : AutoTrackable, IDisposable, IAsyncDisposable
         {
             ArgumentException.ThrowIfNullOrEmpty(name, nameof(dependencies));
             if (!seen.Add(name)) throw new ArgumentException($"Dependency '{name}' is given twice.", nameof(dependencies));
-            if (name == CheckpointNames.SaveCounter) throw new ArgumentException("'save_counter' is reserved for the checkpoint's own counter.", nameof(dependencies));
+            if (name == CheckpointKeys.SaveCounter) throw new ArgumentException("'save_counter' is reserved for the checkpoint's own counter.", nameof(dependencies));
             if (value is not Trackable)
                 throw new ArgumentException(
                     $"Checkpoint was expecting a trackable object (an object derived from {nameof(Trackable)}) for '{name}', got {(value is null ? "null" : value.GetType().FullName)}. "
@@ -89,8 +89,8 @@ public sealed class Checkpoint : AutoTrackable, IDisposable, IAsyncDisposable
             {
                 // TF places the counter on /cpu:0; ours lives on a CPU accelerator owned by this checkpoint.
                 _counterAccelerator ??= Accelerator.Create(AcceleratorKind.Cpu);
-                _saveCounter = AddVariable(CheckpointNames.SaveCounter, _counterAccelerator, DType.Int64, TensorShape.Scalar,
-                    VariableInitializer.Zeros, CheckpointNames.SaveCounter);
+                _saveCounter = AddVariable(CheckpointKeys.SaveCounter, _counterAccelerator, DType.Int64, TensorShape.Scalar,
+                    VariableInitializer.Zeros, CheckpointKeys.SaveCounter);
             }
             return _saveCounter;
         }
@@ -110,7 +110,7 @@ public sealed class Checkpoint : AutoTrackable, IDisposable, IAsyncDisposable
         var number = IncrementSaveCounter();
         var path = _saver.Save(filePrefix, number, options);
         // In a multi-worker save only the chief records the checkpoint (after the merge published it).
-        if (options?.MultiWorker is not { IsChief: false }) TrackableSaver.UpdateStateFile(path);
+        if (options?.MultiWorker is not { IsChief: false }) TrackableSaver.UpdateStateFile(path, (options ?? CheckpointOptions.Default).Storage);
         return path;
     }
 
@@ -255,7 +255,7 @@ public sealed class Checkpoint : AutoTrackable, IDisposable, IAsyncDisposable
             (path, _) =>
             {
                 // In a multi-worker save only the chief records the checkpoint (after the merge published it).
-                if (options?.MultiWorker is not { IsChief: false }) TrackableSaver.UpdateStateFile(path);
+                if (options?.MultiWorker is not { IsChief: false }) TrackableSaver.UpdateStateFile(path, (options ?? CheckpointOptions.Default).Storage);
                 return ValueTask.CompletedTask;
             }, cancellationToken);
     }
@@ -316,11 +316,23 @@ public sealed class Checkpoint : AutoTrackable, IDisposable, IAsyncDisposable
         {
             _saver.DisposePipelinesAndWait();
         }
-        finally
+        catch (TimeoutException)
         {
-            _saveCounter?.Dispose();
-            _counterAccelerator?.Dispose();
+            // Saves still run and read the counter's snapshot on its accelerator: leave both to them.
+            throw;
         }
+        catch
+        {
+            DisposeCounter();
+            throw;
+        }
+        DisposeCounter();
+    }
+
+    private void DisposeCounter()
+    {
+        _saveCounter?.Dispose();
+        _counterAccelerator?.Dispose();
     }
 
     private sealed class ByteOrder : IComparer<byte[]>

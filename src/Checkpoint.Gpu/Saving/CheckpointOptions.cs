@@ -19,6 +19,7 @@ public sealed class CheckpointOptions
     private Distributed.WorkerContext? _multiWorker;
     private CheckpointPipeline? _pipeline;
     private Format.BundleCompressionOptions? _compression;   // issue 14
+    private CheckpointPipelineOptions? _io;
     private volatile bool _frozen;
 
     /// <summary>Creates options with the defaults.</summary>
@@ -37,6 +38,7 @@ public sealed class CheckpointOptions
         _multiWorker = other._multiWorker;
         _pipeline = other._pipeline;
         _compression = other._compression;
+        _io = other._io;
     }
 
     /// <summary>Shared frozen defaults.</summary>
@@ -102,11 +104,12 @@ public sealed class CheckpointOptions
     public Distributed.WorkerContext? MultiWorker { get => _multiWorker; set { VerifyMutable(); _multiWorker = value; } }
 
     /// <summary>
-    /// The IO device for asynchronous saves (<c>SaveAsync</c>/<c>WriteAsync</c>): a <see cref="CheckpointPipeline"/>
-    /// (pinned staging ring, copy engine, positional writers) on the accelerator that holds the variables. The caller
-    /// owns it and may share it between checkpoints. Default <see langword="null"/>: each saver creates one on first
-    /// use, on the accelerator of the first variable, and frees it on <c>DisposeAsync</c>. TF's analogue is
-    /// <c>experimental_io_device</c> + <c>enable_async</c>. Synchronous saves ignore it.
+    /// The IO device for every save (synchronous saves are its saves, waited for) and for <c>RestoreAsync</c>: a
+    /// <see cref="CheckpointPipeline"/> (pinned staging ring, copy engine, positional writers) on the accelerator that
+    /// holds the variables. The caller owns it and may share it between checkpoints; its own
+    /// <see cref="CheckpointPipeline.Options"/> then apply and <see cref="IO"/> is ignored. Default <see langword="null"/>:
+    /// each saver creates one on first use, on the accelerator holding the most bytes, with <see cref="IO"/>, and frees it
+    /// when the checkpoint is disposed. TF's analogue is <c>experimental_io_device</c> + <c>enable_async</c>.
     /// </summary>
     /// <exception cref="InvalidOperationException">The options are frozen.</exception>
     public CheckpointPipeline? Pipeline { get => _pipeline; set { VerifyMutable(); _pipeline = value; } }
@@ -122,6 +125,19 @@ public sealed class CheckpointOptions
     /// </summary>
     /// <exception cref="InvalidOperationException">The options are frozen.</exception>
     public Format.BundleCompressionOptions? Compression { get => _compression; set { VerifyMutable(); _compression = value; } }
+
+    /// <summary>
+    /// The IO settings in one object (ring: <see cref="CheckpointPipelineOptions.SlotSizeInBytes"/> ×
+    /// <see cref="CheckpointPipelineOptions.SlotCount"/> bytes; writers; reads in flight; prefetch bytes
+    /// <see cref="CheckpointPipelineOptions.RestoreCacheBudgetInBytes"/>; O_DIRECT; the storage seam every file
+    /// operation goes through, including the state file and pruning). Used when the saver creates its IO pipeline (its
+    /// first save or restore); default <see langword="null"/>: <see cref="CheckpointPipelineOptions.Default"/>.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">The options are frozen.</exception>
+    public CheckpointPipelineOptions? IO { get => _io; set { VerifyMutable(); _io = value; } }
+
+    /// <summary>The storage seam in effect: that of <see cref="Pipeline"/>, else of <see cref="IO"/>, else local files.</summary>
+    internal Format.IShardStorage Storage => (_pipeline?.Options ?? _io ?? CheckpointPipelineOptions.Default).Storage;
 
     /// <summary>True once the options were used (or <see cref="Freeze"/> was called).</summary>
     public bool IsFrozen => _frozen;

@@ -111,6 +111,101 @@ public sealed partial class TrackableSaver : IAsyncDisposable
         // Saves are queued in call order, so a call must be awaited before the next one starts.
         if (Interlocked.Exchange(ref _queuing, 1) != 0)
             throw new InvalidOperationException("A previous SaveAsync/WriteAsync call has not returned yet: await it before queuing another save (its handle lets the save overlap with training).");
+        PlannedSave planned;
+        try
+        {
+            planned = PlanSave(prefix, options, onCommitted);
+        }
+        catch
+        {
+            Volatile.Write(ref _queuing, 0);
+            throw;
+        }
+        return QueueAsync(planned, cancellationToken);
+    }
+
+    /// <summary>
+    /// The synchronous save: exactly the pipeline's save (<see cref="SaveAsyncCore"/>'s plan, queue and commit protocol),
+    /// waited for. There is no second writer engine.
+    /// </summary>
+    /// <remarks>
+    /// How the wait avoids sync-over-async deadlock: the save's work never needs the caller's thread or context — every
+    /// await in the pipeline uses <c>ConfigureAwait(false)</c>, its blocking file-system calls run on Format's dedicated
+    /// <see cref="Format.BlockingIOThreads"/>, and device copies complete on the accelerators' own threads — so the caller
+    /// blocks on a <see cref="ManualResetEventSlim"/> set by the completion's continuation (a non-async primitive; no
+    /// <c>.Result</c>/<c>.Wait()</c> on a task).
+    /// </remarks>
+    internal void WriteCore(string prefix, CheckpointOptions options)
+    {
+        options.Freeze();
+        if (options.Compression is not null)
+        {
+            // Issue 14: LZ4-compressed saves take the bundle-writer stage (compressed sizes decide file offsets, which
+            // the ring pipeline plans before any byte moves); same commit protocol (BundleCommit), not the ring.
+            if (options.MultiWorker is not null)
+                throw new NotSupportedException("CheckpointOptions.Compression is not supported by multi-worker saves yet; convert the merged checkpoint with 'ckpt convert --compress'.");
+            var snapshot = ObjectGraphSnapshot.Build(Root, includeSlotVariables: true, options.WriteHasCheckpointValues);
+            WriteUnits(prefix, BuildUnits(snapshot), snapshot.Proto.ToByteArray(), options.ShardingPolicy, options.Compression);
+            foreach (var callback in options.WriteCallbacks) callback(prefix);
+            return;
+        }
+        if (Interlocked.Exchange(ref _queuing, 1) != 0)
+            throw new InvalidOperationException("A SaveAsync/WriteAsync call has not returned yet: await it before saving synchronously.");
+        SaveHandle handle;
+        try
+        {
+            var planned = PlanSave(prefix, options, onCommitted: null);
+            try
+            {
+                // The pipeline copies on a stream of its own: work already queued on the variables' streams must land first.
+                foreach (var accelerator in planned.Accelerators) accelerator.DefaultStream.Synchronize();
+                handle = Enqueue(planned, CancellationToken.None);
+            }
+            catch (Exception ex)
+            {
+                planned.ReleaseClones();
+                planned.OnFailed?.Invoke(ex);
+                throw;
+            }
+        }
+        finally
+        {
+            Volatile.Write(ref _queuing, 0);
+        }
+        WaitForCompletion(handle.Completion);
+        // Reported to the caller here; disposal must not report it a second time.
+        lock (_pipelineLock) _pendingSaves.Remove(handle);
+        if (handle.Completion.IsFaulted)
+            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(handle.Completion.Exception!.InnerException!);
+        if (handle.Completion.IsCanceled) throw new OperationCanceledException($"The save of {prefix} was cancelled.");
+    }
+
+    /// <summary>Blocks the calling thread until <paramref name="task"/> completes, on a non-async primitive (see <see cref="WriteCore"/>).</summary>
+    internal static void WaitForCompletion(Task task)
+    {
+        if (task.IsCompleted) return;
+        // Not disposed: the continuation may still be inside Set() when Wait() returns; without a wait handle
+        // allocated there is nothing to release.
+        var done = new ManualResetEventSlim();
+        _ = task.ContinueWith(static (_, state) => ((ManualResetEventSlim)state!).Set(), done, CancellationToken.None,
+            TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+        done.Wait();
+    }
+
+    /// <summary>A save whose plan is fixed, ready to queue.</summary>
+    private sealed record PlannedSave(CheckpointPipeline Pipeline, string WritePrefix, string CheckpointPrefix, SavePlan? Plan,
+        Accelerator[] Accelerators, Func<string, CancellationToken, ValueTask> OnCommitted, Action<Exception>? OnFailed, DeviceBuffer[] Clones)
+    {
+        /// <summary>Frees the plan-time snapshots (after the save finished, or when it was never queued).</summary>
+        public void ReleaseClones()
+        {
+            foreach (var clone in Clones) clone.Dispose();
+        }
+    }
+
+    /// <summary>Snapshots the object graph and fixes the save's plan (every read of host-side state happens here).</summary>
+    private PlannedSave PlanSave(string prefix, CheckpointOptions options, Func<string, CancellationToken, ValueTask>? onCommitted)
+    {
         Distributed.MultiWorkerSave? multiWorker = null;
         try
         {
@@ -119,7 +214,7 @@ public sealed partial class TrackableSaver : IAsyncDisposable
             var snapshot = ObjectGraphSnapshot.Build(Root, includeSlotVariables: true, options.WriteHasCheckpointValues);
             var graphBytes = snapshot.Proto.ToByteArray();
             var variables = SavedVariables(snapshot);
-            var pipeline = options.Pipeline ?? GetOrCreatePipeline(variables);
+            var pipeline = options.Pipeline ?? GetOrCreatePipeline(variables, options.IO);
             lock (_pipelineLock) if (!_pipelinesUsed.Contains(pipeline)) _pipelinesUsed.Add(pipeline);
             // Multi-worker: this worker writes only the units it owns, to its part; the protocol finishes after the part commits.
             IReadOnlyList<SaveUnit> units;
@@ -127,7 +222,7 @@ public sealed partial class TrackableSaver : IAsyncDisposable
             string? writePrefix;
             if (options.MultiWorker is { } worker)
             {
-                multiWorker = Distributed.MultiWorkerSave.Begin(worker, prefix, snapshot, graphBytes);
+                multiWorker = Distributed.MultiWorkerSave.Begin(worker, prefix, snapshot, graphBytes, options.Storage);
                 (units, planGraph, writePrefix) = (multiWorker.OwnedUnits, multiWorker.PartGraphBytes, multiWorker.PartPrefix);
             }
             else
@@ -135,15 +230,17 @@ public sealed partial class TrackableSaver : IAsyncDisposable
                 (units, planGraph, writePrefix) = (BuildUnits(snapshot), graphBytes, prefix);
             }
             SavePlan? plan = null;
+            DeviceBuffer[] clones = [];
             if (writePrefix is not null)
             {
                 var assignment = AssignShards(units, planGraph, options.ShardingPolicy);
                 var collector = new SaveItemCollector(pipeline.Accelerator);
                 for (var i = 0; i < units.Count; i++) units[i].Write(collector, assignment.ShardIds[i]);
                 if (planGraph is not null) collector.AddObjectGraph(planGraph, assignment.ShardIds[^1]);
+                clones = [.. collector.Clones];
                 plan = SavePlan.Create(collector.Items, assignment.ShardCount);
             }
-            // Callbacks get the prefix as the caller gave it, as in the synchronous path (never the part's).
+            // Callbacks get the prefix as the caller gave it (never the part's).
             var callbacks = options.WriteCallbacks;
             var multi = multiWorker;
             async ValueTask Committed(string _, CancellationToken ct)
@@ -153,12 +250,11 @@ public sealed partial class TrackableSaver : IAsyncDisposable
                 if (onCommitted is not null) await onCommitted(prefix, ct).ConfigureAwait(false);
             }
             var accelerators = variables.Select(v => v.Accelerator).Distinct().ToArray();
-            return QueueAsync(pipeline, writePrefix ?? prefix, prefix, plan, accelerators, Committed, multi is null ? null : multi.ReportFailure, cancellationToken);
+            return new PlannedSave(pipeline, writePrefix ?? prefix, prefix, plan, accelerators, Committed, multi is null ? null : multi.ReportFailure, clones);
         }
         catch (Exception ex)
         {
             multiWorker?.ReportFailure(ex);
-            Volatile.Write(ref _queuing, 0);
             throw;
         }
     }
@@ -170,36 +266,45 @@ public sealed partial class TrackableSaver : IAsyncDisposable
         foreach (var t in snapshot.Tensors)
         {
             if (t.Attribute is VariableSaveable v) variables.Add(v.Variable);
-            else if (t.Attribute is Distributed.PartitionedSaveable p) variables.AddRange(p.Owner.Parts.Select(part => part.Variable));
+            else if (t.Attribute is Distributed.Variables.PartitionedSaveable p) variables.AddRange(p.Owner.Parts.Select(part => part.Variable));
         }
         return [.. variables];
     }
 
     // plan: null for a save that writes no files here (a multi-worker save's worker that owns nothing: it only reports).
-    private async ValueTask<SaveHandle> QueueAsync(CheckpointPipeline pipeline, string prefix, string checkpointPrefix, SavePlan? plan, Accelerator[] accelerators,
-        Func<string, CancellationToken, ValueTask> onCommitted, Action<Exception>? onFailed, CancellationToken cancellationToken)
+    private async ValueTask<SaveHandle> QueueAsync(PlannedSave planned, CancellationToken cancellationToken)
     {
         try
         {
             if (QueueGateForTests is { } gate) await gate.WaitAsync(cancellationToken).ConfigureAwait(false);
             // The pipeline copies on a stream of its own: work already queued on the variables' streams must land first.
-            foreach (var accelerator in accelerators)
+            foreach (var accelerator in planned.Accelerators)
                 await accelerator.DefaultStream.SynchronizeAsync(cancellationToken).ConfigureAwait(false);
-            var handle = plan is null
-                ? pipeline.EnqueueCommitOnly(prefix, onCommitted, onFailed, cancellationToken)
-                : pipeline.SaveAsync(prefix, plan, onCommitted, onFailed, checkpointPrefix, cancellationToken);
-            Track(handle);
-            return handle;
+            return Enqueue(planned, cancellationToken);
         }
         catch (Exception ex)
         {
-            onFailed?.Invoke(ex);
+            planned.ReleaseClones();
+            planned.OnFailed?.Invoke(ex);
             throw;
         }
         finally
         {
             Volatile.Write(ref _queuing, 0);
         }
+    }
+
+    private SaveHandle Enqueue(PlannedSave p, CancellationToken cancellationToken)
+    {
+        var handle = p.Plan is null
+            ? p.Pipeline.EnqueueCommitOnly(p.WritePrefix, p.OnCommitted, p.OnFailed, cancellationToken)
+            : p.Pipeline.QueueSave(p.WritePrefix, p.Plan, p.OnCommitted, p.OnFailed, p.CheckpointPrefix, cancellationToken);
+        Track(handle);
+        // The snapshots are read by the copy engine until staging ends; freed when the save is finished (either way).
+        if (p.Clones.Length > 0)
+            _ = handle.Completion.ContinueWith(static (_, state) => ((PlannedSave)state!).ReleaseClones(), p,
+                CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+        return handle;
     }
 
     /// <summary>Remembers a queued save until it finishes (disposal reports the ones that fail after it began).</summary>
@@ -228,7 +333,7 @@ public sealed partial class TrackableSaver : IAsyncDisposable
     /// into a host cache bounded by <see cref="CheckpointPipelineOptions.RestoreCacheBudgetInBytes"/>; matching then copies
     /// each value from the cache into its variable — now for existing variables, at creation for variables created
     /// later (restore-on-create costs one host-to-device copy). Values over the budget are read on demand as in
-    /// <see cref="Restore"/>. Values of <see cref="Distributed.RemoteVariable"/> placeholders (another worker's) are not
+    /// <see cref="Restore"/>. Values of <see cref="Distributed.Variables.RemoteVariable"/> placeholders (another worker's) are not
     /// read; partitioned (sliced) values are read region by region on demand.
     /// </summary>
     /// <param name="savePath">Checkpoint prefix, or <see langword="null"/> for an initialization-only status.</param>
@@ -249,7 +354,7 @@ public sealed partial class TrackableSaver : IAsyncDisposable
         try
         {
             // Values are copied to their variables by the caller's own streams, so any accelerator can host the ring.
-            var pipeline = options.Pipeline ?? GetOrCreatePipeline(View.ListObjects().OfType<Variable>().ToArray());
+            var pipeline = options.Pipeline ?? GetOrCreatePipeline(View.ListObjects().OfType<Variable>().ToArray(), options.IO);
             session = pipeline.OpenRestore(inner.Prefix);
             // Issue 14 hook: compressed entries are read (and decompressed) on demand by the bundle reader, not prefetched raw.
             await session.PrefetchAsync(KeysToPrefetch(inner.Keys.Where(k => !inner.IsCompressed(k))), cancellationToken).ConfigureAwait(false);
@@ -266,18 +371,18 @@ public sealed partial class TrackableSaver : IAsyncDisposable
     }
 
     /// <summary>
-    /// Every key of the checkpoint except those of <see cref="Distributed.RemoteVariable"/> placeholders in the live tree:
+    /// Every key of the checkpoint except those of <see cref="Distributed.Variables.RemoteVariable"/> placeholders in the live tree:
     /// another worker holds and restores those (model parallelism), so reading them here would cost this worker's disk
     /// bandwidth and cache memory for nothing. Keys of objects not created yet stay in (restore-on-create).
     /// </summary>
     private IEnumerable<string> KeysToPrefetch(IEnumerable<string> checkpointKeys)
     {
         var remote = ObjectGraphSnapshot.Build(Root, includeSlotVariables: true).Tensors
-            .Where(t => t.Attribute is Distributed.RemoteVariable.RemoteSaveable).Select(t => t.Key).ToHashSet(StringComparer.Ordinal);
+            .Where(t => t.Attribute is Distributed.Variables.RemoteVariable.RemoteSaveable).Select(t => t.Key).ToHashSet(StringComparer.Ordinal);
         return remote.Count == 0 ? checkpointKeys : checkpointKeys.Where(k => !remote.Contains(k));
     }
 
-    private CheckpointPipeline GetOrCreatePipeline(Variable[] variables)
+    private CheckpointPipeline GetOrCreatePipeline(Variable[] variables, CheckpointPipelineOptions? io)
     {
         lock (_pipelineLock)
         {
@@ -288,7 +393,7 @@ public sealed partial class TrackableSaver : IAsyncDisposable
             var accelerator = variables.Length > 0
                 ? variables.GroupBy(v => v.Accelerator).MaxBy(g => g.Sum(v => v.LengthInBytes))!.Key
                 : (_ownedAccelerator ??= Accelerator.Create(AcceleratorKind.Cpu));
-            return _ownedPipeline = new CheckpointPipeline(accelerator);
+            return _ownedPipeline = new CheckpointPipeline(accelerator, io);
         }
     }
 
@@ -307,7 +412,8 @@ public sealed partial class TrackableSaver : IAsyncDisposable
             owned = _ownedPipeline;
             _ownedPipeline = null;
             _pipelinesUsed.Clear();
-            pending = [.. _pendingSaves];
+            // Saves already finished were reported through their handles; only those still queued count here.
+            pending = [.. _pendingSaves.Where(h => !h.Completion.IsCompleted)];
         }
         foreach (var handle in pending)
         {
@@ -339,7 +445,8 @@ public sealed partial class TrackableSaver : IAsyncDisposable
             _ownedPipeline = null;
             used = [.. _pipelinesUsed];
             _pipelinesUsed.Clear();
-            pending = [.. _pendingSaves];
+            // Saves already finished were reported through their handles; only those still queued count here.
+            pending = [.. _pendingSaves.Where(h => !h.Completion.IsCompleted)];
         }
         try
         {

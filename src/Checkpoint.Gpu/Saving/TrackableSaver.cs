@@ -14,8 +14,9 @@ namespace CheckpointGpu;
 /// <remarks>
 /// <para><b>What a save writes</b> (spec §6.5, §4.1): every tensor of every reachable object under
 /// <c>&lt;path&gt;/.ATTRIBUTES/&lt;name&gt;</c> in node-id order, then the serialized object graph under
-/// <c>_CHECKPOINTABLE_OBJECT_GRAPH</c>, last. The data files are committed before the index (temporary names, flush,
-/// rename; the index rename is the commit point). The saver never touches the <c>checkpoint</c> state file.</para>
+/// <c>_CHECKPOINTABLE_OBJECT_GRAPH</c>, last. Every save — synchronous or not — is the IO pipeline's save (the synchronous
+/// forms wait for it), committed through Format's <see cref="BundleCommit"/> (temporary names, fsyncs, renames, the index
+/// rename is the commit point, directory fsync). The saver never touches the <c>checkpoint</c> state file.</para>
 /// <para><b>Root difference.</b> Node 0 is the root given here. <c>new Checkpoint(("model", m))</c> makes keys
 /// <c>model/dense/kernel/...</c>; <c>SaveWeights(m, path)</c> makes <c>dense/kernel/...</c>. The two layouts restore
 /// only into a tree with the same root.</para>
@@ -101,9 +102,17 @@ public sealed partial class TrackableSaver
     /// <exception cref="IOException">Writing failed.</exception>
     public static string SaveWeights(Trackable root, string filePath, CheckpointOptions? options = null)
     {
-        var path = new TrackableSaver(root).Save(filePath, 0, options);
-        UpdateStateFile(path);
-        return path;
+        var saver = new TrackableSaver(root);
+        try
+        {
+            var path = saver.Save(filePath, 0, options);
+            UpdateStateFile(path, (options ?? CheckpointOptions.Default).Storage);
+            return path;
+        }
+        finally
+        {
+            saver.DisposePipelinesAndWait();
+        }
     }
 
     /// <summary>
@@ -119,31 +128,12 @@ public sealed partial class TrackableSaver
         new TrackableSaver(root).Restore(filePath, options).AssertNontrivialMatch();
 
     /// <summary>TF's <c>Checkpoint.save</c> state update: only fields 1–2, one relative path.</summary>
-    internal static void UpdateStateFile(string prefix)
+    internal static void UpdateStateFile(string prefix, IShardStorage storage)
     {
         var full = Path.GetFullPath(prefix);
         var dir = Path.GetDirectoryName(full)!;
         var relative = Path.GetRelativePath(dir, full);
-        CheckpointStateFile.Write(dir, new Format.CheckpointState(relative));
-    }
-
-    internal void WriteCore(string prefix, CheckpointOptions options)
-    {
-        options.Freeze();
-        var snapshot = ObjectGraphSnapshot.Build(Root, includeSlotVariables: true, options.WriteHasCheckpointValues);
-        var graphBytes = snapshot.Proto.ToByteArray();
-        if (options.MultiWorker is { } worker)
-        {
-            // Each worker writes the tensors it owns to <prefix>_temp/part-r-of-N; the chief merges and publishes.
-            if (options.Compression is not null)   // issue 14 hook
-                throw new NotSupportedException("CheckpointOptions.Compression is not supported by multi-worker saves yet; convert the merged checkpoint with 'ckpt convert --compress'.");
-            Distributed.MultiWorkerSave.Run(worker, prefix, snapshot, graphBytes, options);
-        }
-        else
-        {
-            WriteUnits(prefix, BuildUnits(snapshot), graphBytes, options.ShardingPolicy, options.Compression);
-        }
-        foreach (var callback in options.WriteCallbacks) callback(prefix);
+        BundleCommit.PublishState(dir, new Format.CheckpointState(relative), storage);
     }
 
     /// <summary>One piece of a save: a tensor (or one slice of a partitioned tensor) and how to write it.</summary>
@@ -171,7 +161,7 @@ public sealed partial class TrackableSaver
         foreach (var u in units)
             offered.Add(new ShardableTensor(u.Key, DType.Invalid, TensorShape.Scalar, u.EstimatedSizeInBytes));
         if (graphBytes is not null)
-            offered.Add(new ShardableTensor(CheckpointNames.ObjectGraph, DType.String, TensorShape.Scalar, graphBytes.Length));
+            offered.Add(new ShardableTensor(CheckpointKeys.ObjectGraph, DType.String, TensorShape.Scalar, graphBytes.Length));
         var assignment = policy.AssignShards(offered);
         ValidateAssignment(assignment, offered.Count);
         return assignment;
@@ -180,7 +170,9 @@ public sealed partial class TrackableSaver
     /// <summary>
     /// The write seam shared by single-process and multi-worker saves: writes <paramref name="units"/> (in order) and,
     /// when <paramref name="graphBytes"/> is given, the object graph last, as one bundle at <paramref name="prefix"/>
-    /// with data files chosen by <paramref name="policy"/> (commit protocol of <see cref="TensorBundleWriter"/>).
+    /// with data files chosen by <paramref name="policy"/>, through the bundle-writer stage (<see cref="TensorBundleWriter"/>,
+    /// published by <see cref="BundleCommit"/>). Used only where the ring pipeline cannot go yet: LZ4-compressed saves
+    /// (compressed sizes decide file offsets, which the pipeline plans up front) and the fresh part of incremental saves.
     /// </summary>
     internal static void WriteUnits(string prefix, IReadOnlyList<SaveUnit> units, byte[]? graphBytes, IShardingPolicy policy,
         BundleCompressionOptions? compression = null, bool flushToDisk = true)
@@ -194,7 +186,7 @@ public sealed partial class TrackableSaver
         var writer = new BundleTensorWriter(bundle);
         for (var i = 0; i < units.Count; i++) units[i].Write(writer, assignment.ShardIds[i]);
         // The object graph goes last (TF's data-file order, spec §4.1).
-        if (graphBytes is not null) bundle.AddStrings(CheckpointNames.ObjectGraph, TensorShape.Scalar, [graphBytes], assignment.ShardIds[^1]);
+        if (graphBytes is not null) bundle.AddStrings(CheckpointKeys.ObjectGraph, TensorShape.Scalar, [graphBytes], assignment.ShardIds[^1]);
         bundle.Finish();
     }
 
@@ -278,11 +270,11 @@ public sealed partial class TrackableSaver
             catch (InvalidProtocolBufferException ex)
             {
                 throw new CheckpointFormatException(CheckpointFormatError.MalformedProto, BundleNaming.IndexFile(savePath),
-                    "the object graph cannot be parsed as a TrackableObjectGraph", CheckpointNames.ObjectGraph, innerException: ex);
+                    "the object graph cannot be parsed as a TrackableObjectGraph", CheckpointKeys.ObjectGraph, innerException: ex);
             }
             if (graph.Nodes.Count == 0)
                 throw new CheckpointFormatException(CheckpointFormatError.MalformedProto, BundleNaming.IndexFile(savePath),
-                    "the object graph has no nodes", CheckpointNames.ObjectGraph);
+                    "the object graph has no nodes", CheckpointKeys.ObjectGraph);
             coordinator = new RestoreCoordinator(savePath, reader, Reopen, graph, options, Log);
             new CheckpointPosition(coordinator, 0).Restore(Root);
             return new CheckpointLoadStatus(coordinator, View);

@@ -49,7 +49,7 @@ public abstract class SaveableValue
 }
 
 /// <summary>A <see cref="SaveableValue"/> backed by a variable's device buffer.</summary>
-internal sealed class VariableSaveable(Variable variable) : SaveableValue(CheckpointNames.VariableValue, variable.Name)
+internal sealed class VariableSaveable(Variable variable) : SaveableValue(CheckpointKeys.VariableValue, variable.Name)
 {
     public Variable Variable { get; } = variable;
 

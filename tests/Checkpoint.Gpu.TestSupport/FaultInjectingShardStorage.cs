@@ -1,10 +1,13 @@
-namespace CheckpointGpu.Pipeline;
+using CheckpointGpu.Format;
+
+namespace CheckpointGpu.TestSupport;
 
 /// <summary>
 /// A decorator over another <see cref="IShardStorage"/> that injects failures (FASTER's
 /// <c>SimulatedFlakyDevice</c>, STYLE B6): fail the Nth write, write short, run out of space after a byte
 /// budget, delay writes, fail or hang the writes of chosen files, or fail a flush or a rename; it also counts the bytes
-/// read. For tests and failure drills; never for production.
+/// read. Test code (moved out of the library): every writer's files go through the storage seam, so one decorator
+/// reaches every step of the commit protocol (<see cref="BundleCommit"/>) on every save path.
 /// </summary>
 /// <remarks>Thread-safe: counters are updated atomically. Settings may be changed between saves.</remarks>
 public sealed class FaultInjectingShardStorage : IShardStorage
@@ -53,6 +56,18 @@ public sealed class FaultInjectingShardStorage : IShardStorage
     /// <summary>Fails <see cref="Move"/> when the destination path matches (e.g. the <c>.index</c>: "crash after data, before the commit point"); null disables.</summary>
     public Func<string, bool>? FailMoveWhen { get; set; }
 
+    /// <summary>Fails <see cref="IShardStorage.CreateForWrite"/> of paths that match; null disables.</summary>
+    public Func<string, bool>? FailCreateWhen { get; set; }
+
+    /// <summary>Fails <see cref="Delete"/> of paths that match (e.g. removing a stale index, or pruning); null disables.</summary>
+    public Func<string, bool>? FailDeleteWhen { get; set; }
+
+    /// <summary>Fails <see cref="FlushDirectory"/> of directories that match; null disables.</summary>
+    public Func<string, bool>? FailFlushDirectoryWhen { get; set; }
+
+    /// <summary>Every storage operation, in order: <c>create</c>, <c>write</c>, <c>flush</c>, <c>move</c>, <c>delete</c>, <c>flushdir</c>, with its path.</summary>
+    public System.Collections.Concurrent.ConcurrentQueue<(string Operation, string Path)> Operations { get; } = new();
+
     /// <summary>Writes seen so far (all files).</summary>
     public long WriteCount => Interlocked.Read(ref _writeCount);
 
@@ -73,6 +88,8 @@ public sealed class FaultInjectingShardStorage : IShardStorage
     /// <inheritdoc/>
     public IShardFile CreateForWrite(string path, bool preferDirectIO)
     {
+        Operations.Enqueue(("create", path));
+        if (FailCreateWhen?.Invoke(path) == true) throw new IOException($"{Path.GetFileName(path)}: injected create failure.");
         var file = _inner.CreateForWrite(path, preferDirectIO);
         CreatedPaths.Enqueue(path);
         return new FaultyFile(this, file);
@@ -84,19 +101,30 @@ public sealed class FaultInjectingShardStorage : IShardStorage
     /// <inheritdoc/>
     public void Move(string sourcePath, string destinationPath)
     {
+        Operations.Enqueue(("move", destinationPath));
         if (FailMoveWhen?.Invoke(destinationPath) == true)
             throw new IOException($"{Path.GetFileName(destinationPath)}: injected rename failure.");
         _inner.Move(sourcePath, destinationPath);
     }
 
     /// <inheritdoc/>
-    public void Delete(string path) => _inner.Delete(path);
+    public void Delete(string path)
+    {
+        Operations.Enqueue(("delete", path));
+        if (FailDeleteWhen?.Invoke(path) == true) throw new IOException($"{Path.GetFileName(path)}: injected delete failure.");
+        _inner.Delete(path);
+    }
 
     /// <inheritdoc/>
     public bool Exists(string path) => _inner.Exists(path);
 
     /// <inheritdoc/>
-    public void FlushDirectory(string directory) => _inner.FlushDirectory(directory);
+    public void FlushDirectory(string directory)
+    {
+        Operations.Enqueue(("flushdir", directory));
+        if (FailFlushDirectoryWhen?.Invoke(directory) == true) throw new IOException($"{directory}: injected directory flush failure.");
+        _inner.FlushDirectory(directory);
+    }
 
     private sealed class FaultyFile(FaultInjectingShardStorage owner, IShardFile inner) : IShardFile
     {
@@ -109,6 +137,7 @@ public sealed class FaultInjectingShardStorage : IShardStorage
         public async ValueTask WriteAsync(ReadOnlyMemory<byte> data, long fileOffset, CancellationToken cancellationToken)
         {
             var n = Interlocked.Increment(ref owner._writeCount);
+            owner.Operations.Enqueue(("write", Path));
             if (owner.WriteDelay > TimeSpan.Zero) await Task.Delay(owner.WriteDelay, cancellationToken).ConfigureAwait(false);
             if (owner.FailWriteWhen?.Invoke(Path) == true)
                 throw new IOException($"{System.IO.Path.GetFileName(Path)}: injected write failure at offset {fileOffset} (FailWriteWhen).");
@@ -132,6 +161,27 @@ public sealed class FaultInjectingShardStorage : IShardStorage
             await inner.WriteAsync(data, fileOffset, cancellationToken).ConfigureAwait(false);
         }
 
+        public void Write(ReadOnlySpan<byte> data, long fileOffset)
+        {
+            var n = Interlocked.Increment(ref owner._writeCount);
+            owner.Operations.Enqueue(("write", Path));
+            if (owner.WriteDelay > TimeSpan.Zero) Thread.Sleep(owner.WriteDelay);
+            if (owner.FailWriteWhen?.Invoke(Path) == true)
+                throw new IOException($"{System.IO.Path.GetFileName(Path)}: injected write failure at offset {fileOffset} (FailWriteWhen).");
+            if (n == owner.FailWriteNumber)
+                throw new IOException($"{System.IO.Path.GetFileName(Path)}: injected write failure (write #{n}, offset {fileOffset}, length {data.Length} bytes).");
+            if (n == owner.ShortWriteNumber)
+            {
+                var half = data.Length / 2;
+                if (half > 0) inner.Write(data[..half], fileOffset);
+                throw new IOException($"{System.IO.Path.GetFileName(Path)}: injected short write (wrote {half} of {data.Length} bytes at offset {fileOffset}).");
+            }
+            var total = Interlocked.Add(ref owner._bytesWritten, data.Length);
+            if (owner.DiskCapacityInBytes >= 0 && total > owner.DiskCapacityInBytes)
+                throw new IOException($"{System.IO.Path.GetFileName(Path)}: No space left on device (injected ENOSPC at offset {fileOffset}).", 28);
+            inner.Write(data, fileOffset);
+        }
+
         public async ValueTask<int> ReadAsync(Memory<byte> buffer, long fileOffset, CancellationToken cancellationToken)
         {
             var n = await inner.ReadAsync(buffer, fileOffset, cancellationToken).ConfigureAwait(false);
@@ -143,6 +193,7 @@ public sealed class FaultInjectingShardStorage : IShardStorage
 
         public void FlushToDisk()
         {
+            owner.Operations.Enqueue(("flush", Path));
             if (owner.FailFlushWhen?.Invoke(Path) == true)
                 throw new IOException($"{System.IO.Path.GetFileName(Path)}: injected flush failure.");
             inner.FlushToDisk();

@@ -48,7 +48,7 @@ public sealed class CheckpointMetadata
         byte[]? graph = null;
         using (var reader = TensorBundleReader.OpenWithIndex(index))
         {
-            if (reader.TryGetEntry(CheckpointNames.ObjectGraph, out var entry))
+            if (reader.TryGetEntry(CheckpointKeys.ObjectGraph, out var entry))
             {
                 if (entry.DType != DType.String || entry.Shape.Rank != 0)
                     throw new CheckpointFormatException(CheckpointFormatError.MalformedProto, indexPath, "the object graph entry is not a DT_STRING scalar", entry.Key);

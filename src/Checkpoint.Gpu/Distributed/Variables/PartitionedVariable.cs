@@ -2,7 +2,7 @@ using CheckpointGpu.Devices;
 using CheckpointGpu.Format;
 using CheckpointGpu.IO;
 
-namespace CheckpointGpu.Distributed;
+namespace CheckpointGpu.Distributed.Variables;
 
 /// <summary>
 /// A logical tensor split into rectangular slices spread over workers (TF1's <c>PartitionedVariable</c> /
@@ -125,7 +125,7 @@ public sealed class PartitionedVariable : Trackable, IDisposable
 }
 
 /// <summary>The <c>VARIABLE_VALUE</c> attribute of a <see cref="PartitionedVariable"/>: one slice per local part.</summary>
-internal sealed class PartitionedSaveable(PartitionedVariable owner) : SaveableValue(CheckpointNames.VariableValue, owner.Name)
+internal sealed class PartitionedSaveable(PartitionedVariable owner) : SaveableValue(CheckpointKeys.VariableValue, owner.Name)
 {
     public PartitionedVariable Owner { get; } = owner;
 

@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using CheckpointGpu.Distributed.Variables;
 
 namespace CheckpointGpu.Distributed;
 

@@ -43,13 +43,15 @@ internal sealed class FileSystemCoordination(WorkerContext worker) : IWorkerCoor
         if (generation > 2) CoordinationFiles.TryDelete(Name(generation - 2, Rank));
         var clock = Stopwatch.StartNew();
         var delay = s_firstDelay;
+        using var signal = new DirectoryChangeSignal(worker.CoordinationDirectory);
         while (true)
         {
+            var seen = signal.Version;
             var missing = Enumerable.Range(0, WorldSize).Where(r => !File.Exists(Name(generation, r))).ToArray();
             if (missing.Length == 0) return true;
             if (clock.Elapsed >= timeout)
                 throw new TimeoutException($"Barrier {generation} in {worker.CoordinationDirectory}: rank(s) {string.Join(", ", missing)} did not arrive within {Seconds(timeout)} s.");
-            await DelayAsync(delay, async, cancellationToken).ConfigureAwait(false);
+            await signal.WaitAsync(seen, delay, async, cancellationToken).ConfigureAwait(false);
             delay = TimeSpan.FromTicks(Math.Min(delay.Ticks * 2, s_maxDelay.Ticks));
         }
     }
@@ -68,8 +70,10 @@ internal sealed class FileSystemCoordination(WorkerContext worker) : IWorkerCoor
         var reports = new WorkerReport?[WorldSize];
         var clock = Stopwatch.StartNew();
         var delay = s_firstDelay;
+        using var signal = new DirectoryChangeSignal(worker.CoordinationDirectory);
         while (true)
         {
+            var seen = signal.Version;
             var failed = false;
             for (var r = 0; r < reports.Length; r++)
             {
@@ -86,7 +90,7 @@ internal sealed class FileSystemCoordination(WorkerContext worker) : IWorkerCoor
                 failed |= !reports[r]!.Succeeded;
             }
             if (failed || reports.All(r => r is not null) || clock.Elapsed >= round.Timeout) return reports;
-            await DelayAsync(delay, async, cancellationToken).ConfigureAwait(false);
+            await signal.WaitAsync(seen, delay, async, cancellationToken).ConfigureAwait(false);
             delay = TimeSpan.FromTicks(Math.Min(delay.Ticks * 2, s_maxDelay.Ticks));
         }
     }
@@ -134,8 +138,10 @@ internal sealed class FileSystemCoordination(WorkerContext worker) : IWorkerCoor
         }
         var clock = Stopwatch.StartNew();
         var delay = s_firstDelay;
+        using var signal = new DirectoryChangeSignal(worker.CoordinationDirectory);
         while (true)
         {
+            var seen = signal.Version;
             if (files.TryReadVerdict(out var found))
             {
                 if (found.Status != CompletionMarker.Published) CoordinationFiles.TryDelete(files.WorkerMarker(Rank));
@@ -146,7 +152,7 @@ internal sealed class FileSystemCoordination(WorkerContext worker) : IWorkerCoor
                 throw new MultiWorkerCheckpointException(
                     $"{round.Prefix}: worker {Rank} got no verdict from the chief (rank 0) after {Seconds(2 * round.Timeout)} s; the checkpoint may or may not be published.",
                     round.Prefix, [0], []);
-            await DelayAsync(delay, async, cancellationToken).ConfigureAwait(false);
+            await signal.WaitAsync(seen, delay, async, cancellationToken).ConfigureAwait(false);
             delay = TimeSpan.FromTicks(Math.Min(delay.Ticks * 2, s_maxDelay.Ticks));
         }
     }
@@ -197,17 +203,6 @@ internal sealed class FileSystemCoordination(WorkerContext worker) : IWorkerCoor
     {
         if (!task.IsCompleted) throw new UnreachableException("The synchronous coordination yielded.");
         return task.GetAwaiter().GetResult();
-    }
-
-    private static async ValueTask DelayAsync(TimeSpan delay, bool async, CancellationToken cancellationToken)
-    {
-        if (async)
-        {
-            await Task.Delay(delay, cancellationToken).ConfigureAwait(false);
-            return;
-        }
-        cancellationToken.ThrowIfCancellationRequested();
-        Thread.Sleep(delay);
     }
 
     private static string Seconds(TimeSpan t) => t.TotalSeconds.ToString("0.###", CultureInfo.InvariantCulture);

@@ -1,11 +1,10 @@
-using CheckpointGpu.Pipeline.Interop;
 using Microsoft.Win32.SafeHandles;
 
-namespace CheckpointGpu.Pipeline;
+namespace CheckpointGpu.Format;
 
 /// <summary>
 /// <see cref="IShardStorage"/> on the local file system: <see cref="RandomAccess"/> positional IO on
-/// <see cref="SafeFileHandle"/>s, <c>O_DIRECT</c> through <c>open(2)</c> on Linux with a clean fallback to
+/// <see cref="SafeFileHandle"/>s (the asynchronous forms run the blocking calls on <see cref="BlockingIOThreads.Shared"/>), <c>O_DIRECT</c> through <c>open(2)</c> on Linux with a clean fallback to
 /// buffered IO when the file system answers EINVAL (tmpfs, some FUSE and network file systems).
 /// </summary>
 /// <remarks>Stateless and thread-safe; use <see cref="Instance"/>.</remarks>
@@ -20,11 +19,11 @@ public sealed class LocalShardStorage : IShardStorage
     public IShardFile CreateForWrite(string path, bool preferDirectIO)
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
-        if (preferDirectIO && LibC.IsLinux && Volatile.Read(ref _directUnsupported) == 0)
+        if (preferDirectIO && PosixFiles.IsLinux && Volatile.Read(ref _directUnsupported) == 0)
         {
-            var handle = LibC.TryCreateDirect(path, out var errno);
+            var handle = PosixFiles.TryCreateDirect(path, out var errno);
             if (handle is not null) return new LocalShardFile(path, handle, isDirect: true);
-            if (errno != LibC.EINVAL)
+            if (errno != PosixFiles.EINVAL)
                 throw new IOException($"{path}: cannot create the file with O_DIRECT (errno {errno}).");
             // EINVAL: this file system refuses O_DIRECT. open(O_CREAT) may have created the file before failing.
             Volatile.Write(ref _directUnsupported, 1);
@@ -39,11 +38,11 @@ public sealed class LocalShardStorage : IShardStorage
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
         if (!File.Exists(path)) throw new FileNotFoundException($"{System.IO.Path.GetFileName(path)}: data file not found [{path}].", path);
-        if (preferDirectIO && LibC.IsLinux && Volatile.Read(ref _directUnsupported) == 0)
+        if (preferDirectIO && PosixFiles.IsLinux && Volatile.Read(ref _directUnsupported) == 0)
         {
-            var handle = LibC.TryOpenDirectRead(path, out var errno);
+            var handle = PosixFiles.TryOpenDirectRead(path, out var errno);
             if (handle is not null) return new LocalShardFile(path, handle, isDirect: true);
-            if (errno != LibC.EINVAL) throw new IOException($"{path}: cannot open the file with O_DIRECT (errno {errno}).");
+            if (errno != PosixFiles.EINVAL) throw new IOException($"{path}: cannot open the file with O_DIRECT (errno {errno}).");
             Volatile.Write(ref _directUnsupported, 1);
         }
         var h = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.Read | FileShare.Delete, FileOptions.Asynchronous);
@@ -60,7 +59,7 @@ public sealed class LocalShardStorage : IShardStorage
     public bool Exists(string path) => File.Exists(path);
 
     /// <inheritdoc/>
-    public void FlushDirectory(string directory) => LibC.FSyncDirectory(directory);
+    public void FlushDirectory(string directory) => PosixFiles.FSyncDirectory(directory);
 
     private static void TryDeleteQuietly(string path)
     {
@@ -77,15 +76,39 @@ public sealed class LocalShardStorage : IShardStorage
 
         public long Length => RandomAccess.GetLength(handle);
 
+        // Blocking pwrite/pread on the dedicated IO threads, not on thread-pool workers (see BlockingIOThreads).
         public ValueTask WriteAsync(ReadOnlyMemory<byte> data, long fileOffset, CancellationToken cancellationToken) =>
-            RandomAccess.WriteAsync(handle, data, fileOffset, cancellationToken);
+            new(BlockingIOThreads.Shared.Run(() => Write(data.Span, fileOffset), cancellationToken));
+
+        public void Write(ReadOnlySpan<byte> data, long fileOffset)
+        {
+            try
+            {
+                RandomAccess.Write(handle, data, fileOffset);
+            }
+            catch (IOException ex)
+            {
+                // Name the file and offset (the runtime's message for ENOSPC/EIO names neither); keep the errno in HResult.
+                throw new IOException($"{Path}: writing {data.Length} bytes at offset {fileOffset} failed: {ex.Message}", ex) { HResult = ex.HResult };
+            }
+        }
 
         public ValueTask<int> ReadAsync(Memory<byte> buffer, long fileOffset, CancellationToken cancellationToken) =>
-            RandomAccess.ReadAsync(handle, buffer, fileOffset, cancellationToken);
+            new(BlockingIOThreads.Shared.Run(() => RandomAccess.Read(handle, buffer.Span, fileOffset), cancellationToken));
 
         public void SetLength(long lengthInBytes) => RandomAccess.SetLength(handle, lengthInBytes);
 
-        public void FlushToDisk() => RandomAccess.FlushToDisk(handle);
+        public void FlushToDisk()
+        {
+            try
+            {
+                RandomAccess.FlushToDisk(handle);
+            }
+            catch (IOException ex)
+            {
+                throw new IOException($"{Path}: fsync failed: {ex.Message}", ex) { HResult = ex.HResult };
+            }
+        }
 
         public void Dispose() => handle.Dispose();
     }

@@ -2,25 +2,21 @@ using CheckpointGpu.Format.Protos;
 
 namespace CheckpointGpu.Format;
 
-/// <summary>
-/// Readable names for the nodes of a <see cref="TrackableObjectGraph"/>, as TensorFlow prints them
-/// (<c>ObjectGraphProtoPrettyPrinter.node_names</c> in <c>tensorflow/python/checkpoint/checkpoint.py</c>):
-/// <c>(root).model.layer_with_weights-0.kernel</c>.
-/// </summary>
-/// <remarks>
-/// Each node gets the first path found breadth-first from node 0 over <c>children</c> edges (the rule TF also uses
-/// to assign checkpoint keys, spec §6.3). Slot-variable nodes, which have no incoming child edge, are named
-/// <c>&lt;optimizer&gt;'s state 'm' for &lt;variable&gt;</c>; nodes reachable by neither are
-/// <c>(unreachable node N)</c>. Out-of-range node ids are skipped (readers report them separately). Stateless and
-/// thread-safe.
-/// </remarks>
-public static class ObjectGraphNames
+// Node display names (TF's ObjectGraphProtoPrettyPrinter), part of the one key-grammar class.
+public static partial class CheckpointKeys
 {
-    /// <summary>Computes one name per node, indexed by node id.</summary>
+    /// <summary>
+    /// Readable names for the nodes of a <see cref="TrackableObjectGraph"/>, as TensorFlow prints them
+    /// (<c>ObjectGraphProtoPrettyPrinter.node_names</c> in <c>tensorflow/python/checkpoint/checkpoint.py</c>):
+    /// <c>(root).model.layer_with_weights-0.kernel</c>; one per node, indexed by node id. Each node gets the first path found
+    /// breadth-first from node 0 over <c>children</c> edges (the rule TF also uses to assign checkpoint keys, spec §6.3);
+    /// slot-variable nodes are named <c>&lt;optimizer&gt;'s state 'm' for &lt;variable&gt;</c>; nodes reachable by neither
+    /// <c>(unreachable node N)</c>; out-of-range node ids are skipped.
+    /// </summary>
     /// <param name="graph">The object graph.</param>
     /// <returns>An array with <c>graph.Nodes.Count</c> names.</returns>
     /// <exception cref="ArgumentNullException"><paramref name="graph"/> is null.</exception>
-    public static string[] Compute(TrackableObjectGraph graph)
+    public static string[] NodeDisplayNames(TrackableObjectGraph graph)
     {
         ArgumentNullException.ThrowIfNull(graph);
         var names = new string?[graph.Nodes.Count];

@@ -3,21 +3,21 @@ using System.Globalization;
 using System.Security.Cryptography;
 using CheckpointGpu.Format;
 using CheckpointGpu.Pipeline;
+using CheckpointGpu.Distributed.Variables;
 
 namespace CheckpointGpu.Distributed;
 
 /// <summary>
 /// One attempt of a multi-worker save, run by every worker (protocol on <see cref="WorkerContext"/>): decide what this
-/// worker owns (<see cref="Begin"/>), write that part (the synchronous writer in <see cref="Run"/>, the IO pipeline in
-/// <see cref="TrackableSaver.SaveAsync"/>), then <see cref="FinishAsync"/>: report, and — on the chief — wait, verify,
+/// worker owns (<see cref="Begin"/>), write that part (through the IO pipeline, for synchronous and asynchronous saves
+/// alike), then <see cref="FinishAsync"/>: report, and — on the chief — wait, verify,
 /// merge, publish; or abort cleanly. A failure before the report goes through <see cref="ReportFailure"/>.
 /// </summary>
 /// <remarks>
-/// Sync and async saves share this one protocol. <see cref="FinishAsync"/> takes an <c>async</c> flag (the pattern of
-/// the .NET runtime's own sync/async code paths): with <see langword="false"/> every wait is a
-/// <see cref="Thread.Sleep(TimeSpan)"/> and the returned task is already complete when the method returns, so the
-/// synchronous save never blocks on an incomplete task; with <see langword="true"/> the waits are
-/// <see cref="Task.Delay(TimeSpan, CancellationToken)"/> and no thread is held while other workers finish.
+/// Sync and async saves share this one protocol and both run it asynchronously: <see cref="FinishAsync"/> is the
+/// IO pipeline's <c>onCommitted</c> step, which runs after the part's commit, off the pipeline's ring (the next save may
+/// stream meanwhile) and in save order; waits for other workers are signalled (<see cref="DirectoryChangeSignal"/>, or MPI)
+/// with no thread held. The <c>async</c> flag remains for coordinations whose synchronous forms are used elsewhere.
 /// </remarks>
 internal sealed class MultiWorkerSave
 {
@@ -53,6 +53,9 @@ internal sealed class MultiWorkerSave
     /// <summary>The save units this worker owns, in data order.</summary>
     public IReadOnlyList<TrackableSaver.SaveUnit> OwnedUnits { get; }
 
+    /// <summary>The storage seam the merge (the one commit protocol) and the part's directory flush go through.</summary>
+    public IShardStorage Storage { get; private init; } = LocalShardStorage.Instance;
+
     /// <summary>The object graph for the part (chief only: the graph is written once), or null.</summary>
     public byte[]? PartGraphBytes { get; }
 
@@ -61,7 +64,7 @@ internal sealed class MultiWorkerSave
     /// variable), asks the ownership policy, and fixes the part's name and the marker this worker will report.
     /// </summary>
     /// <exception cref="InvalidOperationException">The ownership policy returned a wrong count or an out-of-range rank.</exception>
-    public static MultiWorkerSave Begin(WorkerContext worker, string prefix, ObjectGraphSnapshot snapshot, byte[] graphBytes)
+    public static MultiWorkerSave Begin(WorkerContext worker, string prefix, ObjectGraphSnapshot snapshot, byte[] graphBytes, IShardStorage storage)
     {
         var fullPrefix = Path.GetFullPath(prefix);
         var coordination = worker.EffectiveCoordination;
@@ -116,26 +119,7 @@ internal sealed class MultiWorkerSave
             EntryCount = mine.Count + (worker.IsChief ? 1 : 0),
             BytesWritten = bytes,
         };
-        return new MultiWorkerSave(worker, coordination, round, snapshot, graphHash, partPrefix, mine, worker.IsChief ? graphBytes : null, report);
-    }
-
-    /// <summary>The synchronous save: writes the part with <see cref="TrackableSaver.WriteUnits"/>, then finishes the protocol on this thread.</summary>
-    public static void Run(WorkerContext worker, string prefix, ObjectGraphSnapshot snapshot, byte[] graphBytes, CheckpointOptions options)
-    {
-        var save = Begin(worker, prefix, snapshot, graphBytes);
-        try
-        {
-            if (save.PartPrefix is { } part) TrackableSaver.WriteUnits(part, save.OwnedUnits, save.PartGraphBytes, options.ShardingPolicy);
-        }
-        catch (Exception ex)
-        {
-            save.ReportFailure(ex);
-            throw;
-        }
-        var finish = save.FinishAsync(async: false, CancellationToken.None);
-        // With async: false no wait yields, so the task is complete here; anything else is a bug in FinishAsync.
-        if (!finish.IsCompleted) throw new UnreachableException("The synchronous multi-worker protocol yielded.");
-        finish.GetAwaiter().GetResult();
+        return new MultiWorkerSave(worker, coordination, round, snapshot, graphHash, partPrefix, mine, worker.IsChief ? graphBytes : null, report) { Storage = storage };
     }
 
     /// <summary>
@@ -170,7 +154,7 @@ internal sealed class MultiWorkerSave
     /// <exception cref="OperationCanceledException">Cancelled while waiting.</exception>
     public async Task FinishAsync(bool async, CancellationToken cancellationToken)
     {
-        if (PartPrefix is not null) LocalShardStorage.Instance.FlushDirectory(Path.GetDirectoryName(PartPrefix)!);
+        if (PartPrefix is not null) Storage.FlushDirectory(Path.GetDirectoryName(PartPrefix)!);
         if (Interlocked.Exchange(ref _reported, 1) != 0)
             throw new InvalidOperationException($"{FullPrefix}: worker {_worker.Rank} already reported this checkpoint.");
         _worker.Milestones?.Invoke(CoordinationMilestone.PartDurable, Stopwatch.GetTimestamp());
@@ -248,13 +232,13 @@ internal sealed class MultiWorkerSave
             {
                 var parts = withParts.Select(m => TensorBundlePartIndex.Parse(m.PartPrefix!, m.PartIndex.Span)).ToArray();
                 VerifyParts(parts);
-                TensorBundle.Merge(parts, FullPrefix);
+                TensorBundle.Merge(parts, FullPrefix, new TensorBundleMergeOptions { Storage = Storage });
             }
             else
             {
                 var parts = withParts.Select(m => m.PartPrefix!).ToArray();
                 VerifyParts(parts.Select(TensorBundlePartIndex.Read).ToArray());
-                TensorBundle.Merge(parts, FullPrefix);
+                TensorBundle.Merge(parts, FullPrefix, new TensorBundleMergeOptions { Storage = Storage });
             }
         }
         catch (Exception ex) when (ex is IOException or CheckpointFormatException or InvalidOperationException or UnauthorizedAccessException)
@@ -288,7 +272,7 @@ internal sealed class MultiWorkerSave
             }
         }
         var missing = _snapshot.Tensors.Where(t => !t.Attribute.IsGroup && !keys.Contains(t.Key)).Select(t => t.Key).Distinct(StringComparer.Ordinal).ToList();
-        if (!keys.Contains(CheckpointNames.ObjectGraph)) missing.Add(CheckpointNames.ObjectGraph);
+        if (!keys.Contains(CheckpointKeys.ObjectGraph)) missing.Add(CheckpointKeys.ObjectGraph);
         if (missing.Count > 0)
             throw new InvalidOperationException($"{FullPrefix}: no worker wrote {missing.Count} key(s): {string.Join(", ", missing.Take(10))}{(missing.Count > 10 ? ", …" : "")} (ownership policies disagree, or a RemoteVariable's owner does not hold it).");
         foreach (var (key, (shape, list)) in slices)
@@ -325,9 +309,11 @@ internal sealed class MultiWorkerSave
         var dir = fullPrefix + "_temp";
         for (var attempt = 0; attempt < 5 && Directory.Exists(dir); attempt++)
         {
+            // A late worker may create a file between the enumeration and the rmdir: retry at once (no sleeping poll);
+            // whatever is still left is removed by the next save's debris sweep.
             try { Directory.Delete(dir, recursive: true); }
-            catch (IOException) { Thread.Sleep(20); }
-            catch (UnauthorizedAccessException) { Thread.Sleep(20); }
+            catch (IOException) { }
+            catch (UnauthorizedAccessException) { }
         }
     }
 

@@ -1,12 +1,14 @@
-namespace CheckpointGpu.Pipeline;
+namespace CheckpointGpu.Format;
 
 /// <summary>
-/// The narrow storage seam of the IO device (FASTER's <c>IDevice</c>, STYLE A1.1): create/open shard files,
-/// rename, delete and flush a directory. Everything the pipeline does to the file system goes through it, so
-/// faults can be injected (<see cref="FaultInjectingShardStorage"/>) and other backends plugged in.
+/// The narrow storage seam (FASTER's <c>IDevice</c>, STYLE A1.1): create/open checkpoint files, rename, delete and
+/// flush a directory. Everything any writer does to a checkpoint's files goes through it — the one commit protocol
+/// (<see cref="BundleCommit"/>), the state file (<see cref="CheckpointStateFile.Write(string, CheckpointState, IShardStorage?)"/>),
+/// pruning (<see cref="BundleCommit.DeleteCheckpoint"/>) and the IO pipeline's positional readers and writers — so faults can
+/// be injected (the tests' fault-injecting decorator) and other backends plugged in.
 /// </summary>
 /// <remarks>
-/// <para>Contract used by the commit protocol (see <see cref="CheckpointPipeline"/>): <see cref="Move"/> is an
+/// <para>Contract used by the commit protocol (see <see cref="BundleCommit"/>): <see cref="Move"/> is an
 /// atomic rename that replaces an existing destination; <see cref="FlushDirectory"/> makes earlier creations and
 /// renames in that directory durable.</para>
 /// <para>Implementations must be thread-safe: several shard files are written concurrently.</para>
@@ -77,6 +79,13 @@ public interface IShardFile : IDisposable
     /// <exception cref="IOException">The write failed (e.g. ENOSPC) or was short.</exception>
     /// <exception cref="OperationCanceledException">Cancelled.</exception>
     ValueTask WriteAsync(ReadOnlyMemory<byte> data, long fileOffset, CancellationToken cancellationToken);
+
+    /// <summary>Writes all of <paramref name="data"/> at <paramref name="fileOffset"/>, blocking the calling thread (the
+    /// synchronous stage writers use it: <see cref="TensorBundleWriter"/>, index and state-file writes).</summary>
+    /// <param name="data">The bytes; with <see cref="IsDirect"/>, aligned as described on the type.</param>
+    /// <param name="fileOffset">Byte offset in the file.</param>
+    /// <exception cref="IOException">The write failed (e.g. ENOSPC) or was short.</exception>
+    void Write(ReadOnlySpan<byte> data, long fileOffset);
 
     /// <summary>Reads up to <c>buffer.Length</c> bytes at <paramref name="fileOffset"/>.</summary>
     /// <param name="buffer">Destination; with <see cref="IsDirect"/>, aligned as described on the type.</param>

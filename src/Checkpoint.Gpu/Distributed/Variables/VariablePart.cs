@@ -1,6 +1,6 @@
 using CheckpointGpu.Format;
 
-namespace CheckpointGpu.Distributed;
+namespace CheckpointGpu.Distributed.Variables;
 
 /// <summary>
 /// One slice of a partitioned variable held in this process (TF1's partition variable with its

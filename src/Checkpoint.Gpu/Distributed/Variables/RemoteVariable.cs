@@ -1,7 +1,7 @@
 using CheckpointGpu.Format;
 using CheckpointGpu.IO;
 
-namespace CheckpointGpu.Distributed;
+namespace CheckpointGpu.Distributed.Variables;
 
 /// <summary>
 /// Stands in, in this worker's object tree, for a variable whose buffer lives on another worker (model parallelism):
@@ -47,7 +47,7 @@ public sealed class RemoteVariable : Trackable
     protected internal override IReadOnlyList<SaveableValue> GetSaveableValues() => _attributes ??= [new RemoteSaveable(this)];
 
     /// <summary>The placeholder's attribute: written by its owner only, restored by nobody here.</summary>
-    internal sealed class RemoteSaveable(RemoteVariable owner) : SaveableValue(CheckpointNames.VariableValue, owner.Name)
+    internal sealed class RemoteSaveable(RemoteVariable owner) : SaveableValue(CheckpointKeys.VariableValue, owner.Name)
     {
         internal override long EstimatedSizeInBytes =>
             owner.Shape.TryGetElementCount(out var n) && DTypes.IsFixedSize(owner.DType) ? n * DTypes.GetElementSize(owner.DType) : 0;

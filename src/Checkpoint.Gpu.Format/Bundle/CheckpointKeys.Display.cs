@@ -2,14 +2,14 @@ using System.Text;
 
 namespace CheckpointGpu.Format;
 
-/// <summary>Converts raw table keys to the text form exposed as <see cref="BundleEntry.Key"/>.</summary>
-/// <remarks>Public so that writers outside this assembly (the IO pipeline's save plan) name slice entries exactly as
-/// <see cref="TensorBundleWriter.AddSlice"/> and the reader do. Stateless and thread-safe.</remarks>
-public static class KeyText
+// Display text of raw table keys (slice keys are not UTF-8), part of the one key-grammar class.
+public static partial class CheckpointKeys
 {
     private static readonly UTF8Encoding s_strictUtf8 = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
 
     /// <summary>
+    /// The text form of a raw table key, exposed as <see cref="BundleEntry.Key"/> (public so that writers outside this
+    /// assembly — the IO pipeline's save plan — name slice entries exactly as the writer and the reader do).
     /// Valid UTF-8 → the decoded string. A slice key (spec section 3.4) → <c>"&lt;full name&gt;:&lt;slice&gt;"</c>
     /// (e.g. <c>w:0,5:-</c>), readable and unique per slice. Anything else → lossy UTF-8 decoding
     /// (the exact bytes stay in <see cref="BundleEntry.KeyUtf8"/>).

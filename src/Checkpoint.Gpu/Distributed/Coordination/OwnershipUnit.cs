@@ -1,4 +1,5 @@
 using CheckpointGpu.Format;
+using CheckpointGpu.Distributed.Variables;
 
 namespace CheckpointGpu.Distributed;
 

@@ -1,3 +1,4 @@
+using CheckpointGpu.Format;
 using System.Globalization;
 using CheckpointGpu.Pipeline;
 
