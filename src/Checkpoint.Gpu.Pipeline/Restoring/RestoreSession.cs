@@ -22,7 +22,7 @@ namespace CheckpointGpu.Pipeline;
 /// stream, as large as the largest tensor that spans more windows than the ring has slots, during one call.</para>
 /// <para>Thread-safe. Dispose with <see cref="DisposeAsync"/>, which waits for outstanding reads and claims.</para>
 /// </remarks>
-public sealed class RestoreSession : IAsyncDisposable
+public sealed class RestoreSession : IAsyncDisposable, IDisposable
 {
     private readonly CheckpointPipeline _pipeline;
     private readonly Dictionary<string, BundleEntry> _byKey;
@@ -234,6 +234,21 @@ public sealed class RestoreSession : IAsyncDisposable
         }
         lock (_sync)
         {
+            _cache.Clear();
+            _cacheReserved = 0;
+        }
+    }
+
+    /// <summary>
+    /// Drops the cache and refuses new operations without waiting: reads already running finish on their own (they hold
+    /// the ring until then) and complete their callers' tasks. For synchronous owners with nothing in flight; prefer
+    /// <see cref="DisposeAsync"/>.
+    /// </summary>
+    public void Dispose()
+    {
+        lock (_sync)
+        {
+            _disposed = true;
             _cache.Clear();
             _cacheReserved = 0;
         }
