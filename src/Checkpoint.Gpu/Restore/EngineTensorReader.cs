@@ -30,6 +30,7 @@ internal sealed class EngineTensorReader : ITensorReader
     private readonly CheckpointPipeline? _ownedPipeline;
     private readonly byte[]? _graphBytes;
     private readonly List<(string Key, Variable Variable)> _batch = [];
+    private readonly List<(Variable Variable, byte[] Bytes)> _hostCopies = [];
     private readonly HashSet<string> _consumed = new(StringComparer.Ordinal);
     private bool _disposed;
 
@@ -136,13 +137,43 @@ internal sealed class EngineTensorReader : ITensorReader
             throw new NotSupportedException($"{_format.Prefix}: '{entry.Key}' is {entry.Size} bytes; values above 2 GiB are restored only from little-endian bundles.");
         var bytes = GC.AllocateUninitializedArray<byte>((int)entry.Size);
         _format.ReadTensor(entry, bytes);
-        variable.CopyFromHost(bytes, 0);
+        QueueHostCopy(variable, bytes);
     }
 
-    /// <summary>Streams every queued variable through the engine (each key once per engine call, in file order).</summary>
+    /// <summary>
+    /// A verified host value waits for the end of the walk, so that a later corrupt value (another slice of the same
+    /// partitioned variable, say) fails the restore before any of them reaches a device.
+    /// </summary>
+    private void QueueHostCopy(Variable variable, byte[] bytes)
+    {
+        _hostCopies.Add((variable, bytes));
+        if (!Batching) SyncWait.Run(() => FlushAsync(CancellationToken.None));
+    }
+
+    /// <summary>
+    /// Streams every queued variable through the engine (each key once per engine call, in file order), then copies the
+    /// queued host-fallback values (already verified) to their devices.
+    /// </summary>
     /// <param name="cancellationToken">Cancels the reads.</param>
     /// <returns>Completes when every queued value is in its device buffer.</returns>
     public async Task FlushAsync(CancellationToken cancellationToken)
+    {
+        try
+        {
+            await FlushEngineAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch
+        {
+            _hostCopies.Clear();
+            throw;
+        }
+        if (_hostCopies.Count == 0) return;
+        var copies = _hostCopies.Select(c => c.Variable.Accelerator.DefaultStream.EnqueueCopyFromHost(c.Bytes, c.Variable.Buffer.AsView()).Completion).ToArray();
+        _hostCopies.Clear();
+        await Task.WhenAll(copies).ConfigureAwait(false);
+    }
+
+    private async Task FlushEngineAsync(CancellationToken cancellationToken)
     {
         while (_batch.Count > 0)
         {
@@ -184,7 +215,7 @@ internal sealed class EngineTensorReader : ITensorReader
         // Assembled in host memory from the stored slices, each checksum-verified, then one host → device copy.
         var bytes = new byte[variable.LengthInBytes];
         _format.ReadSlice(key, slice, bytes);
-        variable.CopyFromHost(bytes, 0);
+        QueueHostCopy(variable, bytes);
     }
 
     public HostTensor ReadHost(string key)
