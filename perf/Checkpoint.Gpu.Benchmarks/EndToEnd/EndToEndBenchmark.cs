@@ -65,8 +65,8 @@ public static class EndToEndBenchmark
             Emit("fio_read_odirect", total, Median(fioR));
 
             // ---------------------------------------------------------------- our save: first and steady state
-            double firstSave, steadySave, noCrcSave, restore;
-            long ringBytes;
+            double firstSave, steadySave, noCrcSave, restore, restoreCrcCost = double.NaN;
+            long ringBytes, restorePeakExtra = 0;
             {
                 ResetPeakRss();
                 var rssBefore = CurrentRss();
@@ -107,6 +107,26 @@ public static class EndToEndBenchmark
                 }
                 restore = Median(restores);
                 Emit("restore_cold", total, restore, extra: new() { ["peak_extra_rss_bytes"] = restorePeak });
+                restorePeakExtra = restorePeak;
+                // ---- restore CRC cost: with and without checksums, interleaved (the disk drifts within minutes)
+                {
+                    await using var noCrc = new CheckpointPipeline(acc, new CheckpointPipelineOptions { ComputeChecksums = false });
+                    var with = new List<double>(); var without = new List<double>();
+                    for (var i = 0; i < repeats; i++)
+                    {
+                        foreach (var (p, list) in new[] { (pipeline, with), (noCrc, without) })
+                        {
+                            DropCaches();
+                            var sw = Stopwatch.StartNew();
+                            await using (var session = p.OpenRestore(prefix))
+                                await session.RestoreAsync(buffers.Select((b, j) => new RestoreTarget(Key(j), b.AsView())).ToArray());
+                            await acc.SynchronizeAsync();
+                            list.Add(sw.Elapsed.TotalSeconds);
+                        }
+                    }
+                    restoreCrcCost = 1 - (Median(without) / Median(with));
+                    Emit("restore_cold_no_crc", total, Median(without), extra: new() { ["with_crc_seconds"] = Median(with), ["crc_cost_fraction"] = restoreCrcCost });
+                }
                 CheckpointCommit.DeleteCheckpoint(prefix);
                 // Per repeat, for plots: our save and restore next to fio's write and read of the same bytes.
                 for (var i = 0; i < repeats; i++)
@@ -116,6 +136,12 @@ public static class EndToEndBenchmark
                         ["restore_gbps"] = Math.Round(total / restores[i] / GB, 4), ["fio_read_gbps"] = Math.Round(total / fioR[i] / GB, 4),
                     }));
             }
+            // ---- through the Checkpoint API: into a built model, restore-on-create, and a restarted process's first step
+            var core = await CoreRestoreBenchmark.RunAsync(acc, buffers, s_specs, dir, repeats, Arg(args, "--gib") ?? "1", s_device,
+                DropCaches, ResetPeakRss, CurrentRss, PeakRss);
+            Emit("restore_core_built", total, core.Built, extra: new() { ["peak_extra_rss_bytes"] = core.BuiltPeakExtra });
+            Emit("restore_core_on_create", total, core.OnCreate, extra: new() { ["peak_extra_rss_bytes"] = core.OnCreatePeakExtra });
+            Emit("first_step_after_restart", total, core.FirstStep, extra: new() { ["restore_or_initialize_seconds"] = core.FirstStepRestore });
             // ---- one traced save (--trace): device copy, checksum and write per staging slot, one JSON line per stage
             if (args.Contains("--trace")) await TraceOneSaveAsync(acc, buffers, sizes, dir);
             // ---- CRC cost: the same pipeline without checksums
@@ -195,6 +221,13 @@ public static class EndToEndBenchmark
                 ["restore_vs_torch_load"] = torch is { } t3 ? t3.Load / restore : null,
                 ["save_vs_naive"] = naive / steadySave,
                 ["crc_cost_fraction"] = 1 - (noCrcSave / steadySave),
+                ["restore_crc_cost_fraction"] = restoreCrcCost,
+                ["restore_peak_extra_rss_bytes"] = restorePeakExtra,
+                ["restore_core_built_vs_fio_read"] = Median(fioR) / core.Built,
+                ["restore_on_create_vs_built"] = core.OnCreate / core.Built,
+                ["restore_on_create_peak_extra_rss_bytes"] = core.OnCreatePeakExtra,
+                ["first_step_after_restart_seconds"] = core.FirstStep,
+                ["first_step_after_restart_vs_fio_read"] = core.FirstStep / Median(fioR),
                 ["ring_bytes"] = ringBytes,
             };
             foreach (var (policy, v) in sim)
