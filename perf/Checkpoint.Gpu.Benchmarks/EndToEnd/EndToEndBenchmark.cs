@@ -49,6 +49,7 @@ public static class EndToEndBenchmark
         try
         {
             if (args.Contains("--sweep")) { await SweepAsync(acc, buffers, sizes, dir); return 0; }
+            if (args.Contains("--restore-sweep")) { await RestoreSweepAsync(acc, buffers, sizes, dir, repeats); return 0; }
 
             // ---------------------------------------------------------------- the limit: fio
             var fioFile = Path.Combine(dir, "fio.dat");
@@ -491,6 +492,41 @@ public static class EndToEndBenchmark
             Emit($"sweep_save_slot{slot >> 20}M_x{count}_w{writers}", total, Median(t));
             Emit($"sweep_restore_slot{slot >> 20}M_x{count}_r{writers}", total, Median(rt));
         }
+    }
+
+    /// <summary>
+    /// <c>--restore-sweep</c>: cold restores of one checkpoint under several ring shapes and reads in flight, interleaved
+    /// with fio's O_DIRECT read of a file of the same size in every round (the disk drifts), one JSON line per config.
+    /// </summary>
+    private static async Task RestoreSweepAsync(Accelerator acc, DeviceBuffer[] buffers, long[] sizes, string dir, int repeats)
+    {
+        var total = sizes.Sum();
+        var configs = new[] { (8 << 20, 8, 2), (8 << 20, 8, 3), (8 << 20, 16, 2), (8 << 20, 16, 3), (16 << 20, 8, 2), (4 << 20, 16, 4) };
+        var prefix = Path.Combine(dir, "rsw");
+        await using (var p = new CheckpointPipeline(acc)) await TimedSaveAsync(p, prefix, Plan(buffers, sizes));
+        var fioFile = Path.Combine(dir, "fio.dat");
+        Fio($"--name=seqwrite --filename={fioFile} --rw=write --bs=8M --size={total} --direct=1 --ioengine=psync --end_fsync=1 --numjobs=1", total, "write");
+        var times = configs.ToDictionary(c => c, _ => new List<double>());
+        var fio = new List<double>();
+        for (var r = 0; r < repeats; r++)
+        {
+            DropCaches();
+            fio.Add(Fio($"--name=seqread --filename={fioFile} --rw=read --bs=8M --size={total} --direct=1 --ioengine=libaio --iodepth=2 --numjobs=1", total, "read"));
+            foreach (var c in configs)
+            {
+                await using var pipeline = new CheckpointPipeline(acc, new CheckpointPipelineOptions { SlotSizeInBytes = c.Item1, SlotCount = c.Item2, ReaderCount = c.Item3 });
+                DropCaches();
+                var sw = Stopwatch.StartNew();
+                await using (var s = pipeline.OpenRestore(prefix))
+                    await s.RestoreAsync(buffers.Select((b, j) => new RestoreTarget(Key(j), b.AsView())).ToArray());
+                times[c].Add(sw.Elapsed.TotalSeconds);
+            }
+        }
+        File.Delete(fioFile);
+        CheckpointCommit.DeleteCheckpoint(prefix);
+        Emit("restore_sweep_fio_read", total, Median(fio));
+        foreach (var (c, t) in times)
+            Emit($"restore_sweep_slot{c.Item1 >> 20}M_x{c.Item2}_r{c.Item3}", total, Median(t), extra: new() { ["vs_fio_read"] = Median(fio) / Median(t) });
     }
 
     // ==================================================================== peers
