@@ -12,7 +12,7 @@ public sealed class CheckpointPipelineOptions
     private readonly int _slotCount = DefaultSlotCount;
     private readonly int _writerCount = DefaultWriterCount;
     private readonly int _readerCount = DefaultReaderCount;
-    private readonly long _restoreCacheBudgetInBytes = 1L << 30;
+    private readonly long _restoreCacheBudgetInBytes = 64L << 20;
     private readonly long _copyOnWriteBudgetInBytes = 1L << 30;
 
     /// <summary>Default <see cref="SlotSizeInBytes"/>: 8 MiB.</summary>
@@ -100,7 +100,9 @@ public sealed class CheckpointPipelineOptions
 
     /// <summary>
     /// Host memory, in bytes, that <see cref="RestoreSession.PrefetchAsync"/> may use for entries whose destination
-    /// does not exist yet (restore-on-create). Default 1 GiB. 0 disables prefetching (claims then read on demand).
+    /// does not exist yet (restore-on-create); the smallest entries are chosen first (their per-read cost dominates),
+    /// larger ones are read through the ring straight into their new buffers when created. Default 64 MiB (peak extra
+    /// host memory of a restore-on-create: ring + 64 MiB). 0 disables prefetching (claims then read on demand).
     /// </summary>
     /// <exception cref="ArgumentOutOfRangeException">Negative.</exception>
     public long RestoreCacheBudgetInBytes

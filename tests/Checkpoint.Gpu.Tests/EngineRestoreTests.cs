@@ -138,14 +138,16 @@ public sealed class EngineRestoreTests : IClassFixture<CpuFixture>
     /// no prefetch budget the variable's creation fails, and no variable is left behind.
     /// </summary>
     [Theory]
-    [InlineData(true)]
-    [InlineData(false)]
-    public async Task FlippedByte_RestoreOnCreate_FailsWithNoVariableLeft(bool prefetch)
+    [InlineData(true, CheckpointPipelineOptions.DefaultSlotSizeInBytes)]
+    [InlineData(false, CheckpointPipelineOptions.DefaultSlotSizeInBytes)]   // held in slots until verified
+    [InlineData(false, 8192)]                                               // larger than the ring: streamed into the new buffer, which is discarded
+    public async Task FlippedByte_RestoreOnCreate_FailsWithNoVariableLeft(bool prefetch, int slotSize)
     {
         using var dir = new TempDir("flip-create");
         var path = SaveAndCorrupt(dir, BigKey, out var offset);
         using var model = new Model(_acc, build: false);
-        await using var pipeline = new CheckpointPipeline(_acc, new CheckpointPipelineOptions { RestoreCacheBudgetInBytes = prefetch ? 1 << 20 : 0 });
+        await using var pipeline = new CheckpointPipeline(_acc, new CheckpointPipelineOptions
+        { RestoreCacheBudgetInBytes = prefetch ? 1 << 20 : 0, SlotSizeInBytes = slotSize, SlotCount = slotSize < 65536 ? 2 : CheckpointPipelineOptions.DefaultSlotCount });
         var options = new CheckpointOptions { Pipeline = pipeline };
         if (prefetch)
         {

@@ -6,7 +6,7 @@ using CheckpointGpu.Pipeline.Staging;
 namespace CheckpointGpu.Pipeline;
 
 /// <summary>
-/// A checkpoint opened for pipelined restore: readers (positional, in file order, 2 in flight) → ring →
+/// A checkpoint opened for pipelined restore: readers (positional, in file order, <see cref="CheckpointPipelineOptions.ReaderCount"/> in flight) → ring →
 /// host-to-device copies, with every tensor's CRC32C verified as its bytes pass; plus a bounded host cache that
 /// prefetches entries whose destination does not exist yet (restore-on-create), so creating a variable costs only
 /// its host-to-device copy (<see cref="TryClaim"/>).
@@ -85,7 +85,7 @@ public sealed class RestoreSession : IAsyncDisposable, IDisposable
             if (!seen.Add(t.Key)) throw new ArgumentException($"Key '{t.Key}' is requested twice.", nameof(targets));
             if (!t.Destination.IsValid || t.Destination.LengthInBytes != entry.Size)
                 throw new ArgumentException($"'{t.Key}': the destination is {t.Destination.LengthInBytes} bytes, the entry holds {entry.Size}.", nameof(targets));
-            requests.Add(new ReadRequest(entry, t.Destination, StreamFor(t.Destination, t.Stream, nameof(targets)), null));
+            requests.Add(new ReadRequest(entry, t.Destination, StreamFor(t.Destination, t.Stream, nameof(targets)), null) { DestinationIsNew = t.DestinationIsNew });
         }
         return Track(ReadAsync(requests, cancellationToken));
     }
@@ -108,13 +108,14 @@ public sealed class RestoreSession : IAsyncDisposable, IDisposable
         lock (_sync)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
+            // Smallest first (a small value costs a whole engine pass when read on demand; a large one streams at disk speed).
             var selected = keys.Distinct(StringComparer.Ordinal)
                 .Select(k => _byKey.TryGetValue(k, out var e) ? e : null)
                 .Where(e => e is not null && !e.IsPartitioned && DTypes.IsFixedSize(e.DType) && !_cache.ContainsKey(e.Key) && !_claimed.Contains(e.Key))
-                .OrderBy(e => e!.ShardId).ThenBy(e => e!.Offset);
+                .OrderBy(e => e!.Size);
             foreach (var e in selected)
             {
-                if (e!.Size > Array.MaxLength || _cacheReserved + e.Size > budget) continue;
+                if (e!.Size > Array.MaxLength || _cacheReserved + e.Size > budget) break;
                 _cacheReserved += e.Size;
                 var data = GC.AllocateUninitializedArray<byte>((int)e.Size, pinned: true);
                 var cached = new CacheEntry(e, data);
@@ -144,7 +145,8 @@ public sealed class RestoreSession : IAsyncDisposable, IDisposable
     /// ring on demand.
     /// </summary>
     /// <param name="key">The key.</param>
-    /// <param name="destination">The new variable's device memory; length must equal the entry's size.</param>
+    /// <param name="destination">The new variable's device memory; length must equal the entry's size. Treated as new
+    /// (<see cref="RestoreTarget.DestinationIsNew"/>): discard it if <paramref name="completion"/> faults.</param>
     /// <param name="completion">Completes when the value has landed (faults with the read or checksum error).</param>
     /// <returns>False when the key is not in the checkpoint or was already claimed (then <paramref name="completion"/> is completed).</returns>
     /// <exception cref="ArgumentException">Wrong destination length or non-fixed-size dtype.</exception>
@@ -167,7 +169,7 @@ public sealed class RestoreSession : IAsyncDisposable, IDisposable
         }
         completion = cached is not null
             ? Track(ClaimFromCacheAsync(cached, destination, stream))
-            : Track(ReadAsync([new ReadRequest(entry, destination, stream, null)], CancellationToken.None));
+            : Track(ReadAsync([new ReadRequest(entry, destination, stream, null) { DestinationIsNew = true }], CancellationToken.None));
         return true;
     }
 
@@ -356,6 +358,11 @@ public sealed class RestoreSession : IAsyncDisposable, IDisposable
             foreach (var r in requests)
             {
                 if (r.Cache is not null || r.PieceCount <= holdLimit) continue;
+                if (r.DestinationIsNew)
+                {
+                    r.Direct = true;   // no previous value to protect: the caller discards the destination on failure
+                    continue;
+                }
                 r.UsesScratch = true;
                 if (!scratch.TryGetValue(r.Stream!, out var existing) || existing.LengthInBytes < r.Entry.Size)
                 {
@@ -443,6 +450,8 @@ public sealed class RestoreSession : IAsyncDisposable, IDisposable
                             if (verify) r.Crc = p.OffsetInTensor == 0 ? job.PieceCrcs[i] : MaskedCrc32C.Combine(r.Crc, job.PieceCrcs[i], p.LengthInBytes);
                             if (r.UsesScratch)
                                 job.Events.Add(CopyFromSlot(job.Slot, p.OffsetInSlot, r.Stream!, r.Scratch!.View(p.OffsetInTensor, p.LengthInBytes)));
+                            else if (r.Direct)
+                                job.Events.Add(CopyFromSlot(job.Slot, p.OffsetInSlot, r.Stream!, r.Destination.SubView(p.OffsetInTensor, p.LengthInBytes)));
                             else if (r.Cache is null)
                             {
                                 r.Held.Add((job, p));
@@ -546,6 +555,7 @@ public sealed class RestoreSession : IAsyncDisposable, IDisposable
             r.Cache.Ready.TrySetResult();
             return;
         }
+        if (r.Direct) return;
         if (r.UsesScratch)
         {
             current!.Events.Add(r.Stream!.EnqueueCopy(r.Scratch!.View(0, r.Entry.Size), r.Destination));
@@ -604,6 +614,12 @@ public sealed class RestoreSession : IAsyncDisposable, IDisposable
 
         /// <summary>Windows this tensor spans.</summary>
         public int PieceCount { get; set; }
+
+        /// <summary>The destination is new (restore-on-create): discarded by the caller on failure.</summary>
+        public bool DestinationIsNew { get; init; }
+
+        /// <summary>Streamed straight into a new destination (too large to hold, nothing to protect).</summary>
+        public bool Direct { get; set; }
 
         /// <summary>Staged in <see cref="Scratch"/> (too large to hold in slots until verified).</summary>
         public bool UsesScratch { get; set; }

@@ -10,4 +10,9 @@ namespace CheckpointGpu.Pipeline;
 /// after the value); must belong to the destination's accelerator. <see langword="null"/>: the pipeline's restore stream
 /// for a destination on the pipeline's accelerator, else the destination accelerator's default stream.
 /// </param>
-public readonly record struct RestoreTarget(string Key, DeviceView Destination, AcceleratorStream? Stream = null);
+/// <param name="DestinationIsNew">
+/// The destination holds no value yet (restore-on-create) and is discarded by the caller if the restore fails: a tensor
+/// larger than the ring then streams straight into it instead of through a device scratch buffer. Default
+/// <see langword="false"/>: the destination keeps its previous value unless the whole tensor verified.
+/// </param>
+public readonly record struct RestoreTarget(string Key, DeviceView Destination, AcceleratorStream? Stream = null, bool DestinationIsNew = false);

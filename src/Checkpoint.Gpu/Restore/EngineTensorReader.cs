@@ -29,7 +29,7 @@ internal sealed class EngineTensorReader : ITensorReader
     private readonly RestoreSession? _session;
     private readonly CheckpointPipeline? _ownedPipeline;
     private readonly byte[]? _graphBytes;
-    private readonly List<(string Key, Variable Variable)> _batch = [];
+    private readonly List<(string Key, Variable Variable, bool IsNew)> _batch = [];
     private readonly List<(Variable Variable, byte[] Bytes)> _hostCopies = [];
     private readonly HashSet<string> _consumed = new(StringComparer.Ordinal);
     private bool _disposed;
@@ -96,7 +96,14 @@ internal sealed class EngineTensorReader : ITensorReader
         return _format.ReadStrings(entry)[0];
     }
 
-    public void ReadIntoVariable(string key, Variable variable)
+    public void ReadIntoVariable(string key, Variable variable) => ReadIntoVariable(key, variable, isNew: false);
+
+    /// <summary>
+    /// <see cref="ReadIntoVariable(string, Variable)"/>; <paramref name="isNew"/> marks a variable being created
+    /// (restore-on-create), which its factory disposes if this throws: a tensor larger than the ring may then stream
+    /// straight into it.
+    /// </summary>
+    public void ReadIntoVariable(string key, Variable variable, bool isNew)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         var entry = _format.GetEntry(key);
@@ -126,7 +133,7 @@ internal sealed class EngineTensorReader : ITensorReader
             else Pending.Add(copy.Completion);
             return;
         }
-        _batch.Add((key, variable));
+        _batch.Add((key, variable, isNew));
         if (!Batching) SyncWait.Run(() => FlushAsync(CancellationToken.None));
     }
 
@@ -179,11 +186,11 @@ internal sealed class EngineTensorReader : ITensorReader
         {
             var seen = new HashSet<string>(StringComparer.Ordinal);
             var now = new List<RestoreTarget>(_batch.Count);
-            var later = new List<(string, Variable)>();
-            foreach (var (key, variable) in _batch)
+            var later = new List<(string, Variable, bool)>();
+            foreach (var (key, variable, isNew) in _batch)
             {
-                if (seen.Add(key)) now.Add(new RestoreTarget(key, variable.Buffer.AsView(), variable.Accelerator.DefaultStream));
-                else later.Add((key, variable));   // two objects bound to one key: a second pass
+                if (seen.Add(key)) now.Add(new RestoreTarget(key, variable.Buffer.AsView(), variable.Accelerator.DefaultStream, isNew));
+                else later.Add((key, variable, isNew));   // two objects bound to one key: a second pass
             }
             _batch.Clear();
             _batch.AddRange(later);

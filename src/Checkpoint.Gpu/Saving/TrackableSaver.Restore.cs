@@ -43,8 +43,8 @@ public sealed partial class TrackableSaver
     /// <summary>
     /// Restores through the IO pipeline (see the class remarks): the object graph is matched first, then the values of
     /// existing variables are streamed in file order into their device buffers, then the values of objects not created
-    /// yet are prefetched into a host cache bounded by <see cref="CheckpointPipelineOptions.RestoreCacheBudgetInBytes"/>
-    /// (values over the budget are read through the engine when their object is created). Values of
+    /// yet are prefetched, smallest first, into a host cache bounded by <see cref="CheckpointPipelineOptions.RestoreCacheBudgetInBytes"/>
+    /// (the others are read through the engine straight into their new buffers when their objects are created). Values of
     /// <see cref="Distributed.RemoteVariable"/> placeholders (another worker's) are not read. Partitioned (sliced) values,
     /// big-endian bundles and non-fixed-size dtypes take the checksum-first host fallback of <see cref="TensorBundleReader"/>.
     /// </summary>
