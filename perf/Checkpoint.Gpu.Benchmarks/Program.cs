@@ -19,6 +19,8 @@ public static class Program
         // Hidden: one worker process of "e2e --workers N", started by LocalWorkerLauncher.
         if (args.Length > 0 && args[0] == "e2e-worker") return await EndToEnd.MultiWorkerBenchmark.RunWorkerAsync(args[1..]);
         // Hidden: one rank of the MPI coordination floor (no disk), started by mpiexec from "e2e --coordination mpi".
+        // Hidden: the restarted process of "e2e" (time to first training step after a restart).
+        if (args.Length > 0 && args[0] == "e2e-first-step") return await EndToEnd.CoreRestoreBenchmark.RunChildAsync(args[1..]);
         if (args.Length > 0 && args[0] == "e2e-mpi-floor") return await EndToEnd.MultiWorkerBenchmark.RunMpiFloorAsync(args[1..]);
         BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args);
         return 0;

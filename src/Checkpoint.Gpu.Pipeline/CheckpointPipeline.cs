@@ -307,10 +307,21 @@ public sealed class CheckpointPipeline : IAsyncDisposable, IDisposable
     {
         ArgumentException.ThrowIfNullOrEmpty(prefix);
         ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
-        var (header, entries) = TensorBundleIndex.Read(prefix);
-        if (header.Endianness != BundleEndianness.Little)
-            throw new NotSupportedException($"{BundleNaming.IndexFile(prefix)}: big-endian bundles are not restored by the pipeline; use TensorBundleReader.");
-        return new RestoreSession(this, prefix, header, entries);
+        return OpenRestore(TensorBundlePartIndex.Read(prefix));
+    }
+
+    /// <summary>Opens a checkpoint for pipelined restore over an index parsed elsewhere (read once by the caller, or broadcast).</summary>
+    /// <param name="index">The checkpoint's prefix, header and entries.</param>
+    /// <returns>The session; dispose it to close files and free the prefetch cache.</returns>
+    /// <exception cref="NotSupportedException">The bundle is big-endian (use <see cref="TensorBundleReader"/>).</exception>
+    /// <exception cref="ObjectDisposedException">The pipeline is disposed.</exception>
+    public RestoreSession OpenRestore(TensorBundlePartIndex index)
+    {
+        ArgumentNullException.ThrowIfNull(index);
+        ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
+        if (index.Header.Endianness != BundleEndianness.Little)
+            throw new NotSupportedException($"{BundleNaming.IndexFile(index.Prefix)}: big-endian bundles are not restored by the pipeline; use TensorBundleReader.");
+        return new RestoreSession(this, index.Prefix, index.Header, index.Entries);
     }
 
     /// <summary>Waits for queued saves, then frees the ring, the arena and the streams.</summary>

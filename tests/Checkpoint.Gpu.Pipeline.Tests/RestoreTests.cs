@@ -107,6 +107,56 @@ public sealed class RestoreTests
         Assert.True(model.Expected(2, 5).AsSpan().SequenceEqual(Data.Download(acc, model.Buffers[2])));
     }
 
+    /// <summary>
+    /// A corrupt tensor never reaches its destination, not even partly: held in its slots (fits the ring) or staged in
+    /// a device scratch buffer (larger than the ring), the destination keeps its previous bytes; the tensors before it
+    /// in file order land whole, with their stored values.
+    /// </summary>
+    [Theory]
+    [InlineData(8192, 2, true)]      // 100,000 bytes span 13 windows of a 2-slot ring: device scratch
+    [InlineData(65536, 4, true)]     // 2 windows: held in slots until verified
+    [InlineData(65536, 4, false)]
+    public async Task RestoreAsync_CorruptTensor_DestinationKeepsPreviousValue(int slotSize, int slotCount, bool direct)
+    {
+        using var dir = new TempDir();
+        using var acc = Accelerator.Create(AcceleratorKind.Cpu);
+        using var model = new TestModel(acc, [4097, 100_000, 33], withHostAndString: false);
+        var prefix = await SaveReference(dir, model, 1);
+        var dataPath = BundleNaming.DataFile(prefix, 0, 1);
+        var bytes = File.ReadAllBytes(dataPath);
+        bytes[4097 + 99_990] ^= 0x01; // the last window of tensor 1: every earlier piece already passed the consumer
+        File.WriteAllBytes(dataPath, bytes);
+        var previous = Enumerable.Range(0, 100_000).Select(i => (byte)(i * 7 + 3)).ToArray();
+        Data.Upload(acc, model.Buffers[1], previous);
+        Data.Upload(acc, model.Buffers[0], new byte[4097]);
+        await using var pipeline = new CheckpointPipeline(acc, new CheckpointPipelineOptions { SlotSizeInBytes = slotSize, SlotCount = slotCount, UseDirectIO = direct });
+        await using var session = pipeline.OpenRestore(prefix);
+        var ex = await Assert.ThrowsAsync<CheckpointFormatException>(() => session.RestoreAsync(
+            [new RestoreTarget(TestModel.Key(0), model.Buffers[0].AsView()), new RestoreTarget(TestModel.Key(1), model.Buffers[1].AsView())]));
+        Assert.Equal(CheckpointFormatError.ChecksumMismatch, ex.Error);
+        Assert.Equal(TestModel.Key(1), ex.Key);
+        Assert.Equal(4097, ex.Offset);
+        Assert.Equal(previous, Data.Download(acc, model.Buffers[1]));
+        Assert.Equal(model.Expected(0, 5), Data.Download(acc, model.Buffers[0]));
+    }
+
+    /// <summary>A destination on another accelerator than the ring's is filled through its own stream.</summary>
+    [Fact]
+    public async Task RestoreAsync_DestinationOnAnotherAccelerator_BitExact()
+    {
+        using var dir = new TempDir();
+        using var acc = Accelerator.Create(AcceleratorKind.Cpu);
+        using var other = Accelerator.Create(AcceleratorKind.Cpu);
+        using var model = new TestModel(acc, Sizes, withHostAndString: false);
+        var prefix = await SaveReference(dir, model, 1);
+        var elsewhere = Sizes.Select(n => other.Allocate(n)).ToArray();
+        await using var pipeline = new CheckpointPipeline(acc, new CheckpointPipelineOptions { SlotSizeInBytes = 8192, SlotCount = 3 });
+        await using (var session = pipeline.OpenRestore(prefix))
+            await session.RestoreAsync(Enumerable.Range(0, Sizes.Length).Select(i => new RestoreTarget(TestModel.Key(i), elsewhere[i].AsView(), other.DefaultStream)).ToArray());
+        for (var i = 0; i < Sizes.Length; i++) Assert.True(model.Expected(i, 5).AsSpan().SequenceEqual(Data.Download(other, elsewhere[i])), $"tensor {i}");
+        foreach (var b in elsewhere) b.Dispose();
+    }
+
     [Fact]
     public async Task RestoreAsync_TruncatedDataFile_ThrowsTruncatedData()
     {

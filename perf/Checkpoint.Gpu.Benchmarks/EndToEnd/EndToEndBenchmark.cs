@@ -49,6 +49,7 @@ public static class EndToEndBenchmark
         try
         {
             if (args.Contains("--sweep")) { await SweepAsync(acc, buffers, sizes, dir); return 0; }
+            if (args.Contains("--restore-sweep")) { await RestoreSweepAsync(acc, buffers, sizes, dir, repeats); return 0; }
 
             // ---------------------------------------------------------------- the limit: fio
             var fioFile = Path.Combine(dir, "fio.dat");
@@ -65,8 +66,8 @@ public static class EndToEndBenchmark
             Emit("fio_read_odirect", total, Median(fioR));
 
             // ---------------------------------------------------------------- our save: first and steady state
-            double firstSave, steadySave, noCrcSave, restore;
-            long ringBytes;
+            double firstSave, steadySave, noCrcSave, restore, restoreCrcCost = double.NaN;
+            long ringBytes, restorePeakExtra = 0;
             {
                 ResetPeakRss();
                 var rssBefore = CurrentRss();
@@ -107,6 +108,26 @@ public static class EndToEndBenchmark
                 }
                 restore = Median(restores);
                 Emit("restore_cold", total, restore, extra: new() { ["peak_extra_rss_bytes"] = restorePeak });
+                restorePeakExtra = restorePeak;
+                // ---- restore CRC cost: with and without checksums, interleaved (the disk drifts within minutes)
+                {
+                    await using var noCrc = new CheckpointPipeline(acc, new CheckpointPipelineOptions { ComputeChecksums = false });
+                    var with = new List<double>(); var without = new List<double>();
+                    for (var i = 0; i < repeats; i++)
+                    {
+                        foreach (var (p, list) in new[] { (pipeline, with), (noCrc, without) })
+                        {
+                            DropCaches();
+                            var sw = Stopwatch.StartNew();
+                            await using (var session = p.OpenRestore(prefix))
+                                await session.RestoreAsync(buffers.Select((b, j) => new RestoreTarget(Key(j), b.AsView())).ToArray());
+                            await acc.SynchronizeAsync();
+                            list.Add(sw.Elapsed.TotalSeconds);
+                        }
+                    }
+                    restoreCrcCost = 1 - (Median(without) / Median(with));
+                    Emit("restore_cold_no_crc", total, Median(without), extra: new() { ["with_crc_seconds"] = Median(with), ["crc_cost_fraction"] = restoreCrcCost });
+                }
                 BundleCommit.DeleteCheckpoint(prefix);
                 // Per repeat, for plots: our save and restore next to fio's write and read of the same bytes.
                 for (var i = 0; i < repeats; i++)
@@ -116,6 +137,12 @@ public static class EndToEndBenchmark
                         ["restore_gbps"] = Math.Round(total / restores[i] / GB, 4), ["fio_read_gbps"] = Math.Round(total / fioR[i] / GB, 4),
                     }));
             }
+            // ---- through the Checkpoint API: into a built model, restore-on-create, and a restarted process's first step
+            var core = await CoreRestoreBenchmark.RunAsync(acc, buffers, s_specs, dir, repeats, Arg(args, "--gib") ?? "1", s_device,
+                DropCaches, ResetPeakRss, CurrentRss, PeakRss);
+            Emit("restore_core_built", total, core.Built, extra: new() { ["peak_extra_rss_bytes"] = core.BuiltPeakExtra });
+            Emit("restore_core_on_create", total, core.OnCreate, extra: new() { ["peak_extra_rss_bytes"] = core.OnCreatePeakExtra, ["peak_extra_rss_beyond_model_bytes"] = core.OnCreatePeakExtra - total });
+            Emit("first_step_after_restart", total, core.FirstStep, extra: new() { ["restore_or_initialize_seconds"] = core.FirstStepRestore });
             // ---- one traced save (--trace): device copy, checksum and write per staging slot, one JSON line per stage
             if (args.Contains("--trace")) await TraceOneSaveAsync(acc, buffers, sizes, dir);
             // ---- CRC cost: the same pipeline without checksums
@@ -224,6 +251,14 @@ public static class EndToEndBenchmark
                 ["restore_vs_torch_load"] = torch is { } t3 ? t3.Load / restore : null,
                 ["save_vs_naive"] = naive / steadySave,
                 ["crc_cost_fraction"] = 1 - (noCrcSave / steadySave),
+                ["restore_crc_cost_fraction"] = restoreCrcCost,
+                ["restore_peak_extra_rss_bytes"] = restorePeakExtra,
+                ["restore_core_built_vs_fio_read"] = Median(fioR) / core.Built,
+                ["restore_on_create_vs_built"] = core.OnCreate / core.Built,
+                // Beyond the model's own buffers, which restore-on-create allocates inside the measurement.
+                ["restore_on_create_peak_extra_rss_bytes"] = core.OnCreatePeakExtra - total,
+                ["first_step_after_restart_seconds"] = core.FirstStep,
+                ["first_step_after_restart_vs_fio_read"] = core.FirstStep / Median(fioR),
                 ["ring_bytes"] = ringBytes,
             };
             foreach (var (policy, v) in sim)
@@ -487,6 +522,41 @@ public static class EndToEndBenchmark
             Emit($"sweep_save_slot{slot >> 20}M_x{count}_w{writers}", total, Median(t));
             Emit($"sweep_restore_slot{slot >> 20}M_x{count}_r{writers}", total, Median(rt));
         }
+    }
+
+    /// <summary>
+    /// <c>--restore-sweep</c>: cold restores of one checkpoint under several ring shapes and reads in flight, interleaved
+    /// with fio's O_DIRECT read of a file of the same size in every round (the disk drifts), one JSON line per config.
+    /// </summary>
+    private static async Task RestoreSweepAsync(Accelerator acc, DeviceBuffer[] buffers, long[] sizes, string dir, int repeats)
+    {
+        var total = sizes.Sum();
+        var configs = new[] { (8 << 20, 8, 2), (8 << 20, 8, 3), (8 << 20, 16, 2), (8 << 20, 16, 3), (16 << 20, 8, 2), (4 << 20, 16, 4) };
+        var prefix = Path.Combine(dir, "rsw");
+        await using (var p = new CheckpointPipeline(acc)) await TimedSaveAsync(p, prefix, Plan(buffers, sizes));
+        var fioFile = Path.Combine(dir, "fio.dat");
+        Fio($"--name=seqwrite --filename={fioFile} --rw=write --bs=8M --size={total} --direct=1 --ioengine=psync --end_fsync=1 --numjobs=1", total, "write");
+        var times = configs.ToDictionary(c => c, _ => new List<double>());
+        var fio = new List<double>();
+        for (var r = 0; r < repeats; r++)
+        {
+            DropCaches();
+            fio.Add(Fio($"--name=seqread --filename={fioFile} --rw=read --bs=8M --size={total} --direct=1 --ioengine=libaio --iodepth=2 --numjobs=1", total, "read"));
+            foreach (var c in configs)
+            {
+                await using var pipeline = new CheckpointPipeline(acc, new CheckpointPipelineOptions { SlotSizeInBytes = c.Item1, SlotCount = c.Item2, ReaderCount = c.Item3 });
+                DropCaches();
+                var sw = Stopwatch.StartNew();
+                await using (var s = pipeline.OpenRestore(prefix))
+                    await s.RestoreAsync(buffers.Select((b, j) => new RestoreTarget(Key(j), b.AsView())).ToArray());
+                times[c].Add(sw.Elapsed.TotalSeconds);
+            }
+        }
+        File.Delete(fioFile);
+        BundleCommit.DeleteCheckpoint(prefix);
+        Emit("restore_sweep_fio_read", total, Median(fio));
+        foreach (var (c, t) in times)
+            Emit($"restore_sweep_slot{c.Item1 >> 20}M_x{c.Item2}_r{c.Item3}", total, Median(t), extra: new() { ["vs_fio_read"] = Median(fio) / Median(t) });
     }
 
     // ==================================================================== peers

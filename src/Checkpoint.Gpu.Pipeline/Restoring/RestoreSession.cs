@@ -6,18 +6,23 @@ using CheckpointGpu.Pipeline.Staging;
 namespace CheckpointGpu.Pipeline;
 
 /// <summary>
-/// A checkpoint opened for pipelined restore: readers (positional, in file order, 2 in flight) → ring →
+/// A checkpoint opened for pipelined restore: readers (positional, in file order, <see cref="CheckpointPipelineOptions.ReaderCount"/> in flight) → ring →
 /// host-to-device copies, with every tensor's CRC32C verified as its bytes pass; plus a bounded host cache that
 /// prefetches entries whose destination does not exist yet (restore-on-create), so creating a variable costs only
 /// its host-to-device copy (<see cref="TryClaim"/>).
 /// </summary>
 /// <remarks>
-/// <para>Restores share the pipeline's ring with saves; they run between saves. A checksum mismatch surfaces as a
-/// <see cref="CheckpointFormatException"/> (<see cref="CheckpointFormatError.ChecksumMismatch"/>) naming the data
-/// file, key, shard, offset and length; the destination may by then hold the corrupt bytes.</para>
+/// <para>Restores share the pipeline's ring with saves; they run between saves. Every tensor's CRC32C is checked
+/// before any of its bytes reach device memory (held in its ring slots, or for tensors larger than the ring in a device
+/// scratch buffer, until verified). A mismatch surfaces as a <see cref="CheckpointFormatException"/>
+/// (<see cref="CheckpointFormatError.ChecksumMismatch"/>) naming the data file, key, shard, offset and length; the
+/// destination keeps its previous value (tensors earlier in file order may already hold their verified values).</para>
+/// <para>Host memory: the ring only (plus the prefetch cache, bounded by
+/// <see cref="CheckpointPipelineOptions.RestoreCacheBudgetInBytes"/>). Device memory: at most one scratch buffer per
+/// stream, as large as the largest tensor that spans more windows than the ring has slots, during one call.</para>
 /// <para>Thread-safe. Dispose with <see cref="DisposeAsync"/>, which waits for outstanding reads and claims.</para>
 /// </remarks>
-public sealed class RestoreSession : IAsyncDisposable
+public sealed class RestoreSession : IAsyncDisposable, IDisposable
 {
     private readonly CheckpointPipeline _pipeline;
     private readonly Dictionary<string, BundleEntry> _byKey;
@@ -62,7 +67,7 @@ public sealed class RestoreSession : IAsyncDisposable
     /// <param name="cancellationToken">Cancels the restore (in-flight reads and copies are drained first).</param>
     /// <returns>Completes when every value has landed in device memory.</returns>
     /// <exception cref="KeyNotFoundException">A key is not in the checkpoint.</exception>
-    /// <exception cref="ArgumentException">A destination's length differs from the entry's size, a key repeats, a destination belongs to another accelerator, or the dtype is not fixed-size.</exception>
+    /// <exception cref="ArgumentException">A destination's length differs from the entry's size, a key repeats, a stream belongs to another accelerator than its destination, or the dtype is not fixed-size.</exception>
     /// <exception cref="NotSupportedException">An entry is partitioned (sliced).</exception>
     /// <exception cref="CheckpointFormatException">A checksum mismatch or a truncated data file.</exception>
     /// <exception cref="FileNotFoundException">A data file is missing.</exception>
@@ -80,9 +85,7 @@ public sealed class RestoreSession : IAsyncDisposable
             if (!seen.Add(t.Key)) throw new ArgumentException($"Key '{t.Key}' is requested twice.", nameof(targets));
             if (!t.Destination.IsValid || t.Destination.LengthInBytes != entry.Size)
                 throw new ArgumentException($"'{t.Key}': the destination is {t.Destination.LengthInBytes} bytes, the entry holds {entry.Size}.", nameof(targets));
-            if (!ReferenceEquals(t.Destination.Buffer!.Accelerator, _pipeline.Accelerator))
-                throw new ArgumentException($"'{t.Key}': the destination belongs to another accelerator.", nameof(targets));
-            requests.Add(new ReadRequest(entry, t.Destination, null));
+            requests.Add(new ReadRequest(entry, t.Destination, StreamFor(t.Destination, t.Stream, nameof(targets)), null) { DestinationIsNew = t.DestinationIsNew });
         }
         return Track(ReadAsync(requests, cancellationToken));
     }
@@ -105,18 +108,19 @@ public sealed class RestoreSession : IAsyncDisposable
         lock (_sync)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
+            // Smallest first (a small value costs a whole engine pass when read on demand; a large one streams at disk speed).
             var selected = keys.Distinct(StringComparer.Ordinal)
                 .Select(k => _byKey.TryGetValue(k, out var e) ? e : null)
                 .Where(e => e is not null && !e.IsPartitioned && DTypes.IsFixedSize(e.DType) && !_cache.ContainsKey(e.Key) && !_claimed.Contains(e.Key))
-                .OrderBy(e => e!.ShardId).ThenBy(e => e!.Offset);
+                .OrderBy(e => e!.Size);
             foreach (var e in selected)
             {
-                if (e!.Size > Array.MaxLength || _cacheReserved + e.Size > budget) continue;
+                if (e!.Size > Array.MaxLength || _cacheReserved + e.Size > budget) break;
                 _cacheReserved += e.Size;
                 var data = GC.AllocateUninitializedArray<byte>((int)e.Size, pinned: true);
                 var cached = new CacheEntry(e, data);
                 _cache[e.Key] = cached;
-                requests.Add(new ReadRequest(e, default, cached));
+                requests.Add(new ReadRequest(e, default, null, cached));
             }
         }
         return Track(PrefetchCoreAsync(requests, cancellationToken));
@@ -141,10 +145,11 @@ public sealed class RestoreSession : IAsyncDisposable
     /// ring on demand.
     /// </summary>
     /// <param name="key">The key.</param>
-    /// <param name="destination">The new variable's device memory; length must equal the entry's size.</param>
+    /// <param name="destination">The new variable's device memory; length must equal the entry's size. Treated as new
+    /// (<see cref="RestoreTarget.DestinationIsNew"/>): discard it if <paramref name="completion"/> faults.</param>
     /// <param name="completion">Completes when the value has landed (faults with the read or checksum error).</param>
     /// <returns>False when the key is not in the checkpoint or was already claimed (then <paramref name="completion"/> is completed).</returns>
-    /// <exception cref="ArgumentException">Wrong destination length, foreign accelerator, or non-fixed-size dtype.</exception>
+    /// <exception cref="ArgumentException">Wrong destination length or non-fixed-size dtype.</exception>
     /// <exception cref="ObjectDisposedException">The session is disposed.</exception>
     public bool TryClaim(string key, DeviceView destination, out Task completion)
     {
@@ -154,8 +159,7 @@ public sealed class RestoreSession : IAsyncDisposable
         CheckFixed(entry);
         if (!destination.IsValid || destination.LengthInBytes != entry.Size)
             throw new ArgumentException($"'{key}': the destination is {destination.LengthInBytes} bytes, the entry holds {entry.Size}.", nameof(destination));
-        if (!ReferenceEquals(destination.Buffer!.Accelerator, _pipeline.Accelerator))
-            throw new ArgumentException($"'{key}': the destination belongs to another accelerator.", nameof(destination));
+        var stream = StreamFor(destination, null, nameof(destination));
         CacheEntry? cached;
         lock (_sync)
         {
@@ -164,8 +168,8 @@ public sealed class RestoreSession : IAsyncDisposable
             _cache.TryGetValue(key, out cached);
         }
         completion = cached is not null
-            ? Track(ClaimFromCacheAsync(cached, destination))
-            : Track(ReadAsync([new ReadRequest(entry, destination, null)], CancellationToken.None));
+            ? Track(ClaimFromCacheAsync(cached, destination, stream))
+            : Track(ReadAsync([new ReadRequest(entry, destination, stream, null) { DestinationIsNew = true }], CancellationToken.None));
         return true;
     }
 
@@ -194,12 +198,12 @@ public sealed class RestoreSession : IAsyncDisposable
         }
     }
 
-    private async Task ClaimFromCacheAsync(CacheEntry cached, DeviceView destination)
+    private async Task ClaimFromCacheAsync(CacheEntry cached, DeviceView destination, AcceleratorStream stream)
     {
         try
         {
             await cached.Ready.Task.ConfigureAwait(false);
-            var ev = _pipeline.RestoreStream.EnqueueCopyFromHost((ReadOnlyMemory<byte>)cached.Data, destination);
+            var ev = stream.EnqueueCopyFromHost((ReadOnlyMemory<byte>)cached.Data, destination);
             await ev.Completion.ConfigureAwait(false);
         }
         finally
@@ -237,6 +241,21 @@ public sealed class RestoreSession : IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// Drops the cache and refuses new operations without waiting: reads already running finish on their own (they hold
+    /// the ring until then) and complete their callers' tasks. For synchronous owners with nothing in flight; prefer
+    /// <see cref="DisposeAsync"/>.
+    /// </summary>
+    public void Dispose()
+    {
+        lock (_sync)
+        {
+            _disposed = true;
+            _cache.Clear();
+            _cacheReserved = 0;
+        }
+    }
+
     private Task Track(Task task)
     {
         lock (_sync)
@@ -245,6 +264,23 @@ public sealed class RestoreSession : IAsyncDisposable
             _outstanding.Add(task);
         }
         return task;
+    }
+
+    /// <summary>
+    /// The stream a destination's copies go on: <paramref name="requested"/> when given (it must belong to the
+    /// destination's accelerator), the pipeline's restore stream for a destination on the pipeline's accelerator, else
+    /// the destination accelerator's default stream.
+    /// </summary>
+    private AcceleratorStream StreamFor(DeviceView destination, AcceleratorStream? requested, string paramName)
+    {
+        var accelerator = destination.Buffer!.Accelerator;
+        if (requested is not null)
+        {
+            if (!ReferenceEquals(requested.Accelerator, accelerator))
+                throw new ArgumentException("The stream belongs to another accelerator than the destination.", paramName);
+            return requested;
+        }
+        return ReferenceEquals(accelerator, _pipeline.Accelerator) ? _pipeline.RestoreStream : accelerator.DefaultStream;
     }
 
     private BundleEntry Lookup(string key) =>
@@ -260,6 +296,19 @@ public sealed class RestoreSession : IAsyncDisposable
 
     // ------------------------------------------------------------------ the read engine
 
+    /// <summary>
+    /// The one read engine: windows of at most one slot, in file order → <see cref="CheckpointPipelineOptions.ReaderCount"/>
+    /// positional (O_DIRECT) reads in flight, each reader checksumming its pieces (in parallel) → one in-order consumer that
+    /// joins the pieces' CRCs (<see cref="MaskedCrc32C.Combine"/>) and lets a tensor's bytes reach its device buffer only
+    /// after the tensor's CRC matched → an in-order releaser that returns each slot once every copy out of it completed.
+    /// </summary>
+    /// <remarks>
+    /// Verify-before-device: a tensor spanning at most <see cref="HoldLimitInSlots"/> windows keeps its slots until its last
+    /// piece is verified, then its host-to-device copies are enqueued (no memory beyond the ring). A larger tensor streams
+    /// into a scratch buffer on the destination's accelerator (one per stream, sized to the largest such tensor, freed at
+    /// the end of the call) and is copied device-to-device into its destination after verification. Either way a
+    /// destination holds its previous value or the whole verified tensor, never part of one.
+    /// </remarks>
     private async Task ReadAsync(List<ReadRequest> requests, CancellationToken ct)
     {
         if (requests.Count == 0) return;
@@ -269,6 +318,8 @@ public sealed class RestoreSession : IAsyncDisposable
         var storage = options.Storage;
         var verify = options.ComputeChecksums;
         var files = new Dictionary<int, IShardFile>();
+        var streams = new HashSet<AcceleratorStream>();
+        var scratch = new Dictionary<AcceleratorStream, DeviceBuffer>();
         await _pipeline.RingLock.WaitAsync(ct).ConfigureAwait(false);
         using var cts = CancellationTokenSource.CreateLinkedTokenSource(ct);
         var failures = new List<Exception>();
@@ -298,12 +349,32 @@ public sealed class RestoreSession : IAsyncDisposable
                 if (r.Entry.Offset < 0 || r.Entry.Size < 0 || r.Entry.Offset > length - r.Entry.Size)
                     throw new CheckpointFormatException(CheckpointFormatError.TruncatedData, DataPath(r.Entry), "entry extends past the end of the data file",
                         r.Entry.Key, r.Entry.ShardId, r.Entry.Offset, r.Entry.Size, comparison: $"needs {r.Entry.Offset + r.Entry.Size} bytes, file has {length}");
-                if (r.Entry.Size == 0) Complete(r, verify);
+                if (r.Stream is not null) streams.Add(r.Stream);
             }
+            foreach (var r in requests)
+                if (r.Entry.Size == 0) Complete(r, verify, null);
             var windows = BuildWindows(requests, ring.SlotSizeInBytes);
+            var holdLimit = HoldLimitInSlots;
+            foreach (var r in requests)
+            {
+                if (r.Cache is not null || r.PieceCount <= holdLimit) continue;
+                if (r.DestinationIsNew)
+                {
+                    r.Direct = true;   // no previous value to protect: the caller discards the destination on failure
+                    continue;
+                }
+                r.UsesScratch = true;
+                if (!scratch.TryGetValue(r.Stream!, out var existing) || existing.LengthInBytes < r.Entry.Size)
+                {
+                    existing?.Dispose();
+                    scratch[r.Stream!] = r.Stream!.Accelerator.Allocate(r.Entry.Size);
+                }
+            }
+            foreach (var r in requests)
+                if (r.UsesScratch) r.Scratch = scratch[r.Stream!];
             var toReaders = Channel.CreateBounded<ReadJob>(new BoundedChannelOptions(ring.SlotCount) { FullMode = BoundedChannelFullMode.Wait, SingleWriter = true });
             var toConsumer = Channel.CreateBounded<ReadJob>(new BoundedChannelOptions(ring.SlotCount) { FullMode = BoundedChannelFullMode.Wait, SingleWriter = true, SingleReader = true });
-            var toRelease = Channel.CreateBounded<(StagingSlot Slot, DeviceEvent? Copy)>(new BoundedChannelOptions(ring.SlotCount)
+            var toRelease = Channel.CreateBounded<ReadJob>(new BoundedChannelOptions(ring.SlotCount + 1)
             { FullMode = BoundedChannelFullMode.Wait, SingleWriter = true, SingleReader = true });
             var token = cts.Token;
 
@@ -334,7 +405,7 @@ public sealed class RestoreSession : IAsyncDisposable
                     {
                         var w = job.Window;
                         var file = files[w.Shard];
-                        var readLength = (int)SaveOperationAlign(w.NeededEnd - w.Start);
+                        var readLength = (int)AlignUp(w.NeededEnd - w.Start);
                         var done = 0;
                         while (done < w.NeededEnd - w.Start)
                         {
@@ -345,6 +416,14 @@ public sealed class RestoreSession : IAsyncDisposable
                         if (done < w.NeededEnd - w.Start)
                             throw new CheckpointFormatException(CheckpointFormatError.TruncatedData, file.Path, "data file ended early (truncated while open?)",
                                 shardId: w.Shard, offset: w.Start + done, length: w.NeededEnd - w.Start - done);
+                        // Checksums and cache copies run here, on the readers (in parallel); the consumer only joins the CRCs.
+                        for (var i = 0; i < w.Pieces.Count; i++)
+                        {
+                            var p = w.Pieces[i];
+                            var span = job.Slot.GetSpan(p.OffsetInSlot, p.LengthInBytes);
+                            if (verify) job.PieceCrcs[i] = MaskedCrc32C.Compute(span);
+                            if (p.Request.Cache is { } cache) span.CopyTo(cache.Data.AsSpan((int)p.OffsetInTensor, p.LengthInBytes));
+                        }
                         job.Read.TrySetResult();
                     }
                     catch (Exception ex)
@@ -363,20 +442,26 @@ public sealed class RestoreSession : IAsyncDisposable
                     {
                         await job.Read.Task.WaitAsync(token).ConfigureAwait(false);
                         job.Slot.Transition(SlotState.Writing);
-                        DeviceEvent? last = null;
-                        foreach (var p in job.Window.Pieces)
+                        var pieces = job.Window.Pieces;
+                        for (var i = 0; i < pieces.Count; i++)
                         {
+                            var p = pieces[i];
                             var r = p.Request;
-                            var span = job.Slot.GetSpan(p.OffsetInSlot, p.LengthInBytes);
-                            if (verify) r.Crc = MaskedCrc32C.Extend(r.Crc, span);
-                            if (r.Cache is not null)
-                                span.CopyTo(r.Cache.Data.AsSpan((int)p.OffsetInTensor, p.LengthInBytes));
-                            else
-                                last = _pipeline.RestoreStream.EnqueueCopyFromHost(job.Slot.Buffer, r.Destination.SubView(p.OffsetInTensor, p.LengthInBytes),
-                                    job.Slot.BaseOffset + p.OffsetInSlot);
-                            if (p.OffsetInTensor + p.LengthInBytes == r.Entry.Size) Complete(r, verify);
+                            if (verify) r.Crc = p.OffsetInTensor == 0 ? job.PieceCrcs[i] : MaskedCrc32C.Combine(r.Crc, job.PieceCrcs[i], p.LengthInBytes);
+                            if (r.UsesScratch)
+                                job.Events.Add(CopyFromSlot(job.Slot, p.OffsetInSlot, r.Stream!, r.Scratch!.View(p.OffsetInTensor, p.LengthInBytes)));
+                            else if (r.Direct)
+                                job.Events.Add(CopyFromSlot(job.Slot, p.OffsetInSlot, r.Stream!, r.Destination.SubView(p.OffsetInTensor, p.LengthInBytes)));
+                            else if (r.Cache is null)
+                            {
+                                r.Held.Add((job, p));
+                                job.PendingHolds++;
+                            }
+                            if (p.OffsetInTensor + p.LengthInBytes == r.Entry.Size) Complete(r, verify, job);
                         }
-                        await toRelease.Writer.WriteAsync((job.Slot, last), token).ConfigureAwait(false);
+                        job.Dispatched = true;
+                        if (job.PendingHolds == 0) job.Resolved.TrySetResult();
+                        await toRelease.Writer.WriteAsync(job, token).ConfigureAwait(false);
                     }
                 }
                 finally
@@ -387,11 +472,12 @@ public sealed class RestoreSession : IAsyncDisposable
 
             async Task Releaser()
             {
-                // Slots return in order, each after its host→device copies completed (STYLE B4).
-                await foreach (var (slot, copy) in toRelease.Reader.ReadAllAsync(token).ConfigureAwait(false))
+                // Slots return in order, each after every copy out of it completed (STYLE B4).
+                await foreach (var job in toRelease.Reader.ReadAllAsync(token).ConfigureAwait(false))
                 {
-                    if (copy is not null) await copy.Completion.WaitAsync(token).ConfigureAwait(false);
-                    ring.Return(slot);
+                    await job.Resolved.Task.WaitAsync(token).ConfigureAwait(false);
+                    foreach (var ev in job.Events) await ev.Completion.WaitAsync(token).ConfigureAwait(false);
+                    ring.Return(job.Slot);
                 }
             }
 
@@ -411,18 +497,21 @@ public sealed class RestoreSession : IAsyncDisposable
         }
         finally
         {
-            // No read or device copy may still touch a slot when it goes back to the pool.
-            try
+            // No read or device copy may still touch a slot (or a scratch buffer) when it goes back to the pool.
+            foreach (var stream in streams)
             {
-                await _pipeline.RestoreStream.Record().Completion.ConfigureAwait(false);
+                try
+                {
+                    await stream.Record().Completion.ConfigureAwait(false);
+                    // Device errors are also reported by the stream's next synchronization; consume them here.
+                    await stream.SynchronizeAsync(CancellationToken.None).ConfigureAwait(false);
+                }
+                catch (Exception ex) when (ex is AcceleratorException or OperationCanceledException or ObjectDisposedException)
+                {
+                    Fail(ex);
+                }
             }
-            catch (Exception ex) when (ex is AcceleratorException or OperationCanceledException)
-            {
-                Fail(ex);
-            }
-            // Device errors are also reported by the stream's next synchronization; consume them here.
-            try { await _pipeline.RestoreStream.SynchronizeAsync(CancellationToken.None).ConfigureAwait(false); }
-            catch (AcceleratorException ex) { Fail(ex); }
+            foreach (var b in scratch.Values) b.Dispose();
             ring.ResetAll();
             _pipeline.RingLock.Release();
             foreach (var f in files.Values) f.Dispose();
@@ -435,7 +524,20 @@ public sealed class RestoreSession : IAsyncDisposable
         }
     }
 
-    private void Complete(ReadRequest r, bool verify)
+    /// <summary>
+    /// Tensors spanning at most this many windows are held in their slots until verified; larger ones go through a
+    /// device scratch buffer. The whole ring: a held tensor's later windows can always rent a slot, because every slot
+    /// not held by it is released as soon as its copies complete.
+    /// </summary>
+    private int HoldLimitInSlots => _pipeline.Ring.SlotCount;
+
+    private static DeviceEvent CopyFromSlot(StagingSlot slot, int offsetInSlot, AcceleratorStream stream, DeviceView destination) =>
+        ReferenceEquals(stream.Accelerator, slot.Buffer.Accelerator)
+            ? stream.EnqueueCopyFromHost(slot.Buffer, destination, slot.BaseOffset + offsetInSlot)
+            : stream.EnqueueCopyFromHost(slot.Buffer.Pointer + (nint)(slot.BaseOffset + offsetInSlot), destination);
+
+    /// <summary>The tensor's last piece passed the consumer: verify, then (only then) let its bytes reach the destination.</summary>
+    private void Complete(ReadRequest r, bool verify, ReadJob? current)
     {
         if (verify)
         {
@@ -448,12 +550,28 @@ public sealed class RestoreSession : IAsyncDisposable
                 throw ex;
             }
         }
-        r.Cache?.Ready.TrySetResult();
+        if (r.Cache is not null)
+        {
+            r.Cache.Ready.TrySetResult();
+            return;
+        }
+        if (r.Direct) return;
+        if (r.UsesScratch)
+        {
+            current!.Events.Add(r.Stream!.EnqueueCopy(r.Scratch!.View(0, r.Entry.Size), r.Destination));
+            return;
+        }
+        foreach (var (job, p) in r.Held)
+        {
+            job.Events.Add(CopyFromSlot(job.Slot, p.OffsetInSlot, r.Stream!, r.Destination.SubView(p.OffsetInTensor, p.LengthInBytes)));
+            if (--job.PendingHolds == 0 && job.Dispatched) job.Resolved.TrySetResult();
+        }
+        r.Held.Clear();
     }
 
     private string DataPath(BundleEntry e) => BundleNaming.DataFile(Prefix, Math.Clamp(e.ShardId, 0, Header.ShardCount - 1), Header.ShardCount);
 
-    private static long SaveOperationAlign(long n) => (n + IShardFile.DirectIOAlignmentInBytes - 1) & ~(long)(IShardFile.DirectIOAlignmentInBytes - 1);
+    private static long AlignUp(long n) => (n + IShardFile.DirectIOAlignmentInBytes - 1) & ~(long)(IShardFile.DirectIOAlignmentInBytes - 1);
 
     /// <summary>Cuts the sorted requests into file-aligned windows of at most one slot; each window is one read.</summary>
     private static List<ReadWindow> BuildWindows(List<ReadRequest> requests, int slotSize)
@@ -473,6 +591,7 @@ public sealed class RestoreSession : IAsyncDisposable
                 }
                 var stop = Math.Min(end, w.Start + slotSize);
                 w.Pieces.Add(new ReadPiece(r, pos - r.Entry.Offset, (int)(stop - pos), (int)(pos - w.Start)));
+                r.PieceCount++;
                 w.NeededEnd = Math.Max(w.NeededEnd, stop);
                 pos = stop;
             }
@@ -480,15 +599,35 @@ public sealed class RestoreSession : IAsyncDisposable
         return windows;
     }
 
-    private sealed class ReadRequest(BundleEntry entry, DeviceView destination, CacheEntry? cache)
+    private sealed class ReadRequest(BundleEntry entry, DeviceView destination, AcceleratorStream? stream, CacheEntry? cache)
     {
         public BundleEntry Entry { get; } = entry;
 
         public DeviceView Destination { get; } = destination;
 
+        /// <summary>The stream the destination's copies go on (null for cache requests).</summary>
+        public AcceleratorStream? Stream { get; } = stream;
+
         public CacheEntry? Cache { get; } = cache;
 
         public uint Crc { get; set; }
+
+        /// <summary>Windows this tensor spans.</summary>
+        public int PieceCount { get; set; }
+
+        /// <summary>The destination is new (restore-on-create): discarded by the caller on failure.</summary>
+        public bool DestinationIsNew { get; init; }
+
+        /// <summary>Streamed straight into a new destination (too large to hold, nothing to protect).</summary>
+        public bool Direct { get; set; }
+
+        /// <summary>Staged in <see cref="Scratch"/> (too large to hold in slots until verified).</summary>
+        public bool UsesScratch { get; set; }
+
+        public DeviceBuffer? Scratch { get; set; }
+
+        /// <summary>Pieces waiting in their slots for the tensor's checksum.</summary>
+        public List<(ReadJob Job, ReadPiece Piece)> Held { get; } = [];
     }
 
     private sealed class CacheEntry(BundleEntry entry, byte[] data)
@@ -519,6 +658,20 @@ public sealed class RestoreSession : IAsyncDisposable
 
         public StagingSlot Slot { get; } = slot;
 
+        /// <summary>Unmasked CRC-32C of each piece, computed by the reader.</summary>
+        public uint[] PieceCrcs { get; } = new uint[window.Pieces.Count];
+
         public TaskCompletionSource Read { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        /// <summary>Copies out of this slot (consumer thread only until <see cref="Resolved"/>).</summary>
+        public List<DeviceEvent> Events { get; } = [];
+
+        /// <summary>Pieces of this slot still waiting for their tensor's checksum.</summary>
+        public int PendingHolds { get; set; }
+
+        public bool Dispatched { get; set; }
+
+        /// <summary>Set once every piece of the slot has its copy enqueued (or was dropped to the cache).</summary>
+        public TaskCompletionSource Resolved { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
     }
 }

@@ -4,5 +4,15 @@ namespace CheckpointGpu.Pipeline;
 
 /// <summary>A checkpoint key and the device memory that receives its value.</summary>
 /// <param name="Key">The table key.</param>
-/// <param name="Destination">Device bytes to fill; its length must equal the entry's size. Must belong to the pipeline's accelerator.</param>
-public readonly record struct RestoreTarget(string Key, DeviceView Destination);
+/// <param name="Destination">Device bytes to fill; its length must equal the entry's size. Any accelerator.</param>
+/// <param name="Stream">
+/// The stream the value's copies are enqueued on (the variable's own stream, so work queued after the restore is ordered
+/// after the value); must belong to the destination's accelerator. <see langword="null"/>: the pipeline's restore stream
+/// for a destination on the pipeline's accelerator, else the destination accelerator's default stream.
+/// </param>
+/// <param name="DestinationIsNew">
+/// The destination holds no value yet (restore-on-create) and is discarded by the caller if the restore fails: a tensor
+/// larger than the ring then streams straight into it instead of through a device scratch buffer. Default
+/// <see langword="false"/>: the destination keeps its previous value unless the whole tensor verified.
+/// </param>
+public readonly record struct RestoreTarget(string Key, DeviceView Destination, AcceleratorStream? Stream = null, bool DestinationIsNew = false);

@@ -28,6 +28,14 @@ public sealed class CheckpointLoadStatus : LoadStatus
     internal RestoreCoordinator Coordinator => _checkpoint;
 
     /// <inheritdoc/>
+    public override async Task<LoadStatus> WaitAsync(CancellationToken cancellationToken = default)
+    {
+        cancellationToken.ThrowIfCancellationRequested();
+        await _checkpoint.Pending.WhenAll().WaitAsync(cancellationToken).ConfigureAwait(false);
+        return this;
+    }
+
+    /// <inheritdoc/>
     public override LoadStatus AssertConsumed()
     {
         AssertExistingObjectsMatched();

@@ -39,7 +39,10 @@ internal readonly struct CheckpointPosition(RestoreCoordinator checkpoint, int p
     /// <summary>Reads the simple-variable value straight into a new variable (restore-on-create) and marks it restored.</summary>
     public void ReadSimpleValueInto(Variable variable)
     {
-        Checkpoint.Reader.ReadIntoVariable(SimpleValueKey, variable);
+        // The variable is being created: its factory disposes it if the read fails, so it may be filled in place
+        // (not a caller-owned buffer, which outlives the variable).
+        if (Checkpoint.Reader is EngineTensorReader engine) engine.ReadIntoVariable(SimpleValueKey, variable, isNew: !variable.IsExternal);
+        else Checkpoint.Reader.ReadIntoVariable(SimpleValueKey, variable);
         variable.UpdateUid = RestoreUid;
     }
 

@@ -6,9 +6,10 @@ namespace CheckpointGpu;
 /// and throws <see cref="CheckpointMismatchException"/> when it fails.
 /// </summary>
 /// <remarks>
-/// Restores are applied synchronously in this version (values for existing objects are in their device buffers when
-/// <c>Restore</c> returns; deferred values land when their objects are created), so <see cref="WaitAsync"/> completes
-/// at once. Disposing a status writes a warning listing checkpoint values that were never matched, unless
+/// Values for existing objects are in their device buffers when <c>Restore</c>/<c>RestoreAsync</c> returns. Deferred
+/// values land when their objects are created: from the verified prefetch cache by an asynchronous host-to-device copy
+/// on the variable's stream (ordered before any work queued on that stream afterwards), which <see cref="WaitAsync"/>
+/// waits for. Disposing a status writes a warning listing checkpoint values that were never matched, unless
 /// <see cref="ExpectPartial"/> was called. Thread-safety: not thread-safe.
 /// </remarks>
 public abstract class LoadStatus : IDisposable
@@ -48,7 +49,10 @@ public abstract class LoadStatus : IDisposable
     /// <returns>This status.</returns>
     public virtual LoadStatus InitializeOrRestore() => this;
 
-    /// <summary>Completes when every restore scheduled so far has landed in device memory.</summary>
+    /// <summary>
+    /// Completes when every value matched so far (including restore-on-create of objects created since) is in its device
+    /// buffer; faults with the device error of a copy that failed.
+    /// </summary>
     /// <param name="cancellationToken">Cancels the wait (not the restore).</param>
     /// <returns>A task completing with this status.</returns>
     public virtual Task<LoadStatus> WaitAsync(CancellationToken cancellationToken = default) =>

@@ -26,6 +26,14 @@ public sealed class NameBasedLoadStatus : LoadStatus
     internal void AddToOptionallyRestored(Trackable trackable) => _optionallyRestored.Add(trackable);
 
     /// <inheritdoc/>
+    public override async Task<LoadStatus> WaitAsync(CancellationToken cancellationToken = default)
+    {
+        cancellationToken.ThrowIfCancellationRequested();
+        await _checkpoint.Pending.WhenAll().WaitAsync(cancellationToken).ConfigureAwait(false);
+        return this;
+    }
+
+    /// <inheritdoc/>
     public override LoadStatus AssertConsumed()
     {
         var unused = _checkpoint.UnusedAttributes.Where(kv => !_optionallyRestored.Contains(kv.Key))

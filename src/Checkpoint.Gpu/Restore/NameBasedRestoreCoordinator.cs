@@ -11,8 +11,9 @@ internal sealed class NameBasedRestoreCoordinator : IDisposable
     private readonly Func<ITensorReader> _openReader;
     private ITensorReader? _reader;
 
-    public NameBasedRestoreCoordinator(string prefix, ITensorReader reader, Func<ITensorReader> reopen)
+    public NameBasedRestoreCoordinator(string prefix, ITensorReader reader, Func<ITensorReader> reopen, PendingValues? pending = null)
     {
+        Pending = pending ?? new PendingValues();
         RestoreUid = RestoreCoordinator.NewUid();
         Prefix = prefix;
         _reader = reader;
@@ -22,6 +23,9 @@ internal sealed class NameBasedRestoreCoordinator : IDisposable
     public long RestoreUid { get; }
     public string Prefix { get; }
     public ITensorReader Reader => _reader ??= _openReader();
+
+    /// <summary>Device copies of this restore that may still be landing (restore-on-create).</summary>
+    public PendingValues Pending { get; }
 
     /// <summary>Objects → attribute names (TF1 names) missing from the checkpoint.</summary>
     public Dictionary<Trackable, List<string>> UnusedAttributes { get; } = new(ReferenceEqualityComparer.Instance);

@@ -20,8 +20,9 @@ internal sealed class RestoreCoordinator : IDisposable
     private bool _reported;
 
     public RestoreCoordinator(string prefix, ITensorReader reader, Func<ITensorReader> reopen, TrackableObjectGraph graph,
-        CheckpointOptions options, TextWriter? log)
+        CheckpointOptions options, TextWriter? log, PendingValues? pending = null)
     {
+        Pending = pending ?? new PendingValues();
         RestoreUid = NewUid();
         Prefix = prefix;
         _reader = reader;
@@ -56,6 +57,9 @@ internal sealed class RestoreCoordinator : IDisposable
     public TextWriter? Log { get; }
     public string[] NodeNames { get; }
     public bool ExpectPartial { get; set; }
+
+    /// <summary>Device copies of this restore that may still be landing (restore-on-create).</summary>
+    public PendingValues Pending { get; }
 
     public Dictionary<int, Trackable> ObjectByProtoId { get; } = [];
     public HashSet<int> MatchedProtoIds { get; } = [];
@@ -98,7 +102,23 @@ internal sealed class RestoreCoordinator : IDisposable
             QueueChildren(position, trackable, visit);
             QueueSlotVariables(position, trackable, visit);
         }
-        ExecuteReads(reads);
+        if (reads.Count > 0)
+        {
+            // One engine pass for the whole subtree: queued while walking, streamed in file order at the end. The top-level
+            // walk of a restore is already batching (its caller awaits the flush); a later walk (restore-on-create) flushes here.
+            var engine = Reader as EngineTensorReader;
+            var outer = engine?.Batching ?? true;
+            if (engine is not null) engine.Batching = true;
+            try
+            {
+                ExecuteReads(reads);
+            }
+            finally
+            {
+                if (engine is not null) engine.Batching = outer;
+            }
+            if (!outer) SyncWait.Run(() => engine!.FlushAsync(CancellationToken.None));
+        }
         CloseReaderIfDone();
     }
 
@@ -221,12 +241,24 @@ internal sealed class RestoreCoordinator : IDisposable
         }
     }
 
-    private void CloseReaderIfDone()
+    /// <summary>Releases the checkpoint files (and a pipeline opened for this restore) once nothing is left to match.</summary>
+    public void CloseReaderIfDone()
     {
-        if (_reader is not null && IsFullyMatched)
+        if (_reader is not null && IsFullyMatched && _reader is not EngineTensorReader { Batching: true })
         {
             _reader.Dispose();
             _reader = null;
+        }
+    }
+
+    /// <summary>Checkpoint keys of value nodes not bound yet (what restore-on-create may still ask for).</summary>
+    public IEnumerable<string> UnmatchedValueKeys()
+    {
+        var skipped = SkippedSlotNodes();
+        for (var id = 0; id < Graph.Nodes.Count; id++)
+        {
+            if (MatchedProtoIds.Contains(id) || skipped.Contains(id)) continue;
+            foreach (var a in Graph.Nodes[id].Attributes) yield return a.CheckpointKey;
         }
     }
 

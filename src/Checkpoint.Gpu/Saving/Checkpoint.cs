@@ -134,8 +134,9 @@ public sealed class Checkpoint : AutoTrackable, IDisposable, IAsyncDisposable
     /// <param name="options">Options; frozen by this call.</param>
     /// <returns>The status.</returns>
     /// <exception cref="FileNotFoundException">The checkpoint does not exist (the message hints at a missing <c>-N</c> suffix).</exception>
-    /// <exception cref="CheckpointFormatException">The checkpoint is corrupt.</exception>
+    /// <exception cref="CheckpointFormatException">The checkpoint is corrupt (a checksum mismatch leaves the variable's previous value).</exception>
     /// <exception cref="CheckpointMismatchException">A value's dtype or shape differs from its live object's.</exception>
+    /// <remarks><see cref="RestoreAsync"/> awaited; the wait does not need the caller's synchronization context.</remarks>
     public LoadStatus Restore(string? savePath, CheckpointOptions? options = null)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
@@ -143,9 +144,11 @@ public sealed class Checkpoint : AutoTrackable, IDisposable, IAsyncDisposable
     }
 
     /// <summary>
-    /// <see cref="Restore"/> with the values read through the IO pipeline (sequential O_DIRECT reads through the staging
-    /// ring into a bounded, checksum-verified host cache), so restoring a variable — now, or when it is created later —
-    /// costs one host-to-device copy. See <see cref="TrackableSaver.RestoreAsync"/>.
+    /// The restore itself (<see cref="Restore"/> is this, awaited): the object graph is matched first, then the values of
+    /// existing variables are streamed through the IO pipeline (O_DIRECT reads in file order, each tensor's checksum
+    /// verified before any byte reaches its device buffer), and values of objects not created yet are prefetched into a
+    /// bounded, verified host cache, so creating them later costs one host-to-device copy. See
+    /// <see cref="TrackableSaver.RestoreAsync"/>.
     /// </summary>
     /// <param name="savePath">Checkpoint prefix, a SavedModel directory, or <see langword="null"/> for an initialization-only status.</param>
     /// <param name="options">Options; <see cref="CheckpointOptions.Pipeline"/> picks the IO device.</param>
@@ -153,7 +156,7 @@ public sealed class Checkpoint : AutoTrackable, IDisposable, IAsyncDisposable
     /// <returns>The load status (assertions as for <see cref="Restore"/>).</returns>
     /// <exception cref="ObjectDisposedException">The checkpoint is disposed.</exception>
     /// <exception cref="FileNotFoundException">The checkpoint does not exist.</exception>
-    /// <exception cref="CheckpointFormatException">A corrupt file or a checksum mismatch.</exception>
+    /// <exception cref="CheckpointFormatException">A corrupt file or a checksum mismatch (the variable keeps its previous value).</exception>
     public async Task<LoadStatus> RestoreAsync(string? savePath, CheckpointOptions? options = null, CancellationToken cancellationToken = default)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);

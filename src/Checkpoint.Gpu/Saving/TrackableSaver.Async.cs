@@ -327,61 +327,6 @@ public sealed partial class TrackableSaver : IAsyncDisposable
         }
     }
 
-    /// <summary>
-    /// <see cref="Restore"/> with the checkpoint's values read through the IO pipeline first: the data files are read
-    /// sequentially through the staging ring (O_DIRECT, several requests in flight, checksums verified as the bytes pass)
-    /// into a host cache bounded by <see cref="CheckpointPipelineOptions.RestoreCacheBudgetInBytes"/>; matching then copies
-    /// each value from the cache into its variable — now for existing variables, at creation for variables created
-    /// later (restore-on-create costs one host-to-device copy). Values over the budget are read on demand as in
-    /// <see cref="Restore"/>. Values of <see cref="Distributed.Variables.RemoteVariable"/> placeholders (another worker's) are not
-    /// read; partitioned (sliced) values are read region by region on demand.
-    /// </summary>
-    /// <param name="savePath">Checkpoint prefix, or <see langword="null"/> for an initialization-only status.</param>
-    /// <param name="options">Options; <see cref="CheckpointOptions.Pipeline"/> picks the IO device.</param>
-    /// <param name="cancellationToken">Cancels the reads.</param>
-    /// <returns>The load status, once every value of an existing object has been assigned.</returns>
-    /// <exception cref="FileNotFoundException">The checkpoint does not exist.</exception>
-    /// <exception cref="Format.CheckpointFormatException">A corrupt file or a checksum mismatch (nothing is assigned then).</exception>
-    /// <exception cref="OperationCanceledException">Cancelled.</exception>
-    public async Task<LoadStatus> RestoreAsync(string? savePath, CheckpointOptions? options = null, CancellationToken cancellationToken = default)
-    {
-        cancellationToken.ThrowIfCancellationRequested();
-        if (savePath is null) return new InitializationOnlyStatus(RestoreCoordinator.NewUid());
-        options ??= CheckpointOptions.Default;
-        options.Freeze();
-        var inner = OpenForRestore(savePath);
-        RestoreSession? session = null;
-        try
-        {
-            // Values are copied to their variables by the caller's own streams, so any accelerator can host the ring.
-            var pipeline = options.Pipeline ?? GetOrCreatePipeline(View.ListObjects().OfType<Variable>().ToArray(), options.IO);
-            session = pipeline.OpenRestore(inner.Prefix);
-            // Issue 14 hook: compressed entries are read (and decompressed) on demand by the bundle reader, not prefetched raw.
-            await session.PrefetchAsync(KeysToPrefetch(inner.Keys.Where(k => !inner.IsCompressed(k))), cancellationToken).ConfigureAwait(false);
-        }
-        catch
-        {
-            inner.Dispose();
-            if (session is not null) await session.DisposeAsync().ConfigureAwait(false);
-            throw;
-        }
-        var status = RestoreWith(savePath, options, new PrefetchedTensorReader(inner, session));
-        _statuses.Add(status);
-        return status;
-    }
-
-    /// <summary>
-    /// Every key of the checkpoint except those of <see cref="Distributed.Variables.RemoteVariable"/> placeholders in the live tree:
-    /// another worker holds and restores those (model parallelism), so reading them here would cost this worker's disk
-    /// bandwidth and cache memory for nothing. Keys of objects not created yet stay in (restore-on-create).
-    /// </summary>
-    private IEnumerable<string> KeysToPrefetch(IEnumerable<string> checkpointKeys)
-    {
-        var remote = ObjectGraphSnapshot.Build(Root, includeSlotVariables: true).Tensors
-            .Where(t => t.Attribute is Distributed.Variables.RemoteVariable.RemoteSaveable).Select(t => t.Key).ToHashSet(StringComparer.Ordinal);
-        return remote.Count == 0 ? checkpointKeys : checkpointKeys.Where(k => !remote.Contains(k));
-    }
-
     private CheckpointPipeline GetOrCreatePipeline(Variable[] variables, CheckpointPipelineOptions? io)
     {
         lock (_pipelineLock)

@@ -71,26 +71,6 @@ public sealed partial class TrackableSaver
     public string Write(string filePrefix, CheckpointOptions? options = null) => Save(filePrefix, 0, options);
 
     /// <summary>
-    /// Restores from a checkpoint (TF's <c>TrackableSaver.restore</c>): object-based when the bundle has an object
-    /// graph, otherwise name-based (TF1). Values for existing objects are applied before this returns; the rest wait
-    /// for their objects to be created. <see langword="null"/> gives an <see cref="InitializationOnlyStatus"/>.
-    /// </summary>
-    /// <param name="savePath">Checkpoint prefix, or <see langword="null"/>.</param>
-    /// <param name="options">Options; frozen by this call.</param>
-    /// <returns>The status.</returns>
-    /// <exception cref="FileNotFoundException">The checkpoint's index or data file is missing.</exception>
-    /// <exception cref="CheckpointFormatException">The checkpoint is corrupt.</exception>
-    /// <exception cref="CheckpointMismatchException">A value's dtype or shape differs from its live object's.</exception>
-    /// <exception cref="KeyNotFoundException">The object graph names a checkpoint key the index does not hold (an inconsistent checkpoint).</exception>
-    public LoadStatus Restore(string? savePath, CheckpointOptions? options = null)
-    {
-        if (savePath is null) return new InitializationOnlyStatus(RestoreCoordinator.NewUid());
-        var status = RestoreCore(savePath, options ?? CheckpointOptions.Default);
-        _statuses.Add(status);
-        return status;
-    }
-
-    /// <summary>
     /// Keras-2 <c>model.save_weights(path)</c> in TF format: writes a checkpoint rooted at <paramref name="root"/>
     /// (keys without a <c>model/</c> prefix) at exactly <paramref name="filePath"/>, then points the
     /// <c>checkpoint</c> state file in its directory at it.
@@ -202,97 +182,6 @@ public sealed partial class TrackableSaver
         }
         // An empty shard would leave num_shards inconsistent with the files TF expects (spec §1.3).
         if (used.Any(u => !u)) throw new InvalidOperationException("The sharding policy left a data file empty.");
-    }
-
-    /// <summary>
-    /// <see cref="Restore(string?, CheckpointOptions?)"/> from metadata read elsewhere (<see cref="Distributed.CheckpointMetadata"/>):
-    /// the index and object graph are not read from disk; tensor values are read from the data files.
-    /// </summary>
-    /// <param name="metadata">The checkpoint's index and object graph.</param>
-    /// <param name="options">Options; frozen by this call.</param>
-    /// <returns>The status.</returns>
-    /// <exception cref="ArgumentNullException"><paramref name="metadata"/> is null.</exception>
-    /// <exception cref="FileNotFoundException">A data file is missing.</exception>
-    /// <exception cref="CheckpointFormatException">The metadata or a data file is corrupt.</exception>
-    /// <exception cref="CheckpointMismatchException">A value's dtype or shape differs from its live object's.</exception>
-    public LoadStatus RestoreFromMetadata(Distributed.CheckpointMetadata metadata, CheckpointOptions? options = null)
-    {
-        ArgumentNullException.ThrowIfNull(metadata);
-        options ??= CheckpointOptions.Default;
-        options.Freeze();
-        var index = metadata.ParseIndex();
-        var status = RestoreWith(metadata.Prefix, options, BundleTensorReader.Open(index, metadata.ObjectGraphBytes),
-            () => BundleTensorReader.Open(index, metadata.ObjectGraphBytes));
-        _statuses.Add(status);
-        return status;
-    }
-
-    internal LoadStatus RestoreCore(string savePath, CheckpointOptions options)
-    {
-        options.Freeze();
-        return RestoreWith(savePath, options, OpenForRestore(savePath));
-    }
-
-    /// <summary>Opens the bundle at <paramref name="savePath"/>, with TF's friendlier message when it is missing.</summary>
-    internal static BundleTensorReader OpenForRestore(string savePath)
-    {
-        try
-        {
-            return BundleTensorReader.Open(savePath);
-        }
-        catch (FileNotFoundException ex)
-        {
-            throw new FileNotFoundException(
-                $"Error when restoring from checkpoint or SavedModel at {savePath}: {ex.Message} Please double-check that the path is correct. You may be missing the checkpoint suffix (e.g. the '-1' in 'path/to/ckpt-1').",
-                ex.FileName, ex);
-        }
-    }
-
-    /// <summary>Matches the checkpoint read by <paramref name="reader"/> against the live objects (takes ownership of the reader).</summary>
-    internal LoadStatus RestoreWith(string savePath, CheckpointOptions options, ITensorReader reader, Func<ITensorReader>? reopen = null)
-    {
-        RestoreCoordinator? coordinator = null;
-        try
-        {
-            var graphBytes = reader.ReadObjectGraphBytes();
-            ITensorReader Reopen() => reopen is not null ? reopen() : BundleTensorReader.Open(savePath);
-            if (graphBytes is null)
-            {
-                var nameBased = new NameBasedRestoreCoordinator(savePath, reader, Reopen);
-                foreach (var obj in View.ListObjects()) obj.NameBasedAttributeRestore(nameBased);
-                return new NameBasedLoadStatus(nameBased, View);
-            }
-            TrackableObjectGraph graph;
-            try
-            {
-                graph = TrackableObjectGraph.Parser.ParseFrom(graphBytes);
-            }
-            catch (InvalidProtocolBufferException ex)
-            {
-                throw new CheckpointFormatException(CheckpointFormatError.MalformedProto, BundleNaming.IndexFile(savePath),
-                    "the object graph cannot be parsed as a TrackableObjectGraph", CheckpointKeys.ObjectGraph, innerException: ex);
-            }
-            if (graph.Nodes.Count == 0)
-                throw new CheckpointFormatException(CheckpointFormatError.MalformedProto, BundleNaming.IndexFile(savePath),
-                    "the object graph has no nodes", CheckpointKeys.ObjectGraph);
-            coordinator = new RestoreCoordinator(savePath, reader, Reopen, graph, options, Log);
-            new CheckpointPosition(coordinator, 0).Restore(Root);
-            return new CheckpointLoadStatus(coordinator, View);
-        }
-        catch
-        {
-            if (coordinator is not null)
-            {
-                // Deferred positions may outlive the failure; the coordinator reopens the bundle if they fire.
-                coordinator.ExpectPartial = true;
-                coordinator.Dispose();
-            }
-            else
-            {
-                reader.Dispose();
-            }
-            throw;
-        }
     }
 
     /// <summary>Writes pending unmatched-value warnings of every status issued so far and releases their files.</summary>

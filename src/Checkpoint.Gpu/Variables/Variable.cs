@@ -35,7 +35,11 @@ public sealed partial class Variable : Trackable, IDisposable
         // An external buffer (bring-your-own ILGPU, Variable.Ilgpu.cs) is the caller's memory seen through a
         // non-owning wrapper; disposing the variable disposes only the wrapper.
         _buffer = external ?? accelerator.Allocate(LengthInBytes);
+        IsExternal = external is not null;
     }
+
+    /// <summary>True when the buffer is the caller's own memory (bring-your-own ILGPU): work on it is not ordered by our streams.</summary>
+    internal bool IsExternal { get; }
 
     /// <summary>TF variable name without <c>:0</c> (for example <c>dense/kernel</c>); saved as <c>full_name</c> and matched by name-based restores.</summary>
     public string Name { get; }
