@@ -391,7 +391,7 @@ public sealed class StructureFuzzTests(ITestOutputHelper output)
                 var graph = r.ReadObjectGraph();
                 if (graph is not null) _ = CheckpointKeys.NodeDisplayNames(graph);
             }
-            using var mirror = CheckpointMirror.Restore(prefix, accelerator, log: null);
+            using var mirror = LoadedCheckpoint.Restore(prefix, accelerator, log: null);
             mirror.Status.AssertConsumed();
             // A correct result: every variable holds exactly the bytes whose CRC32C the index records (stored order:
             // a big-endian file's values were byte-swapped on the way in, so swap them back for the comparison).

@@ -18,7 +18,7 @@ public sealed class AsyncSaveTests(CpuFixture cpu) : IClassFixture<CpuFixture>
     public async Task WriteAsync_MirroredTfCheckpoint_IsByteIdenticalToTensorFlowsFiles(string relativePrefix)
     {
         var tf = Path.Combine(TfCorpus.RequireRoot(), relativePrefix);
-        await using var mirror = CheckpointMirror.Restore(tf, cpu.Accelerator, log: null);
+        await using var mirror = LoadedCheckpoint.Restore(tf, cpu.Accelerator, log: null);
         using var dir = new TempDir("async-mirror");
         var handle = await mirror.WriteAsync(dir.File("copy"));
         await handle.Completion;
@@ -30,7 +30,7 @@ public sealed class AsyncSaveTests(CpuFixture cpu) : IClassFixture<CpuFixture>
     {
         var tf = Path.Combine(TfCorpus.RequireRoot(), "obj-keras3-tf219-manager-3ckpts", "ckpt-9");
         using var acc = Accelerator.Create(AcceleratorKind.OpenCL);
-        await using var mirror = CheckpointMirror.Restore(tf, acc, log: null);
+        await using var mirror = LoadedCheckpoint.Restore(tf, acc, log: null);
         using var dir = new TempDir("async-mirror-cl");
         var handle = await mirror.WriteAsync(dir.File("copy"));
         await handle.Completion;

@@ -9,7 +9,7 @@ namespace CheckpointGpu.Tests;
 /// The one commit protocol on every core save path: each step (data, fsync, index, fsync, renames, directory fsync, state
 /// file, prune) fails in turn through the storage seam, and the previous checkpoint and the state file stay intact with no
 /// temporary left — for the synchronous save, the asynchronous save, <see cref="CheckpointManager"/> pruning and
-/// <see cref="CheckpointMirror.Write"/>.
+/// <see cref="LoadedCheckpoint.Write"/>.
 /// </summary>
 public sealed class CommitProtocolFaultTests(CpuFixture fixture) : IClassFixture<CpuFixture>
 {
@@ -140,7 +140,7 @@ public sealed class CommitProtocolFaultTests(CpuFixture fixture) : IClassFixture
         var before = CommitFaults.Snapshot(dir.Path);
 
         var storage = new FaultInjectingShardStorage(LocalShardStorage.Instance);
-        using var mirror = CheckpointMirror.Restore(source, _cpu, log: null);
+        using var mirror = LoadedCheckpoint.Restore(source, _cpu, log: null);
         step.Arm(storage);
         var error = Assert.ThrowsAny<IOException>(() => mirror.Write(Path.Combine(dir.Path, "copy"),
             new CheckpointPipelineOptions { Storage = storage, SlotSizeInBytes = 4096, SlotCount = 2 }));

@@ -25,7 +25,7 @@ public sealed class EngineRestoreTests : IClassFixture<CpuFixture>
     }
 
     /// <summary>
-    /// Every corpus checkpoint: the tree is built by restore-on-create (CheckpointMirror), then restored again into the
+    /// Every corpus checkpoint: the tree is built by restore-on-create (LoadedCheckpoint), then restored again into the
     /// built tree by <c>Restore</c> and by <c>RestoreAsync</c> (values zeroed before each). All three agree byte for byte,
     /// and each value carries the CRC32C TensorFlow stored.
     /// </summary>
@@ -35,7 +35,7 @@ public sealed class EngineRestoreTests : IClassFixture<CpuFixture>
     {
         var tf = Path.Combine(TfCorpus.RequireRoot(), relativePrefix);
         using var reader = TensorBundleReader.Open(tf);
-        using var mirror = CheckpointMirror.Restore(tf, _acc, log: null);
+        using var mirror = LoadedCheckpoint.Restore(tf, _acc, log: null);
         var onCreate = mirror.Variables.Select(m => m.Variable.ReadBytes()).ToArray();
 
         foreach (var m in mirror.Variables) m.Variable.AssignBytes(new byte[m.Variable.LengthInBytes]);
@@ -212,7 +212,7 @@ public sealed class EngineRestoreTests : IClassFixture<CpuFixture>
         var copy = dir.File("model.ckpt");
         File.Copy(tf + ".index", copy + ".index");
         foreach (var f in Directory.GetFiles(Path.GetDirectoryName(tf)!, "model.ckpt.data-*")) File.Copy(f, Path.Combine(dir.Path, Path.GetFileName(f)));
-        using var mirror = CheckpointMirror.Restore(copy, _acc, log: null);
+        using var mirror = LoadedCheckpoint.Restore(copy, _acc, log: null);
         var victim = mirror.Variables.Where(m => m.Variable.LengthInBytes >= 8).MaxBy(m => m.Variable.LengthInBytes)!;
         using (var reader = TensorBundleReader.Open(copy))
         {

@@ -33,7 +33,7 @@ public sealed class GenericTreeTests(ITestOutputHelper output) : IClassFixture<C
         using var acc = Accelerator.Create(AcceleratorKind.Cpu);
         using var reader = TensorBundleReader.Open(tf);
         var graph = reader.ReadObjectGraph()!;
-        using var mirror = CheckpointMirror.Restore(tf, acc, log: null);   // the tree is built after Restore
+        using var mirror = LoadedCheckpoint.Restore(tf, acc, log: null);   // the tree is built after Restore
         Assert.True(mirror.IsObjectBased);
         mirror.Status.AssertConsumed().AssertExistingObjectsMatched();
         foreach (var (key, v) in mirror.Variables)
@@ -75,7 +75,7 @@ public sealed class GenericTreeTests(ITestOutputHelper output) : IClassFixture<C
         var tf = Path.Combine(TfCorpus.RequireRoot(), relativePrefix);
         using var acc = Accelerator.Create(AcceleratorKind.Cpu);
         using var reader = TensorBundleReader.Open(tf);
-        using var mirror = CheckpointMirror.Restore(tf, acc, log: null);
+        using var mirror = LoadedCheckpoint.Restore(tf, acc, log: null);
         Assert.False(mirror.IsObjectBased);
         mirror.Status.AssertConsumed();
         Assert.Equal(reader.Entries.Count(e => e.Key.Length > 0), mirror.Variables.Count + mirror.HostValueCount);

@@ -120,7 +120,7 @@ public sealed class IlgpuTests(ITestOutputHelper output)
         var tf = Path.Combine(TfCorpus.RequireRoot(), relativePrefix);
         await using var device = Accelerator.Create(AcceleratorKind.IlgpuCpu);
         using var reader = TensorBundleReader.Open(tf);
-        await using var mirror = CheckpointMirror.Restore(tf, device, log: null);
+        await using var mirror = LoadedCheckpoint.Restore(tf, device, log: null);
         mirror.Status.AssertConsumed().AssertExistingObjectsMatched();
         foreach (var (key, v) in mirror.Variables)
         {

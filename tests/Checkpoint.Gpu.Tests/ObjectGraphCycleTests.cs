@@ -104,7 +104,7 @@ public sealed class ObjectGraphCycleTests(CpuFixture cpu) : IClassFixture<CpuFix
     {
         var shape = Shapes[shapeId];
         var prefix = WriteCheckpoint(shape);
-        using var mirror = CheckpointMirror.Restore(prefix, Acc, log: null);
+        using var mirror = LoadedCheckpoint.Restore(prefix, Acc, log: null);
         mirror.Status.AssertConsumed();
         // A node reached twice is one object: exactly one variable per variable node.
         Assert.Equal(shape.VariableKeys.Values.Order(StringComparer.Ordinal), mirror.Variables.Select(v => v.Key).Order(StringComparer.Ordinal));

@@ -13,7 +13,7 @@ namespace CheckpointGpu.Cli.Commands;
 /// device buffers through restore-on-create and checks every value read back from the device.
 /// </summary>
 /// <remarks>
-/// Uses <see cref="CheckpointMirror"/>: <c>Restore</c> is called before any object exists, then a generic tree
+/// Uses <see cref="LoadedCheckpoint"/>: <c>Restore</c> is called before any object exists, then a generic tree
 /// mirroring the checkpoint's object graph (or its variable names, for TF1) is built, so every value arrives the
 /// moment its variable is created. Then <c>AssertConsumed</c>; each variable is read back from the device and its
 /// masked CRC32C compared with the one TensorFlow stored. With <c>--resave</c> the tree is written again.
@@ -51,7 +51,7 @@ internal static class RestoreCommand
         var clock = Stopwatch.StartNew();
         using var accelerator = Accelerator.Create(kind);
         using var reader = TensorBundleReader.Open(prefix);
-        using var mirror = CheckpointMirror.Restore(prefix, accelerator, log: null);
+        using var mirror = LoadedCheckpoint.Restore(prefix, accelerator, log: null);
         var restoreSeconds = clock.Elapsed.TotalSeconds;
         mirror.Status.AssertConsumed();
 
@@ -82,7 +82,7 @@ internal static class RestoreCommand
         return mismatches == 0 ? ExitCodes.Ok : ExitCodes.DataProblem;
     }
 
-    private static void WriteJson(TextWriter output, CheckpointMirror mirror, Accelerator accelerator, Checked[] results, string? written, double seconds)
+    private static void WriteJson(TextWriter output, LoadedCheckpoint mirror, Accelerator accelerator, Checked[] results, string? written, double seconds)
     {
         JsonOutput.Write(output, w =>
         {

@@ -28,16 +28,16 @@ namespace CheckpointGpu;
 /// corpus). Partitioned (sliced) entries are not supported yet: <see cref="NotSupportedException"/>.</para>
 /// <para>Not thread-safe. Dispose to free the device buffers.</para>
 /// </remarks>
-public sealed class CheckpointMirror : IDisposable, IAsyncDisposable
+public sealed class LoadedCheckpoint : IDisposable, IAsyncDisposable
 {
-    private readonly List<MirroredVariable> _variables;
+    private readonly List<LoadedVariable> _variables;
     private readonly Dictionary<string, int> _shardOfKey;
     private readonly int _shardCount;
     private readonly bool _writeHasCheckpointValues;
     private bool _disposed;
 
-    private CheckpointMirror(string prefix, bool isObjectBased, MirrorNode root, TrackableSaver saver, LoadStatus status,
-        List<MirroredVariable> variables, int hostValueCount, Dictionary<string, int> shardOfKey, int shardCount, bool writeHasCheckpointValues)
+    private LoadedCheckpoint(string prefix, bool isObjectBased, LoadedNode root, TrackableSaver saver, LoadStatus status,
+        List<LoadedVariable> variables, int hostValueCount, Dictionary<string, int> shardOfKey, int shardCount, bool writeHasCheckpointValues)
     {
         Prefix = prefix;
         IsObjectBased = isObjectBased;
@@ -57,7 +57,7 @@ public sealed class CheckpointMirror : IDisposable, IAsyncDisposable
     /// <summary>True for object-based (TF2) checkpoints, false for name-based (TF1 <c>Saver</c>) ones.</summary>
     public bool IsObjectBased { get; }
 
-    /// <summary>The root of the mirrored tree (node 0).</summary>
+    /// <summary>The root of the loaded tree (node 0).</summary>
     public Trackable Root { get; }
 
     /// <summary>The saver over <see cref="Root"/> that restored the checkpoint; use it to write the tree again.</summary>
@@ -67,13 +67,13 @@ public sealed class CheckpointMirror : IDisposable, IAsyncDisposable
     public LoadStatus Status { get; }
 
     /// <summary>Every variable created, with the key its value came from (slot variables included).</summary>
-    public IReadOnlyList<MirroredVariable> Variables => _variables;
+    public IReadOnlyList<LoadedVariable> Variables => _variables;
 
     /// <summary>Number of values kept in host memory instead of device buffers (strings, lookup tables, non-variable state).</summary>
     public int HostValueCount { get; }
 
     /// <summary>
-    /// Restores the checkpoint at <paramref name="prefix"/> into a new mirrored tree whose variables live on
+    /// Restores the checkpoint at <paramref name="prefix"/> into a new loaded tree whose variables live on
     /// <paramref name="accelerator"/>.
     /// </summary>
     /// <param name="prefix">Checkpoint prefix (<c>&lt;prefix&gt;.index</c> must exist).</param>
@@ -84,7 +84,7 @@ public sealed class CheckpointMirror : IDisposable, IAsyncDisposable
     /// <exception cref="NotSupportedException">The checkpoint holds partitioned (sliced) variables.</exception>
     /// <exception cref="KeyNotFoundException">The object graph names a checkpoint key the index does not hold.</exception>
     /// <exception cref="CheckpointMismatchException">A checkpointed value does not fit the object created for it.</exception>
-    public static CheckpointMirror Restore(string prefix, Accelerator accelerator, TextWriter? log = null)
+    public static LoadedCheckpoint Restore(string prefix, Accelerator accelerator, TextWriter? log = null)
     {
         ArgumentException.ThrowIfNullOrEmpty(prefix);
         ArgumentNullException.ThrowIfNull(accelerator);
@@ -93,19 +93,19 @@ public sealed class CheckpointMirror : IDisposable, IAsyncDisposable
         if (partitioned is not null)
             throw new NotSupportedException($"{reader.IndexPath}: '{partitioned.Key}' is a partitioned (sliced) tensor; restoring sliced variables is not supported yet.");
         var graph = reader.ReadObjectGraph();
-        var root = new MirrorNode();
+        var root = new LoadedNode();
         if (graph is not null)
             foreach (var a in graph.Nodes[0].Attributes) root.AddHostValue(a.Name, a.FullName, a.OptionalRestore);
 
         var saver = new TrackableSaver(root) { Log = log };
         var status = saver.Restore(prefix);          // before the tree exists: everything below is restore-on-create
-        var variables = new List<MirroredVariable>();
+        var variables = new List<LoadedVariable>();
         int hostValues;
         try
         {
             hostValues = graph is not null
-                ? MirrorGraph(graph, reader, root, accelerator, variables)
-                : MirrorNames(reader, root, accelerator, variables);
+                ? LoadObjectGraph(graph, reader, root, accelerator, variables)
+                : LoadNameBased(reader, root, accelerator, variables);
         }
         catch
         {
@@ -113,7 +113,7 @@ public sealed class CheckpointMirror : IDisposable, IAsyncDisposable
             throw;
         }
         var shards = reader.Entries.Where(e => e.Key.Length > 0 && !e.IsSliceEntry).ToDictionary(e => e.Key, e => e.ShardId, StringComparer.Ordinal);
-        return new CheckpointMirror(reader.Prefix, graph is not null, root, saver, status, variables, hostValues, shards,
+        return new LoadedCheckpoint(reader.Prefix, graph is not null, root, saver, status, variables, hostValues, shards,
             reader.Header.ShardCount, graph is null || graph.Nodes.Any(n => n.HasCheckpointValues is not null));
     }
 
@@ -126,7 +126,7 @@ public sealed class CheckpointMirror : IDisposable, IAsyncDisposable
     /// <param name="io">IO settings, including the storage seam, for the pipeline the saver creates at its first save;
     /// <see langword="null"/> for the defaults.</param>
     /// <returns>The written prefix.</returns>
-    /// <exception cref="ObjectDisposedException">The mirror was disposed.</exception>
+    /// <exception cref="ObjectDisposedException">The loaded checkpoint was disposed.</exception>
     /// <exception cref="IOException">Writing failed; files already at <paramref name="prefix"/> are left untouched.</exception>
     public string Write(string prefix, Pipeline.CheckpointPipelineOptions? io = null)
     {
@@ -142,7 +142,7 @@ public sealed class CheckpointMirror : IDisposable, IAsyncDisposable
     /// <param name="pipeline">The IO device to use; <see langword="null"/> for one owned by <see cref="Saver"/> (freed by <see cref="DisposeAsync"/>).</param>
     /// <param name="cancellationToken">Cancels the save.</param>
     /// <returns>The save's handle; await its <c>Completion</c> for durability.</returns>
-    /// <exception cref="ObjectDisposedException">The mirror was disposed.</exception>
+    /// <exception cref="ObjectDisposedException">The loaded checkpoint was disposed.</exception>
     public ValueTask<Pipeline.SaveHandle> WriteAsync(string prefix, Pipeline.CheckpointPipeline? pipeline = null, CancellationToken cancellationToken = default)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
@@ -180,7 +180,7 @@ public sealed class CheckpointMirror : IDisposable, IAsyncDisposable
         }
     }
 
-    private static int MirrorGraph(TrackableObjectGraph graph, TensorBundleReader reader, MirrorNode root, Accelerator accelerator, List<MirroredVariable> variables)
+    private static int LoadObjectGraph(TrackableObjectGraph graph, TensorBundleReader reader, LoadedNode root, Accelerator accelerator, List<LoadedVariable> variables)
     {
         var objects = new Trackable?[graph.Nodes.Count];
         objects[0] = root;
@@ -204,15 +204,15 @@ public sealed class CheckpointMirror : IDisposable, IAsyncDisposable
                 if (IsSimpleVariable(node, reader, out var entry))
                 {
                     var v = Variable.Create(parent, edge.LocalName, accelerator, entry.DType, entry.Shape, fullName: node.Attributes[0].FullName);
-                    variables.Add(new MirroredVariable(entry.Key, v));
+                    variables.Add(new LoadedVariable(entry.Key, v));
                     objects[edge.NodeId] = v;
                     continue;
                 }
                 AutoTrackable child;
-                if (node.SlotVariables.Count > 0) child = new MirrorOptimizer();
+                if (node.SlotVariables.Count > 0) child = new LoadedOptimizer();
                 else
                 {
-                    var generic = new MirrorNode();
+                    var generic = new LoadedNode();
                     foreach (var a in node.Attributes)
                     {
                         if (generic.Has(a.Name)) continue;
@@ -241,13 +241,13 @@ public sealed class CheckpointMirror : IDisposable, IAsyncDisposable
                 var key = slot.SlotVariableNodeId >= 0 && slot.SlotVariableNodeId < graph.Nodes.Count && graph.Nodes[slot.SlotVariableNodeId].Attributes.Count > 0
                     ? graph.Nodes[slot.SlotVariableNodeId].Attributes[0].CheckpointKey
                     : $"{original.Name}/{slot.SlotName}";
-                variables.Add(new MirroredVariable(key, slotVariable));
+                variables.Add(new LoadedVariable(key, slotVariable));
             }
         }
         return hostValues;
     }
 
-    private static int MirrorNames(TensorBundleReader reader, MirrorNode root, Accelerator accelerator, List<MirroredVariable> variables)
+    private static int LoadNameBased(TensorBundleReader reader, LoadedNode root, Accelerator accelerator, List<LoadedVariable> variables)
     {
         var hostValues = 0;
         foreach (var entry in reader.Entries)
@@ -256,11 +256,11 @@ public sealed class CheckpointMirror : IDisposable, IAsyncDisposable
             if (DTypes.IsFixedSize(entry.DType))
             {
                 var v = Variable.Create(root, entry.Key, accelerator, entry.DType, entry.Shape, fullName: entry.Key);
-                variables.Add(new MirroredVariable(entry.Key, v));
+                variables.Add(new LoadedVariable(entry.Key, v));
             }
             else
             {
-                var holder = new MirrorNode();
+                var holder = new LoadedNode();
                 holder.AddHostValue(CheckpointKeys.VariableValue, entry.Key, optionalRestore: false);
                 root.Track(entry.Key, holder);
                 hostValues++;
@@ -277,7 +277,7 @@ public sealed class CheckpointMirror : IDisposable, IAsyncDisposable
     }
 
     /// <summary>A mirrored non-variable node: its attributes are kept in host memory exactly as stored.</summary>
-    private sealed class MirrorNode : AutoTrackable
+    private sealed class LoadedNode : AutoTrackable
     {
         private readonly List<SaveableValue> _values = [];
 
@@ -305,7 +305,7 @@ public sealed class CheckpointMirror : IDisposable, IAsyncDisposable
     }
 
     /// <summary>A mirrored optimizer: creates each slot when its checkpoint value arrives, named as stored.</summary>
-    private sealed class MirrorOptimizer() : OptimizerBase("optimizer")
+    private sealed class LoadedOptimizer() : OptimizerBase("optimizer")
     {
         protected override string GetSlotFullName(Variable variable, string slotName, string? checkpointFullName) =>
             checkpointFullName ?? base.GetSlotFullName(variable, slotName, checkpointFullName);
