@@ -300,7 +300,7 @@ internal static class SyncWait
     public static T Run<T>(Func<Task<T>> operation)
     {
         var task = operation();
-        Run(() => task);
+        Run((Func<Task>)(() => task));
         return task.Result;   // completed successfully here
     }
 }
