@@ -271,7 +271,13 @@ public sealed class CheckpointManager : IDisposable
     {
         if (_lock is not null || options?.MultiWorker is { IsChief: false }) return;
         _lock = CheckpointDirectoryLock.Acquire(Directory);
-        var removed = CheckpointDebris.Remove(Directory, keep: [Path.GetFullPath(prefix) + "_temp"]);
+        // Multi-worker: other ranks may already be writing the parts of this or a later save (async saves do not wait
+        // for the chief), so no part directory is removed here; each is removed by the chief after its verdict, and a
+        // crashed run's one is replaced when that checkpoint number is saved again.
+        IEnumerable<string> keep = options?.MultiWorker is not null
+            ? CheckpointDebris.Find(Directory).Where(p => p.EndsWith("_temp", StringComparison.Ordinal))
+            : [Path.GetFullPath(prefix) + "_temp"];
+        var removed = CheckpointDebris.Remove(Directory, keep: keep.ToList());
         if (removed.Count > 0 && Checkpoint.Log is { } log)
             log.WriteLine($"CheckpointManager: removed {removed.Count} leftover temporary file(s) of interrupted saves in {Directory}: {string.Join(", ", removed.Select(Path.GetFileName).Take(5))}{(removed.Count > 5 ? ", …" : "")}");
     }

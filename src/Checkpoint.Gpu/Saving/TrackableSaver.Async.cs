@@ -181,15 +181,18 @@ public sealed partial class TrackableSaver : IAsyncDisposable
     }
 
     /// <summary>Blocks the calling thread until <paramref name="task"/> completes, on a non-async primitive (see <see cref="WriteCore"/>).</summary>
-    internal static void WaitForCompletion(Task task)
+    internal static void WaitForCompletion(Task task) => WaitForCompletion(task, Timeout.InfiniteTimeSpan);
+
+    /// <summary>As <see cref="WaitForCompletion(Task)"/>, bounded: false when <paramref name="task"/> is still running after <paramref name="timeout"/>.</summary>
+    internal static bool WaitForCompletion(Task task, TimeSpan timeout)
     {
-        if (task.IsCompleted) return;
+        if (task.IsCompleted) return true;
         // Not disposed: the continuation may still be inside Set() when Wait() returns; without a wait handle
         // allocated there is nothing to release.
         var done = new ManualResetEventSlim();
         _ = task.ContinueWith(static (_, state) => ((ManualResetEventSlim)state!).Set(), done, CancellationToken.None,
             TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
-        done.Wait();
+        return done.Wait(timeout);
     }
 
     /// <summary>A save whose plan is fixed, ready to queue.</summary>
@@ -401,6 +404,14 @@ public sealed partial class TrackableSaver : IAsyncDisposable
                 // A pipeline passed in options is not ours to dispose: wait for its queue (which holds our saves) only.
                 if (!pipeline.WaitForQueuedSaves(pipeline.Options.DisposeTimeout))
                     throw new TimeoutException($"Waited {pipeline.Options.DisposeTimeout.TotalSeconds:0.#} s for queued checkpoint saves; still not durable: {string.Join(", ", pipeline.PendingSaves)}.");
+            }
+            // The ring being idle is not the end of a save: its post-commit steps (multi-worker merge, state file,
+            // pruning) run after it, holding their accelerator leases. Wait for every save queued through this saver.
+            foreach (var handle in pending)
+            {
+                var timeout = used.Length > 0 ? used.Max(p => p.Options.DisposeTimeout) : CheckpointPipelineOptions.Default.DisposeTimeout;
+                if (!WaitForCompletion(handle.Completion, timeout))
+                    throw new TimeoutException($"Waited {timeout.TotalSeconds:0.#} s for queued checkpoint saves; still not durable: {string.Join(", ", pending.Where(h => !h.Completion.IsCompleted).Select(h => h.CheckpointPrefix))}.");
             }
             owned?.Dispose();
         }
