@@ -241,6 +241,7 @@ public sealed class CheckpointPipeline : IAsyncDisposable, IDisposable
         op.AcceleratorLease = Accelerator.AcquireUseLease(reason);
         foreach (var other in op.Accelerators)
             if (!ReferenceEquals(other, Accelerator)) op.ForeignLeases.Add(other.AcquireUseLease(reason));
+        op.Retiring = () => Retire(op);
         lock (_sync)
         {
             _pending.Add(op);
@@ -256,6 +257,8 @@ public sealed class CheckpointPipeline : IAsyncDisposable, IDisposable
 
     private void Retire(SaveOperation op)
     {
+        // Once: before the handle completes (SaveOperation.Retiring), or here at the latest.
+        if (Interlocked.Exchange(ref op.RetiredFlag, 1) != 0) return;
         lock (_sync)
         {
             _pending.Remove(op);

@@ -107,6 +107,17 @@ internal sealed partial class SaveOperation
     /// <summary>The pipeline's use lease on its accelerator while this save is queued or running (set and released by the pipeline).</summary>
     public IDisposable? AcceleratorLease { get; set; }
 
+    /// <summary>
+    /// Set by the pipeline: releases the operation's accelerator leases and queue entry. Run once, right before the handle
+    /// completes (success, failure or cancellation), so whoever awaits the handle may dispose the accelerators at once.
+    /// </summary>
+    public Action? Retiring;
+
+    /// <summary>1 once the pipeline retired the operation (see <see cref="Retiring"/>).</summary>
+    public int RetiredFlag;
+
+    private void RetireBeforeCompleting() => Interlocked.Exchange(ref Retiring, null)?.Invoke();
+
     /// <summary>Every accelerator whose buffers this save reads (one copy engine each).</summary>
     public List<Accelerator> Accelerators { get; } = [];
 
@@ -185,6 +196,7 @@ internal sealed partial class SaveOperation
             _userToken.ThrowIfCancellationRequested();
             if (_onCommitted is not null) await _onCommitted(Prefix, _userToken).ConfigureAwait(false);
             TotalDuration = _stopwatch.Elapsed;
+            RetireBeforeCompleting();
             _completion.TrySetResult();
         }
         catch (Exception ex)
@@ -207,6 +219,7 @@ internal sealed partial class SaveOperation
             try { _onFailed(failures[0]); }
             catch (Exception callbackFailure) { failures = [.. failures, callbackFailure]; }
         }
+        RetireBeforeCompleting();
         if (failures.Length == 1 && failures[0] is OperationCanceledException oce)
         {
             _snapshotted.TrySetCanceled(oce.CancellationToken);
