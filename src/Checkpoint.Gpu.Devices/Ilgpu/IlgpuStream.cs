@@ -91,8 +91,20 @@ internal sealed unsafe class IlgpuStream : AcceleratorStream
         }
     }
 
+    /// <summary>
+    /// Copies and fills up to this size on ILGPU's CPU accelerator run on the caller's thread when the stream is idle
+    /// (nothing queued, nothing running): the two thread wake-ups of a hand-off (~70 µs here, measured at 1 MiB: 111 µs
+    /// vs memcpy 41 µs) would otherwise dominate. Larger items keep the stream's thread, so they overlap with the caller.
+    /// </summary>
+    private const long InlineMaxBytes = 2 << 20;
+
+    private bool _busy; // guarded by _queue: an item is being issued (by the stream's thread or inline by a caller)
+
     private void Post(in WorkItem item)
     {
+        if (_hostMemory && item.Kind is WorkKind.CopyToHost or WorkKind.CopyFromHost or WorkKind.Copy or WorkKind.Fill
+            && item.Device.LengthInBytes <= InlineMaxBytes && TryIssueInline(item))
+            return;
         lock (_queue)
         {
             ObjectDisposedException.ThrowIf(_stopping, this);
@@ -100,6 +112,37 @@ internal sealed unsafe class IlgpuStream : AcceleratorStream
             Volatile.Write(ref _queued, _queue.Count);
             if (_queue.Count == 1) Monitor.Pulse(_queue);
         }
+    }
+
+    /// <summary>Issues <paramref name="item"/> on the calling thread if the stream is idle, keeping stream order (see <see cref="InlineMaxBytes"/>).</summary>
+    private bool TryIssueInline(in WorkItem item)
+    {
+        lock (_queue)
+        {
+            ObjectDisposedException.ThrowIf(_stopping, this);
+            if (_queue.Count != 0 || _busy) return false;
+            _busy = true;
+        }
+        Exception? error = null;
+        try
+        {
+            IssueOnHost(item);
+        }
+        catch (Exception ex) when (ex is not OutOfMemoryException)
+        {
+            error = Wrap(ex, item.Kind.ToString());
+        }
+        finally
+        {
+            lock (_queue)
+            {
+                _busy = false;
+                // Items posted meanwhile waited for this one: hand them to the stream's thread.
+                if (_queue.Count > 0) Monitor.Pulse(_queue);
+            }
+        }
+        item.Completion.Complete(error);
+        return true;
     }
 
     private void Run()
@@ -113,10 +156,11 @@ internal sealed unsafe class IlgpuStream : AcceleratorStream
             AwaitWorkBriefly();
             lock (_queue)
             {
-                while (_queue.Count == 0 && !_stopping) Monitor.Wait(_queue);
+                while ((_queue.Count == 0 || _busy) && !_stopping) Monitor.Wait(_queue);
                 if (_queue.Count == 0) return;
                 while (batch.Count < MaxBatch && _queue.TryDequeue(out var next)) batch.Add(next);
                 Volatile.Write(ref _queued, _queue.Count);
+                _busy = true;
             }
             var needsSync = false;
             for (var i = 0; i < batch.Count; i++)
@@ -137,6 +181,7 @@ internal sealed unsafe class IlgpuStream : AcceleratorStream
                 try { _stream.Synchronize(); }
                 catch (Exception ex) when (ex is not OutOfMemoryException) { syncError = Wrap(ex, "Synchronize"); }
             }
+            lock (_queue) _busy = false;
             for (var i = 0; i < batch.Count; i++) batch[i].Completion.Complete(errors[i] ?? syncError);
             batch.Clear();
         }
