@@ -23,7 +23,10 @@ public sealed partial class MpiMultiWorkerTests(ITestOutputHelper output) : IDis
     private sealed record MpiRun(int ExitCode, string StandardOutput, string StandardError)
     {
         /// <summary>Output lines of one rank (mpiexec -prepend-rank prefixes every line with "[rank] ").</summary>
-        public string Rank(int rank) => string.Join("\n", StandardOutput.Split('\n').Where(l => l.StartsWith($"[{rank}] ", StringComparison.Ordinal)));
+        // mpiexec labels every chunk a rank writes with "[r] "; one rank's line can be split by another rank's chunk
+        // (seen in CI: "[0] …(FailWriteWhen[1] FAILED rank 1: …\n[0] )..") — so collect every labelled chunk, not lines.
+        public string Rank(int rank) => string.Join("\n",
+            System.Text.RegularExpressions.Regex.Split(StandardOutput, @"(?=\[\d+\] )").Where(p => p.StartsWith($"[{rank}] ", StringComparison.Ordinal)));
     }
 
     private static string? FindMpiexec()
