@@ -110,14 +110,8 @@ public sealed class DemoCommandTests
     {
         using var tmp = new TempDir("demo-workers");
         var r = CkptProcess.Run("demo", "--steps", "30", "--every", "10", "--params", "1500", "--dir", tmp.Path, "--workers", "3", "--json");
-        Assert.True(r.ExitCode == 0, r.StdOut + r.StdErr);
-        using var doc = System.Text.Json.JsonDocument.Parse(r.StdOut);
+        using var doc = AssertReplicasAgree(r, workers: 3);
         var root = doc.RootElement;
-        Assert.True(root.GetProperty("ok").GetBoolean());
-        Assert.Equal(3, root.GetProperty("workers").GetInt32());
-        Assert.True(root.GetProperty("replicas_agree").GetBoolean());
-        Assert.Equal(0, root.GetProperty("differing_losses").GetInt32());
-        Assert.True(root.GetProperty("final_weights_identical").GetBoolean());
         Assert.True(root.GetProperty("resumed_batches_identical").GetBoolean());
         // Crash at step 23: the replicas resume from ckpt-2, which three workers wrote in shares and the chief merged.
         var resumedFrom = root.GetProperty("resumed_from").GetString()!;
@@ -170,14 +164,8 @@ public sealed class DemoCommandTests
         }
         using var tmp = new TempDir("demo-mpi");
         var r = CkptProcess.Run("demo", "--steps", "30", "--every", "10", "--params", "1500", "--dir", tmp.Path, "--launcher", "mpi", "--workers", "3", "--json");
-        Assert.True(r.ExitCode == 0, r.StdOut + r.StdErr);
-        using var doc = System.Text.Json.JsonDocument.Parse(r.StdOut);
+        using var doc = AssertReplicasAgree(r, workers: 3);
         var root = doc.RootElement;
-        Assert.True(root.GetProperty("ok").GetBoolean());
-        Assert.Equal(3, root.GetProperty("workers").GetInt32());
-        Assert.True(root.GetProperty("replicas_agree").GetBoolean());
-        Assert.Equal(0, root.GetProperty("differing_losses").GetInt32());
-        Assert.True(root.GetProperty("final_weights_identical").GetBoolean());
         var resumedFrom = root.GetProperty("resumed_from").GetString()!;
         using var reader = Format.TensorBundleReader.Open(resumedFrom);
         Assert.Equal(3, reader.Header.ShardCount);
@@ -204,5 +192,19 @@ public sealed class DemoCommandTests
         var r = CkptProcess.Run("demo", "--steps", "10", "--every", "5", "--dir", tmp.Path);
         Assert.Equal(2, r.ExitCode);
         Assert.Contains("not empty", r.StdErr);
+    }
+
+    /// <summary>The keys every multi-worker demo run reports (filesystem or MPI launcher): exit 0, ok, replicas agree.</summary>
+    private static System.Text.Json.JsonDocument AssertReplicasAgree(CkptProcess.Result r, int workers)
+    {
+        Assert.True(r.ExitCode == 0, r.StdOut + r.StdErr);
+        var doc = System.Text.Json.JsonDocument.Parse(r.StdOut);
+        var root = doc.RootElement;
+        Assert.True(root.GetProperty("ok").GetBoolean());
+        Assert.Equal(workers, root.GetProperty("workers").GetInt32());
+        Assert.True(root.GetProperty("replicas_agree").GetBoolean());
+        Assert.Equal(0, root.GetProperty("differing_losses").GetInt32());
+        Assert.True(root.GetProperty("final_weights_identical").GetBoolean());
+        return doc;
     }
 }

@@ -289,18 +289,29 @@ internal sealed class PendingValues
 /// </summary>
 internal static class SyncWait
 {
-    public static void Run(Func<Task> operation)
-    {
-        var task = operation();
-        TrackableSaver.WaitForCompletion(task);   // a non-async primitive, as the synchronous save does
-        if (task.IsFaulted) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(task.Exception!.InnerException!);
-        if (task.IsCanceled) throw new OperationCanceledException("The restore was cancelled.");
-    }
+    public static void Run(Func<Task> operation) => Complete(operation(), "The restore was cancelled.");
 
     public static T Run<T>(Func<Task<T>> operation)
     {
         var task = operation();
-        Run((Func<Task>)(() => task));
+        Complete(task, "The restore was cancelled.");
         return task.Result;   // completed successfully here
+    }
+
+    /// <summary>
+    /// Waits for <paramref name="task"/> on a non-async primitive (<see cref="TrackableSaver.WaitForCompletion(Task)"/>),
+    /// then rethrows its first exception as is, or an <see cref="OperationCanceledException"/> with <paramref name="cancelledMessage"/>.
+    /// </summary>
+    public static void Complete(Task task, string cancelledMessage)
+    {
+        TrackableSaver.WaitForCompletion(task);
+        ThrowIfUnsuccessful(task, cancelledMessage);
+    }
+
+    /// <summary>Rethrows a completed <paramref name="task"/>'s first exception as is, or cancellation with <paramref name="cancelledMessage"/>.</summary>
+    public static void ThrowIfUnsuccessful(Task task, string cancelledMessage)
+    {
+        if (task.IsFaulted) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(task.Exception!.InnerException!);
+        if (task.IsCanceled) throw new OperationCanceledException(cancelledMessage);
     }
 }

@@ -175,9 +175,7 @@ public sealed partial class TrackableSaver : IAsyncDisposable
         WaitForCompletion(handle.Completion);
         // Reported to the caller here; disposal must not report it a second time.
         lock (_pipelineLock) _pendingSaves.Remove(handle);
-        if (handle.Completion.IsFaulted)
-            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(handle.Completion.Exception!.InnerException!);
-        if (handle.Completion.IsCanceled) throw new OperationCanceledException($"The save of {prefix} was cancelled.");
+        SyncWait.ThrowIfUnsuccessful(handle.Completion, $"The save of {prefix} was cancelled.");
     }
 
     /// <summary>Blocks the calling thread until <paramref name="task"/> completes, on a non-async primitive (see <see cref="WriteCore"/>).</summary>
