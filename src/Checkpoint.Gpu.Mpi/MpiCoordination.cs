@@ -42,6 +42,9 @@ public sealed partial class MpiCoordination : IWorkerCoordination, IDisposable
     private Exception? _startError;
     private MPI.Intracommunicator? _world;
     private int _disposed;
+    private bool _threadMultiple;
+    // Chief: the sequence of the last round whose gather completed (its verdict is the MPI thread's next call).
+    private long _gatheredRound;
 
     private MpiCoordination(string[] args)
     {
@@ -97,6 +100,7 @@ public sealed partial class MpiCoordination : IWorkerCoordination, IDisposable
             Rank = _world.Rank;
             WorldSize = _world.Size;
             ThreadingLevel = MPI.Environment.Threading.ToString();
+            _threadMultiple = MPI.Environment.Threading == MPI.Threading.Multiple;
             ProcessorName = MPI.Environment.ProcessorName;
         }
         catch (Exception ex) when (ex is not OutOfMemoryException)
@@ -325,7 +329,7 @@ public sealed partial class MpiCoordination : IWorkerCoordination, IDisposable
     {
         ArgumentNullException.ThrowIfNull(round);
         var bytes = MpiWire.Encode(report);
-        return Enqueue($"gathering reports for {round.Prefix}", round.Timeout, w => (IReadOnlyList<WorkerReport?>?)GatherCall(w, bytes, round.Sequence), round, Step.Gather).Wait();
+        return Enqueue($"gathering reports for {round.Prefix}", round.Timeout, w => (IReadOnlyList<WorkerReport?>?)GatherRound(w, bytes, round.Sequence), round, Step.Gather).Wait();
     }
 
     /// <inheritdoc/>
@@ -334,16 +338,19 @@ public sealed partial class MpiCoordination : IWorkerCoordination, IDisposable
         ArgumentNullException.ThrowIfNull(round);
         cancellationToken.ThrowIfCancellationRequested();
         var bytes = MpiWire.Encode(report);
-        return Enqueue($"gathering reports for {round.Prefix}", round.Timeout, w => (IReadOnlyList<WorkerReport?>?)GatherCall(w, bytes, round.Sequence), round, Step.Gather).Task;
+        return Enqueue($"gathering reports for {round.Prefix}", round.Timeout, w => (IReadOnlyList<WorkerReport?>?)GatherRound(w, bytes, round.Sequence), round, Step.Gather).Task;
     }
 
     // Save rounds use point-to-point messages instead of MPI_Gather/MPI_Bcast so that a rank waiting for the others
     // (early ranks while later ones still write their parts, every rank while the chief merges) does not busy-poll a
     // core: MPICH's blocking calls spin, which on oversubscribed nodes steals the CPU the writers and the merge need.
     // Waits poll MPI_Test, spinning a few microseconds, then sleeping 100 us between tests (see Await).
-    // Tags: four per round (report length, report, verdict length, verdict); rounds never overlap on a rank, and MPI
-    // keeps messages of one (source, tag) in order. 4 * 8000 stays below the smallest MPI_TAG_UB the standard allows (32767).
-    private static int Tag(long sequence, int which) => (int)(sequence % 8000) * 4 + which;
+    // Tags: five per round (report length, report, verdict length, verdict, "merging"); rounds never overlap on a rank,
+    // and MPI keeps messages of one (source, tag) in order. 5 * 6000 stays below the barrier's tags and the smallest
+    // MPI_TAG_UB the standard allows (32767).
+    private static int Tag(long sequence, int which) => (int)(sequence % 6000) * 5 + which;
+
+    private const int ReportLengthTag = 0, ReportTag = 1, VerdictLengthTag = 2, VerdictTag = 3, MergingTag = 4;
 
     [System.Runtime.InteropServices.LibraryImport("libc", EntryPoint = "usleep")]
     private static partial int USleep(uint microseconds);
@@ -360,7 +367,12 @@ public sealed partial class MpiCoordination : IWorkerCoordination, IDisposable
     private const long LongAfterMilliseconds = 200;
     private const int SpinTests = 20;
 
-    private static void Await(MPI.Request request)
+    // A wait that is known to end soon (the verdict, once the chief announced its merge): usleep(ImminentSleep) between
+    // tests for the first ImminentFor, then the ordinary polite steps.
+    private const uint ImminentSleepMicroseconds = 20;
+    private const long ImminentForMilliseconds = 50;
+
+    private static void Await(MPI.Request request, bool imminent = false, Action? onOverdue = null, long overdueAfterMilliseconds = long.MaxValue)
     {
         var tests = 0;
         long started = 0;
@@ -372,7 +384,10 @@ public sealed partial class MpiCoordination : IWorkerCoordination, IDisposable
                 continue;
             }
             if (started == 0) started = Environment.TickCount64;
-            _ = USleep(Environment.TickCount64 - started < LongAfterMilliseconds ? ShortSleepMicroseconds : LongSleepMicroseconds);
+            var waited = Environment.TickCount64 - started;
+            if (waited > overdueAfterMilliseconds) onOverdue?.Invoke();
+            _ = USleep(imminent && waited < ImminentForMilliseconds ? ImminentSleepMicroseconds
+                : waited < LongAfterMilliseconds ? ShortSleepMicroseconds : LongSleepMicroseconds);
         }
     }
 
@@ -381,12 +396,19 @@ public sealed partial class MpiCoordination : IWorkerCoordination, IDisposable
         foreach (var r in requests) Await(r);
     }
 
+    private WorkerReport?[]? GatherRound(MPI.Intracommunicator world, byte[] mine, long sequence)
+    {
+        var reports = GatherCall(world, mine, sequence);
+        if (world.Rank == 0) Volatile.Write(ref _gatheredRound, sequence);
+        return reports;
+    }
+
     private static WorkerReport?[]? GatherCall(MPI.Intracommunicator world, byte[] mine, long sequence)
     {
         if (world.Rank != 0)
         {
-            Await(world.ImmediateSend(new[] { mine.Length }, 0, Tag(sequence, 0)));
-            Await(world.ImmediateSend(mine, 0, Tag(sequence, 1)));
+            Await(world.ImmediateSend(new[] { mine.Length }, 0, Tag(sequence, ReportLengthTag)));
+            Await(world.ImmediateSend(mine, 0, Tag(sequence, ReportTag)));
             return null;
         }
         var size = world.Size;
@@ -395,7 +417,7 @@ public sealed partial class MpiCoordination : IWorkerCoordination, IDisposable
         for (var r = 1; r < size; r++)
         {
             lengths[r] = new int[1];
-            requests.Add(world.ImmediateReceive(r, Tag(sequence, 0), lengths[r]));
+            requests.Add(world.ImmediateReceive(r, Tag(sequence, ReportLengthTag), lengths[r]));
         }
         AwaitAll(requests);
         long total = mine.Length;
@@ -411,8 +433,14 @@ public sealed partial class MpiCoordination : IWorkerCoordination, IDisposable
         for (var r = 1; r < size; r++)
         {
             payloads[r] = new byte[lengths[r][0]];
-            requests.Add(world.ImmediateReceive(r, Tag(sequence, 1), payloads[r]));
+            requests.Add(world.ImmediateReceive(r, Tag(sequence, ReportTag), payloads[r]));
         }
+        AwaitAll(requests);
+        // Every report is in: tell the ranks the verdict is imminent (it follows the merge's fsyncs), so their callers
+        // wake now, during the merge, and wait for the verdict themselves on a short poll (see ShareVerdict).
+        requests.Clear();
+        var merging = new int[1];
+        for (var r = 1; r < size; r++) requests.Add(world.ImmediateSend(merging, r, Tag(sequence, MergingTag)));
         AwaitAll(requests);
         var reports = new WorkerReport?[size];
         for (var r = 0; r < size; r++) reports[r] = MpiWire.DecodeReport(payloads[r], r);
@@ -426,41 +454,119 @@ public sealed partial class MpiCoordination : IWorkerCoordination, IDisposable
             var requests = new List<MPI.Request>();
             for (var r = 1; r < world.Size; r++)
             {
-                requests.Add(world.ImmediateSend(new[] { chiefBytes!.Length }, r, Tag(sequence, 2)));
-                requests.Add(world.ImmediateSend(chiefBytes, r, Tag(sequence, 3)));
+                requests.Add(world.ImmediateSend(new[] { chiefBytes!.Length }, r, Tag(sequence, VerdictLengthTag)));
+                requests.Add(world.ImmediateSend(chiefBytes, r, Tag(sequence, VerdictTag)));
             }
             AwaitAll(requests);
             return MpiWire.DecodeVerdict(chiefBytes);
         }
+        Await(world.ImmediateReceive(0, Tag(sequence, MergingTag), new int[1]));
         var length = new int[1];
-        Await(world.ImmediateReceive(0, Tag(sequence, 2), length));
+        Await(world.ImmediateReceive(0, Tag(sequence, VerdictLengthTag), length));
         if (length[0] is < 1 or > 1 << 24) throw new InvalidDataException($"MPI verdict: length {length[0]}.");
         var bytes = new byte[length[0]];
-        Await(world.ImmediateReceive(0, Tag(sequence, 3), bytes));
+        Await(world.ImmediateReceive(0, Tag(sequence, VerdictTag), bytes));
         return MpiWire.DecodeVerdict(bytes);
     }
 
     /// <inheritdoc/>
+    /// <remarks>
+    /// On the chief the verdict is sent from the calling thread when the round's gather has completed (the usual case:
+    /// no hand-off to the MPI thread between the commit point and the sends). On other ranks with
+    /// <see cref="CoordinationRound.WaitForVerdict"/>, the MPI thread waits (politely) for the chief's "merging" message
+    /// that ends its gather; the caller then receives the verdict itself on a short poll (20 µs sleeps), so the verdict's
+    /// arrival is not followed by a second thread hand-off. Both need <c>MPI_THREAD_MULTIPLE</c>; otherwise every call
+    /// runs on the MPI thread.
+    /// </remarks>
     public CoordinationVerdict? ShareVerdict(CoordinationRound round, CoordinationVerdict? verdict)
     {
         ArgumentNullException.ThrowIfNull(round);
+        if (Rank == 0 && CanSendVerdictHere(round)) return SendVerdictHere(round, verdict);
+        if (Rank != 0 && round.WaitForVerdict && _threadMultiple)
+        {
+            EnqueueMerging(round).Wait();
+            return ReceiveVerdictHere(round);
+        }
         var item = EnqueueVerdict(round, verdict);
         return Rank != 0 && !round.WaitForVerdict ? NotWaiting(item) : item.Wait();
     }
 
     /// <inheritdoc/>
-    public Task<CoordinationVerdict?> ShareVerdictAsync(CoordinationRound round, CoordinationVerdict? verdict, CancellationToken cancellationToken)
+    /// <remarks>
+    /// As <see cref="ShareVerdict"/>. On a non-chief rank the returned task's continuation is woken when the chief starts
+    /// merging and then polls for the verdict on that thread: it holds a thread-pool thread for the chief's merge (its
+    /// fsyncs, milliseconds), never while other ranks still write their parts.
+    /// </remarks>
+    public async Task<CoordinationVerdict?> ShareVerdictAsync(CoordinationRound round, CoordinationVerdict? verdict, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(round);
         cancellationToken.ThrowIfCancellationRequested();
+        if (Rank == 0 && CanSendVerdictHere(round)) return SendVerdictHere(round, verdict);
+        if (Rank != 0 && round.WaitForVerdict && _threadMultiple)
+        {
+            await EnqueueMerging(round).Task.ConfigureAwait(false);
+            return ReceiveVerdictHere(round);
+        }
         var item = EnqueueVerdict(round, verdict);
-        return Rank != 0 && !round.WaitForVerdict ? Task.FromResult(NotWaiting(item)) : item.Task;
+        return Rank != 0 && !round.WaitForVerdict ? NotWaiting(item) : await item.Task.ConfigureAwait(false);
     }
 
     private WorkItem<CoordinationVerdict?> EnqueueVerdict(CoordinationRound round, CoordinationVerdict? verdict)
     {
         var bytes = Rank == 0 ? MpiWire.Encode(verdict ?? throw new ArgumentNullException(nameof(verdict))) : null;
         return Enqueue($"broadcasting the verdict for {round.Prefix}", Rank == 0 ? round.Timeout : 2 * round.Timeout, w => VerdictCall(w, bytes, round.Sequence), round, Step.Verdict);
+    }
+
+    // The chief's gather for this round has completed on the MPI thread, whose next call can only be this round's
+    // verdict (rounds run in order): nothing else uses MPI meanwhile, so the caller may send it.
+    private bool CanSendVerdictHere(CoordinationRound round) => _threadMultiple && round.Sequence != 0 && Volatile.Read(ref _gatheredRound) == round.Sequence;
+
+    private CoordinationVerdict? SendVerdictHere(CoordinationRound round, CoordinationVerdict? verdict)
+    {
+        var bytes = MpiWire.Encode(verdict ?? throw new ArgumentNullException(nameof(verdict)));
+        try
+        {
+            _ = VerdictCall(_world!, bytes, round.Sequence);
+        }
+        catch (Exception ex) when (ex is not OutOfMemoryException)
+        {
+            throw ex is IOException ? ex : new IOException($"MPI: {ex.Message}", ex);
+        }
+        finally
+        {
+            // The round ends on the MPI thread too, so that its later calls run in order.
+            Enqueue($"ending round {round.Sequence}", round.Timeout, _ => true, round, Step.Verdict);
+        }
+        return verdict;
+    }
+
+    // Non-chief: the MPI thread waits for the chief's "merging" message (which follows every report's arrival).
+    private WorkItem<bool> EnqueueMerging(CoordinationRound round) =>
+        Enqueue($"waiting for the chief's merge of {round.Prefix}", 2 * round.Timeout, w =>
+        {
+            Await(w.ImmediateReceive(0, Tag(round.Sequence, MergingTag), new int[1]));
+            return true;
+        }, round, Step.Verdict);
+
+    // Non-chief, after "merging": the verdict follows within the chief's merge; receive it on this thread.
+    private CoordinationVerdict? ReceiveVerdictHere(CoordinationRound round)
+    {
+        var overdue = (long)Math.Min(2 * round.Timeout.TotalMilliseconds, long.MaxValue / 2);
+        void Overdue() => AbortJob($"rank {Rank}: the verdict for {round.Prefix} did not arrive within {(overdue / 1000.0).ToString("0.###", CultureInfo.InvariantCulture)} s of the chief's merge");
+        try
+        {
+            var world = _world!;
+            var length = new int[1];
+            Await(world.ImmediateReceive(0, Tag(round.Sequence, VerdictLengthTag), length), imminent: true, Overdue, overdue);
+            if (length[0] is < 1 or > 1 << 24) throw new InvalidDataException($"MPI verdict: length {length[0]}.");
+            var bytes = new byte[length[0]];
+            Await(world.ImmediateReceive(0, Tag(round.Sequence, VerdictTag), bytes), imminent: true, Overdue, overdue);
+            return MpiWire.DecodeVerdict(bytes);
+        }
+        catch (Exception ex) when (ex is not OutOfMemoryException)
+        {
+            throw ex is IOException ? ex : new IOException($"MPI: {ex.Message}", ex);
+        }
     }
 
     // WaitForVerdict false (WorkerContext.WaitForPublished) on a non-chief: the verdict is still received, on the MPI
