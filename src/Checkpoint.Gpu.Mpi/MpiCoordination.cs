@@ -325,21 +325,49 @@ public sealed partial class MpiCoordination : IWorkerCoordination, IDisposable
     }
 
     /// <inheritdoc/>
+    /// <remarks>On a non-chief rank with <c>MPI_THREAD_MULTIPLE</c> the report is sent (<c>MPI_Isend</c>) from the calling
+    /// thread at once; the MPI thread only waits for the sends to complete, in round order.</remarks>
     public IReadOnlyList<WorkerReport?>? Gather(CoordinationRound round, WorkerReport report)
     {
         ArgumentNullException.ThrowIfNull(round);
-        var bytes = MpiWire.Encode(report);
-        return Enqueue($"gathering reports for {round.Prefix}", round.Timeout, w => (IReadOnlyList<WorkerReport?>?)GatherRound(w, bytes, round.Sequence), round, Step.Gather).Wait();
+        return EnqueueGather(round, MpiWire.Encode(report)).Wait();
     }
 
     /// <inheritdoc/>
+    /// <remarks>As <see cref="Gather"/>.</remarks>
     public Task<IReadOnlyList<WorkerReport?>?> GatherAsync(CoordinationRound round, WorkerReport report, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(round);
         cancellationToken.ThrowIfCancellationRequested();
-        var bytes = MpiWire.Encode(report);
-        return Enqueue($"gathering reports for {round.Prefix}", round.Timeout, w => (IReadOnlyList<WorkerReport?>?)GatherRound(w, bytes, round.Sequence), round, Step.Gather).Task;
+        return EnqueueGather(round, MpiWire.Encode(report)).Task;
     }
+
+    private WorkItem<IReadOnlyList<WorkerReport?>?> EnqueueGather(CoordinationRound round, byte[] bytes)
+    {
+        var what = $"gathering reports for {round.Prefix}";
+        if (Rank == 0 || !_threadMultiple || Volatile.Read(ref _disposed) != 0)
+            return Enqueue(what, round.Timeout, w => (IReadOnlyList<WorkerReport?>?)GatherRound(w, bytes, round.Sequence), round, Step.Gather);
+        // The last rank to finish its part is on the critical path: its report leaves now instead of after a wake-up of
+        // the MPI thread. Tags are per round, so sending ahead of an unfinished earlier round matches nothing wrongly.
+        MPI.Request[] sends;
+        try
+        {
+            sends = StartReportSends(_world!, bytes, round.Sequence);
+        }
+        catch (Exception ex) when (ex is not OutOfMemoryException)
+        {
+            var failed = Enqueue<IReadOnlyList<WorkerReport?>?>(what, round.Timeout, _ => throw new IOException($"MPI: sending the report failed: {ex.Message}", ex), round, Step.Gather);
+            return failed;
+        }
+        return Enqueue(what, round.Timeout, _ =>
+        {
+            foreach (var r in sends) Await(r);
+            return (IReadOnlyList<WorkerReport?>?)null;
+        }, round, Step.Gather);
+    }
+
+    private static MPI.Request[] StartReportSends(MPI.Intracommunicator world, byte[] mine, long sequence) =>
+        [world.ImmediateSend(new[] { mine.Length }, 0, Tag(sequence, ReportLengthTag)), world.ImmediateSend(mine, 0, Tag(sequence, ReportTag))];
 
     // Save rounds use point-to-point messages instead of MPI_Gather/MPI_Bcast so that a rank waiting for the others
     // (early ranks while later ones still write their parts, every rank while the chief merges) does not busy-poll a
@@ -407,8 +435,7 @@ public sealed partial class MpiCoordination : IWorkerCoordination, IDisposable
     {
         if (world.Rank != 0)
         {
-            Await(world.ImmediateSend(new[] { mine.Length }, 0, Tag(sequence, ReportLengthTag)));
-            Await(world.ImmediateSend(mine, 0, Tag(sequence, ReportTag)));
+            foreach (var r in StartReportSends(world, mine, sequence)) Await(r);
             return null;
         }
         var size = world.Size;
