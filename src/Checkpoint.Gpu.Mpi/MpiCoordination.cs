@@ -17,7 +17,12 @@ namespace CheckpointGpu.Mpi;
 /// (requesting <c>MPI_THREAD_MULTIPLE</c>; MPICH 4 on Debian provides it, see <see cref="ThreadingLevel"/>) and then
 /// runs every MPI call of this object in the order they were issued, so the code is correct under
 /// <c>FUNNELED</c>/<c>SERIALIZED</c> too, collectives are issued in the same order on every rank, and the asynchronous
-/// methods never block a thread-pool thread: they complete when the MPI thread has finished the call.</para>
+/// methods never block a thread-pool thread: they complete when the MPI thread has finished the call. With
+/// <c>MULTIPLE</c>, the steps of a save round that lie between the last part being durable and every rank knowing the
+/// verdict run on the caller's thread instead, each saving a thread wake-up (milliseconds on a busy node): a report is
+/// sent at once, a chief that finished last completes the gather itself, the chief sends the verdict itself, and a
+/// waiting rank receives the verdict itself once the chief has announced its merge (<see cref="Gather"/>,
+/// <see cref="ShareVerdict"/>). Round messages carry per-round tags, so these never mix with the MPI thread's calls.</para>
 /// <para><b>Timeouts.</b> A started MPI collective cannot be cancelled. If one does not complete within its timeout
 /// (<see cref="CoordinationRound.Timeout"/> for the gather, twice that for a non-chief's verdict, the argument for a
 /// barrier) a watchdog prints the reason to standard error and calls <c>MPI_Abort</c> with <see cref="AbortExitCode"/>,
@@ -325,12 +330,15 @@ public sealed partial class MpiCoordination : IWorkerCoordination, IDisposable
     }
 
     /// <inheritdoc/>
-    /// <remarks>On a non-chief rank with <c>MPI_THREAD_MULTIPLE</c> the report is sent (<c>MPI_Isend</c>) from the calling
-    /// thread at once; the MPI thread only waits for the sends to complete, in round order.</remarks>
+    /// <remarks>With <c>MPI_THREAD_MULTIPLE</c> the calling thread starts the round's messages at once: a non-chief rank's
+    /// report is sent (<c>MPI_Isend</c>) and the MPI thread only waits for the sends to complete, in round order; the chief
+    /// posts its receives and, when every report has already arrived (the chief finished last), completes the gather on
+    /// the calling thread, else the MPI thread waits for the rest.</remarks>
     public IReadOnlyList<WorkerReport?>? Gather(CoordinationRound round, WorkerReport report)
     {
         ArgumentNullException.ThrowIfNull(round);
-        return EnqueueGather(round, MpiWire.Encode(report)).Wait();
+        var (item, done) = StartGather(round, MpiWire.Encode(report));
+        return item is null ? done : item.Wait();
     }
 
     /// <inheritdoc/>
@@ -339,14 +347,17 @@ public sealed partial class MpiCoordination : IWorkerCoordination, IDisposable
     {
         ArgumentNullException.ThrowIfNull(round);
         cancellationToken.ThrowIfCancellationRequested();
-        return EnqueueGather(round, MpiWire.Encode(report)).Task;
+        var (item, done) = StartGather(round, MpiWire.Encode(report));
+        return item is null ? Task.FromResult(done) : item.Task;
     }
 
-    private WorkItem<IReadOnlyList<WorkerReport?>?> EnqueueGather(CoordinationRound round, byte[] bytes)
+    // Either a work item to wait for, or (chief, every report already in) the reports.
+    private (WorkItem<IReadOnlyList<WorkerReport?>?>? Item, IReadOnlyList<WorkerReport?>? Done) StartGather(CoordinationRound round, byte[] bytes)
     {
         var what = $"gathering reports for {round.Prefix}";
-        if (Rank == 0 || !_threadMultiple || Volatile.Read(ref _disposed) != 0)
-            return Enqueue(what, round.Timeout, w => (IReadOnlyList<WorkerReport?>?)GatherRound(w, bytes, round.Sequence), round, Step.Gather);
+        if (!_threadMultiple || Volatile.Read(ref _disposed) != 0)
+            return (Enqueue(what, round.Timeout, w => (IReadOnlyList<WorkerReport?>?)GatherRound(w, bytes, round.Sequence), round, Step.Gather), null);
+        if (Rank == 0) return StartChiefGather(round, bytes, what);
         // The last rank to finish its part is on the critical path: its report leaves now instead of after a wake-up of
         // the MPI thread. Tags are per round, so sending ahead of an unfinished earlier round matches nothing wrongly.
         MPI.Request[] sends;
@@ -356,14 +367,144 @@ public sealed partial class MpiCoordination : IWorkerCoordination, IDisposable
         }
         catch (Exception ex) when (ex is not OutOfMemoryException)
         {
-            var failed = Enqueue<IReadOnlyList<WorkerReport?>?>(what, round.Timeout, _ => throw new IOException($"MPI: sending the report failed: {ex.Message}", ex), round, Step.Gather);
-            return failed;
+            return (Enqueue<IReadOnlyList<WorkerReport?>?>(what, round.Timeout, _ => throw new IOException($"MPI: sending the report failed: {ex.Message}", ex), round, Step.Gather), null);
         }
-        return Enqueue(what, round.Timeout, _ =>
+        return (Enqueue(what, round.Timeout, _ =>
         {
             foreach (var r in sends) Await(r);
             return (IReadOnlyList<WorkerReport?>?)null;
-        }, round, Step.Gather);
+        }, round, Step.Gather), null);
+    }
+
+    private (WorkItem<IReadOnlyList<WorkerReport?>?>? Item, IReadOnlyList<WorkerReport?>? Done) StartChiefGather(CoordinationRound round, byte[] bytes, string what)
+    {
+        ChiefGather gather;
+        try
+        {
+            gather = new ChiefGather(_world!, bytes, round.Sequence);
+            // A few polls: a report that was sent a moment ago may still be on its way through shared memory.
+            for (var i = 0; i < SpinTests; i++)
+            {
+                if (!gather.Poll())
+                {
+                    Thread.SpinWait(20);
+                    continue;
+                }
+                var reports = gather.Complete();
+                Volatile.Write(ref _gatheredRound, round.Sequence);
+                return (null, reports);
+            }
+        }
+        catch (Exception ex) when (ex is not OutOfMemoryException)
+        {
+            // The round still ends on the MPI thread; the caller gets the error as from the MPI thread.
+            return (Enqueue<IReadOnlyList<WorkerReport?>?>(what, round.Timeout, _ => throw ex, round, Step.Gather), null);
+        }
+        finally
+        {
+            // Completed here: the round's gather step still passes through the MPI thread, so later calls keep their order.
+            if (Volatile.Read(ref _gatheredRound) == round.Sequence)
+                ObserveFailure(Enqueue(what, round.Timeout, _ => (IReadOnlyList<WorkerReport?>?)null, round, Step.Gather).Task);
+        }
+        return (Enqueue(what, round.Timeout, _ =>
+        {
+            var reports = gather.Wait();
+            Volatile.Write(ref _gatheredRound, round.Sequence);
+            return (IReadOnlyList<WorkerReport?>?)reports;
+        }, round, Step.Gather), null);
+    }
+
+    private static void ObserveFailure(Task task) =>
+        _ = task.ContinueWith(t => _ = t.Exception, CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted | TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+
+    /// <summary>The chief's side of a gather: receives posted at once, completed by polling (caller) or waiting (MPI thread).</summary>
+    private sealed class ChiefGather
+    {
+        private readonly MPI.Intracommunicator _world;
+        private readonly byte[] _mine;
+        private readonly long _sequence;
+        private readonly int[][] _lengths;
+        private readonly MPI.Request?[] _lengthRequests;
+        private byte[][]? _payloads;
+        private MPI.Request?[]? _payloadRequests;
+
+        public ChiefGather(MPI.Intracommunicator world, byte[] mine, long sequence)
+        {
+            _world = world;
+            _mine = mine;
+            _sequence = sequence;
+            var size = world.Size;
+            _lengths = new int[size][];
+            _lengthRequests = new MPI.Request?[size];
+            for (var r = 1; r < size; r++)
+            {
+                _lengths[r] = new int[1];
+                _lengthRequests[r] = world.ImmediateReceive(r, Tag(sequence, ReportLengthTag), _lengths[r]);
+            }
+        }
+
+        /// <summary>Tests each pending receive once; true when every report is in.</summary>
+        public bool Poll()
+        {
+            if (!TestAll(_lengthRequests)) return false;
+            if (_payloadRequests is null) PostPayloads();
+            return TestAll(_payloadRequests!);
+        }
+
+        /// <summary>Waits (politely) for every report, then <see cref="Complete"/>.</summary>
+        public WorkerReport?[] Wait()
+        {
+            foreach (var r in _lengthRequests) if (r is not null) Await(r);
+            if (_payloadRequests is null) PostPayloads();
+            foreach (var r in _payloadRequests!) if (r is not null) Await(r);
+            return Complete();
+        }
+
+        /// <summary>Every report is in: sends "merging" to every rank and decodes the reports.</summary>
+        public WorkerReport?[] Complete()
+        {
+            // Tell the ranks the verdict is imminent (it follows the merge's fsyncs), so their callers wake now, during
+            // the merge, and wait for the verdict themselves on a short poll (see ShareVerdict).
+            var merging = new int[1];
+            var sends = new List<MPI.Request>();
+            for (var r = 1; r < _world.Size; r++) sends.Add(_world.ImmediateSend(merging, r, Tag(_sequence, MergingTag)));
+            AwaitAll(sends);
+            var reports = new WorkerReport?[_world.Size];
+            reports[0] = MpiWire.DecodeReport(_mine, 0);
+            for (var r = 1; r < reports.Length; r++) reports[r] = MpiWire.DecodeReport(_payloads![r], r);
+            return reports;
+        }
+
+        private void PostPayloads()
+        {
+            var size = _world.Size;
+            long total = _mine.Length;
+            for (var r = 1; r < size; r++)
+            {
+                if (_lengths[r][0] < 4) throw new InvalidDataException($"MPI gather: report length {_lengths[r][0]} from rank {r}.");
+                total += _lengths[r][0];
+            }
+            if (total > Array.MaxLength) throw new InvalidDataException($"MPI gather: {total} bytes of reports exceed one array.");
+            _payloads = new byte[size][];
+            _payloadRequests = new MPI.Request?[size];
+            for (var r = 1; r < size; r++)
+            {
+                _payloads[r] = new byte[_lengths[r][0]];
+                _payloadRequests[r] = _world.ImmediateReceive(r, Tag(_sequence, ReportTag), _payloads[r]);
+            }
+        }
+
+        private static bool TestAll(MPI.Request?[] requests)
+        {
+            var all = true;
+            for (var i = 0; i < requests.Length; i++)
+            {
+                if (requests[i] is null) continue;
+                if (requests[i]!.Test() is not null) requests[i] = null;
+                else all = false;
+            }
+            return all;
+        }
     }
 
     private static MPI.Request[] StartReportSends(MPI.Intracommunicator world, byte[] mine, long sequence) =>
@@ -438,40 +579,7 @@ public sealed partial class MpiCoordination : IWorkerCoordination, IDisposable
             foreach (var r in StartReportSends(world, mine, sequence)) Await(r);
             return null;
         }
-        var size = world.Size;
-        var lengths = new int[size][];
-        var requests = new List<MPI.Request>();
-        for (var r = 1; r < size; r++)
-        {
-            lengths[r] = new int[1];
-            requests.Add(world.ImmediateReceive(r, Tag(sequence, ReportLengthTag), lengths[r]));
-        }
-        AwaitAll(requests);
-        long total = mine.Length;
-        for (var r = 1; r < size; r++)
-        {
-            if (lengths[r][0] < 4) throw new InvalidDataException($"MPI gather: report length {lengths[r][0]} from rank {r}.");
-            total += lengths[r][0];
-        }
-        if (total > Array.MaxLength) throw new InvalidDataException($"MPI gather: {total} bytes of reports exceed one array.");
-        var payloads = new byte[size][];
-        payloads[0] = mine;
-        requests.Clear();
-        for (var r = 1; r < size; r++)
-        {
-            payloads[r] = new byte[lengths[r][0]];
-            requests.Add(world.ImmediateReceive(r, Tag(sequence, ReportTag), payloads[r]));
-        }
-        AwaitAll(requests);
-        // Every report is in: tell the ranks the verdict is imminent (it follows the merge's fsyncs), so their callers
-        // wake now, during the merge, and wait for the verdict themselves on a short poll (see ShareVerdict).
-        requests.Clear();
-        var merging = new int[1];
-        for (var r = 1; r < size; r++) requests.Add(world.ImmediateSend(merging, r, Tag(sequence, MergingTag)));
-        AwaitAll(requests);
-        var reports = new WorkerReport?[size];
-        for (var r = 0; r < size; r++) reports[r] = MpiWire.DecodeReport(payloads[r], r);
-        return reports;
+        return new ChiefGather(world, mine, sequence).Wait();
     }
 
     private static CoordinationVerdict? VerdictCall(MPI.Intracommunicator world, byte[]? chiefBytes, long sequence)

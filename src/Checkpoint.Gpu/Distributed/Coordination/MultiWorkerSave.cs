@@ -163,10 +163,13 @@ internal sealed class MultiWorkerSave
         if (_coordination.CarriesPartIndexes && PartPrefix is not null)
         {
             // This worker's own index, just written (page cache): a local read, never the chief reading the shared filesystem.
+            // Read synchronously in async saves too: a small read from the page cache takes microseconds, while
+            // ReadAllBytesAsync hands the read to another thread and back — two wake-ups on the path of the last rank's
+            // report, each up to milliseconds on a busy node.
             var indexFile = BundleNaming.IndexFile(PartPrefix);
             try
             {
-                report = report with { PartIndex = async ? await File.ReadAllBytesAsync(indexFile, cancellationToken).ConfigureAwait(false) : File.ReadAllBytes(indexFile) };
+                report = report with { PartIndex = File.ReadAllBytes(indexFile) };
             }
             catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
             {
