@@ -17,7 +17,12 @@ namespace CheckpointGpu.Mpi;
 /// (requesting <c>MPI_THREAD_MULTIPLE</c>; MPICH 4 on Debian provides it, see <see cref="ThreadingLevel"/>) and then
 /// runs every MPI call of this object in the order they were issued, so the code is correct under
 /// <c>FUNNELED</c>/<c>SERIALIZED</c> too, collectives are issued in the same order on every rank, and the asynchronous
-/// methods never block a thread-pool thread: they complete when the MPI thread has finished the call.</para>
+/// methods never block a thread-pool thread: they complete when the MPI thread has finished the call. With
+/// <c>MULTIPLE</c>, the steps of a save round that lie between the last part being durable and every rank knowing the
+/// verdict run on the caller's thread instead, each saving a thread wake-up (milliseconds on a busy node): a report is
+/// sent at once, a chief that finished last completes the gather itself, the chief sends the verdict itself, and a
+/// waiting rank receives the verdict itself once the chief has announced its merge (<see cref="Gather"/>,
+/// <see cref="ShareVerdict"/>). Round messages carry per-round tags, so these never mix with the MPI thread's calls.</para>
 /// <para><b>Timeouts.</b> A started MPI collective cannot be cancelled. If one does not complete within its timeout
 /// (<see cref="CoordinationRound.Timeout"/> for the gather, twice that for a non-chief's verdict, the argument for a
 /// barrier) a watchdog prints the reason to standard error and calls <c>MPI_Abort</c> with <see cref="AbortExitCode"/>,
@@ -42,6 +47,9 @@ public sealed partial class MpiCoordination : IWorkerCoordination, IDisposable
     private Exception? _startError;
     private MPI.Intracommunicator? _world;
     private int _disposed;
+    private bool _threadMultiple;
+    // Chief: the sequence of the last round whose gather completed (its verdict is the MPI thread's next call).
+    private long _gatheredRound;
 
     private MpiCoordination(string[] args)
     {
@@ -97,6 +105,7 @@ public sealed partial class MpiCoordination : IWorkerCoordination, IDisposable
             Rank = _world.Rank;
             WorldSize = _world.Size;
             ThreadingLevel = MPI.Environment.Threading.ToString();
+            _threadMultiple = MPI.Environment.Threading == MPI.Threading.Multiple;
             ProcessorName = MPI.Environment.ProcessorName;
         }
         catch (Exception ex) when (ex is not OutOfMemoryException)
@@ -321,29 +330,196 @@ public sealed partial class MpiCoordination : IWorkerCoordination, IDisposable
     }
 
     /// <inheritdoc/>
+    /// <remarks>With <c>MPI_THREAD_MULTIPLE</c> the calling thread starts the round's messages at once: a non-chief rank's
+    /// report is sent (<c>MPI_Isend</c>) and the MPI thread only waits for the sends to complete, in round order; the chief
+    /// posts its receives and, when every report has already arrived (the chief finished last), completes the gather on
+    /// the calling thread, else the MPI thread waits for the rest.</remarks>
     public IReadOnlyList<WorkerReport?>? Gather(CoordinationRound round, WorkerReport report)
     {
         ArgumentNullException.ThrowIfNull(round);
-        var bytes = MpiWire.Encode(report);
-        return Enqueue($"gathering reports for {round.Prefix}", round.Timeout, w => (IReadOnlyList<WorkerReport?>?)GatherCall(w, bytes, round.Sequence), round, Step.Gather).Wait();
+        var (item, done) = StartGather(round, MpiWire.Encode(report));
+        return item is null ? done : item.Wait();
     }
 
     /// <inheritdoc/>
+    /// <remarks>As <see cref="Gather"/>.</remarks>
     public Task<IReadOnlyList<WorkerReport?>?> GatherAsync(CoordinationRound round, WorkerReport report, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(round);
         cancellationToken.ThrowIfCancellationRequested();
-        var bytes = MpiWire.Encode(report);
-        return Enqueue($"gathering reports for {round.Prefix}", round.Timeout, w => (IReadOnlyList<WorkerReport?>?)GatherCall(w, bytes, round.Sequence), round, Step.Gather).Task;
+        var (item, done) = StartGather(round, MpiWire.Encode(report));
+        return item is null ? Task.FromResult(done) : item.Task;
     }
+
+    // Either a work item to wait for, or (chief, every report already in) the reports.
+    private (WorkItem<IReadOnlyList<WorkerReport?>?>? Item, IReadOnlyList<WorkerReport?>? Done) StartGather(CoordinationRound round, byte[] bytes)
+    {
+        var what = $"gathering reports for {round.Prefix}";
+        if (!_threadMultiple || Volatile.Read(ref _disposed) != 0)
+            return (Enqueue(what, round.Timeout, w => (IReadOnlyList<WorkerReport?>?)GatherRound(w, bytes, round.Sequence), round, Step.Gather), null);
+        if (Rank == 0) return StartChiefGather(round, bytes, what);
+        // The last rank to finish its part is on the critical path: its report leaves now instead of after a wake-up of
+        // the MPI thread. Tags are per round, so sending ahead of an unfinished earlier round matches nothing wrongly.
+        MPI.Request[] sends;
+        try
+        {
+            sends = StartReportSends(_world!, bytes, round.Sequence);
+        }
+        catch (Exception ex) when (ex is not OutOfMemoryException)
+        {
+            return (Enqueue<IReadOnlyList<WorkerReport?>?>(what, round.Timeout, _ => throw new IOException($"MPI: sending the report failed: {ex.Message}", ex), round, Step.Gather), null);
+        }
+        return (Enqueue(what, round.Timeout, _ =>
+        {
+            foreach (var r in sends) Await(r);
+            return (IReadOnlyList<WorkerReport?>?)null;
+        }, round, Step.Gather), null);
+    }
+
+    private (WorkItem<IReadOnlyList<WorkerReport?>?>? Item, IReadOnlyList<WorkerReport?>? Done) StartChiefGather(CoordinationRound round, byte[] bytes, string what)
+    {
+        ChiefGather gather;
+        try
+        {
+            gather = new ChiefGather(_world!, bytes, round.Sequence);
+            // A few polls: a report that was sent a moment ago may still be on its way through shared memory.
+            for (var i = 0; i < SpinTests; i++)
+            {
+                if (!gather.Poll())
+                {
+                    Thread.SpinWait(20);
+                    continue;
+                }
+                var reports = gather.Complete();
+                Volatile.Write(ref _gatheredRound, round.Sequence);
+                return (null, reports);
+            }
+        }
+        catch (Exception ex) when (ex is not OutOfMemoryException)
+        {
+            // The round still ends on the MPI thread; the caller gets the error as from the MPI thread.
+            return (Enqueue<IReadOnlyList<WorkerReport?>?>(what, round.Timeout, _ => throw ex, round, Step.Gather), null);
+        }
+        finally
+        {
+            // Completed here: the round's gather step still passes through the MPI thread, so later calls keep their order.
+            if (Volatile.Read(ref _gatheredRound) == round.Sequence)
+                ObserveFailure(Enqueue(what, round.Timeout, _ => (IReadOnlyList<WorkerReport?>?)null, round, Step.Gather).Task);
+        }
+        return (Enqueue(what, round.Timeout, _ =>
+        {
+            var reports = gather.Wait();
+            Volatile.Write(ref _gatheredRound, round.Sequence);
+            return (IReadOnlyList<WorkerReport?>?)reports;
+        }, round, Step.Gather), null);
+    }
+
+    private static void ObserveFailure(Task task) =>
+        _ = task.ContinueWith(t => _ = t.Exception, CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted | TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+
+    /// <summary>The chief's side of a gather: receives posted at once, completed by polling (caller) or waiting (MPI thread).</summary>
+    private sealed class ChiefGather
+    {
+        private readonly MPI.Intracommunicator _world;
+        private readonly byte[] _mine;
+        private readonly long _sequence;
+        private readonly int[][] _lengths;
+        private readonly MPI.Request?[] _lengthRequests;
+        private byte[][]? _payloads;
+        private MPI.Request?[]? _payloadRequests;
+
+        public ChiefGather(MPI.Intracommunicator world, byte[] mine, long sequence)
+        {
+            _world = world;
+            _mine = mine;
+            _sequence = sequence;
+            var size = world.Size;
+            _lengths = new int[size][];
+            _lengthRequests = new MPI.Request?[size];
+            for (var r = 1; r < size; r++)
+            {
+                _lengths[r] = new int[1];
+                _lengthRequests[r] = world.ImmediateReceive(r, Tag(sequence, ReportLengthTag), _lengths[r]);
+            }
+        }
+
+        /// <summary>Tests each pending receive once; true when every report is in.</summary>
+        public bool Poll()
+        {
+            if (!TestAll(_lengthRequests)) return false;
+            if (_payloadRequests is null) PostPayloads();
+            return TestAll(_payloadRequests!);
+        }
+
+        /// <summary>Waits (politely) for every report, then <see cref="Complete"/>.</summary>
+        public WorkerReport?[] Wait()
+        {
+            foreach (var r in _lengthRequests) if (r is not null) Await(r);
+            if (_payloadRequests is null) PostPayloads();
+            foreach (var r in _payloadRequests!) if (r is not null) Await(r);
+            return Complete();
+        }
+
+        /// <summary>Every report is in: sends "merging" to every rank and decodes the reports.</summary>
+        public WorkerReport?[] Complete()
+        {
+            // Tell the ranks the verdict is imminent (it follows the merge's fsyncs), so their callers wake now, during
+            // the merge, and wait for the verdict themselves on a short poll (see ShareVerdict).
+            var merging = new int[1];
+            var sends = new List<MPI.Request>();
+            for (var r = 1; r < _world.Size; r++) sends.Add(_world.ImmediateSend(merging, r, Tag(_sequence, MergingTag)));
+            AwaitAll(sends);
+            var reports = new WorkerReport?[_world.Size];
+            reports[0] = MpiWire.DecodeReport(_mine, 0);
+            for (var r = 1; r < reports.Length; r++) reports[r] = MpiWire.DecodeReport(_payloads![r], r);
+            return reports;
+        }
+
+        private void PostPayloads()
+        {
+            var size = _world.Size;
+            long total = _mine.Length;
+            for (var r = 1; r < size; r++)
+            {
+                if (_lengths[r][0] < 4) throw new InvalidDataException($"MPI gather: report length {_lengths[r][0]} from rank {r}.");
+                total += _lengths[r][0];
+            }
+            if (total > Array.MaxLength) throw new InvalidDataException($"MPI gather: {total} bytes of reports exceed one array.");
+            _payloads = new byte[size][];
+            _payloadRequests = new MPI.Request?[size];
+            for (var r = 1; r < size; r++)
+            {
+                _payloads[r] = new byte[_lengths[r][0]];
+                _payloadRequests[r] = _world.ImmediateReceive(r, Tag(_sequence, ReportTag), _payloads[r]);
+            }
+        }
+
+        private static bool TestAll(MPI.Request?[] requests)
+        {
+            var all = true;
+            for (var i = 0; i < requests.Length; i++)
+            {
+                if (requests[i] is null) continue;
+                if (requests[i]!.Test() is not null) requests[i] = null;
+                else all = false;
+            }
+            return all;
+        }
+    }
+
+    private static MPI.Request[] StartReportSends(MPI.Intracommunicator world, byte[] mine, long sequence) =>
+        [world.ImmediateSend(new[] { mine.Length }, 0, Tag(sequence, ReportLengthTag)), world.ImmediateSend(mine, 0, Tag(sequence, ReportTag))];
 
     // Save rounds use point-to-point messages instead of MPI_Gather/MPI_Bcast so that a rank waiting for the others
     // (early ranks while later ones still write their parts, every rank while the chief merges) does not busy-poll a
     // core: MPICH's blocking calls spin, which on oversubscribed nodes steals the CPU the writers and the merge need.
     // Waits poll MPI_Test, spinning a few microseconds, then sleeping 100 us between tests (see Await).
-    // Tags: four per round (report length, report, verdict length, verdict); rounds never overlap on a rank, and MPI
-    // keeps messages of one (source, tag) in order. 4 * 8000 stays below the smallest MPI_TAG_UB the standard allows (32767).
-    private static int Tag(long sequence, int which) => (int)(sequence % 8000) * 4 + which;
+    // Tags: five per round (report length, report, verdict length, verdict, "merging"); rounds never overlap on a rank,
+    // and MPI keeps messages of one (source, tag) in order. 5 * 6000 stays below the barrier's tags and the smallest
+    // MPI_TAG_UB the standard allows (32767).
+    private static int Tag(long sequence, int which) => (int)(sequence % 6000) * 5 + which;
+
+    private const int ReportLengthTag = 0, ReportTag = 1, VerdictLengthTag = 2, VerdictTag = 3, MergingTag = 4;
 
     [System.Runtime.InteropServices.LibraryImport("libc", EntryPoint = "usleep")]
     private static partial int USleep(uint microseconds);
@@ -360,7 +536,12 @@ public sealed partial class MpiCoordination : IWorkerCoordination, IDisposable
     private const long LongAfterMilliseconds = 200;
     private const int SpinTests = 20;
 
-    private static void Await(MPI.Request request)
+    // A wait that is known to end soon (the verdict, once the chief announced its merge): usleep(ImminentSleep) between
+    // tests for the first ImminentFor, then the ordinary polite steps.
+    private const uint ImminentSleepMicroseconds = 20;
+    private const long ImminentForMilliseconds = 50;
+
+    private static void Await(MPI.Request request, bool imminent = false, Action? onOverdue = null, long overdueAfterMilliseconds = long.MaxValue)
     {
         var tests = 0;
         long started = 0;
@@ -372,7 +553,10 @@ public sealed partial class MpiCoordination : IWorkerCoordination, IDisposable
                 continue;
             }
             if (started == 0) started = Environment.TickCount64;
-            _ = USleep(Environment.TickCount64 - started < LongAfterMilliseconds ? ShortSleepMicroseconds : LongSleepMicroseconds);
+            var waited = Environment.TickCount64 - started;
+            if (waited > overdueAfterMilliseconds) onOverdue?.Invoke();
+            _ = USleep(imminent && waited < ImminentForMilliseconds ? ImminentSleepMicroseconds
+                : waited < LongAfterMilliseconds ? ShortSleepMicroseconds : LongSleepMicroseconds);
         }
     }
 
@@ -381,42 +565,21 @@ public sealed partial class MpiCoordination : IWorkerCoordination, IDisposable
         foreach (var r in requests) Await(r);
     }
 
+    private WorkerReport?[]? GatherRound(MPI.Intracommunicator world, byte[] mine, long sequence)
+    {
+        var reports = GatherCall(world, mine, sequence);
+        if (world.Rank == 0) Volatile.Write(ref _gatheredRound, sequence);
+        return reports;
+    }
+
     private static WorkerReport?[]? GatherCall(MPI.Intracommunicator world, byte[] mine, long sequence)
     {
         if (world.Rank != 0)
         {
-            Await(world.ImmediateSend(new[] { mine.Length }, 0, Tag(sequence, 0)));
-            Await(world.ImmediateSend(mine, 0, Tag(sequence, 1)));
+            foreach (var r in StartReportSends(world, mine, sequence)) Await(r);
             return null;
         }
-        var size = world.Size;
-        var lengths = new int[size][];
-        var requests = new List<MPI.Request>();
-        for (var r = 1; r < size; r++)
-        {
-            lengths[r] = new int[1];
-            requests.Add(world.ImmediateReceive(r, Tag(sequence, 0), lengths[r]));
-        }
-        AwaitAll(requests);
-        long total = mine.Length;
-        for (var r = 1; r < size; r++)
-        {
-            if (lengths[r][0] < 4) throw new InvalidDataException($"MPI gather: report length {lengths[r][0]} from rank {r}.");
-            total += lengths[r][0];
-        }
-        if (total > Array.MaxLength) throw new InvalidDataException($"MPI gather: {total} bytes of reports exceed one array.");
-        var payloads = new byte[size][];
-        payloads[0] = mine;
-        requests.Clear();
-        for (var r = 1; r < size; r++)
-        {
-            payloads[r] = new byte[lengths[r][0]];
-            requests.Add(world.ImmediateReceive(r, Tag(sequence, 1), payloads[r]));
-        }
-        AwaitAll(requests);
-        var reports = new WorkerReport?[size];
-        for (var r = 0; r < size; r++) reports[r] = MpiWire.DecodeReport(payloads[r], r);
-        return reports;
+        return new ChiefGather(world, mine, sequence).Wait();
     }
 
     private static CoordinationVerdict? VerdictCall(MPI.Intracommunicator world, byte[]? chiefBytes, long sequence)
@@ -426,41 +589,119 @@ public sealed partial class MpiCoordination : IWorkerCoordination, IDisposable
             var requests = new List<MPI.Request>();
             for (var r = 1; r < world.Size; r++)
             {
-                requests.Add(world.ImmediateSend(new[] { chiefBytes!.Length }, r, Tag(sequence, 2)));
-                requests.Add(world.ImmediateSend(chiefBytes, r, Tag(sequence, 3)));
+                requests.Add(world.ImmediateSend(new[] { chiefBytes!.Length }, r, Tag(sequence, VerdictLengthTag)));
+                requests.Add(world.ImmediateSend(chiefBytes, r, Tag(sequence, VerdictTag)));
             }
             AwaitAll(requests);
             return MpiWire.DecodeVerdict(chiefBytes);
         }
+        Await(world.ImmediateReceive(0, Tag(sequence, MergingTag), new int[1]));
         var length = new int[1];
-        Await(world.ImmediateReceive(0, Tag(sequence, 2), length));
+        Await(world.ImmediateReceive(0, Tag(sequence, VerdictLengthTag), length));
         if (length[0] is < 1 or > 1 << 24) throw new InvalidDataException($"MPI verdict: length {length[0]}.");
         var bytes = new byte[length[0]];
-        Await(world.ImmediateReceive(0, Tag(sequence, 3), bytes));
+        Await(world.ImmediateReceive(0, Tag(sequence, VerdictTag), bytes));
         return MpiWire.DecodeVerdict(bytes);
     }
 
     /// <inheritdoc/>
+    /// <remarks>
+    /// On the chief the verdict is sent from the calling thread when the round's gather has completed (the usual case:
+    /// no hand-off to the MPI thread between the commit point and the sends). On other ranks with
+    /// <see cref="CoordinationRound.WaitForVerdict"/>, the MPI thread waits (politely) for the chief's "merging" message
+    /// that ends its gather; the caller then receives the verdict itself on a short poll (20 µs sleeps), so the verdict's
+    /// arrival is not followed by a second thread hand-off. Both need <c>MPI_THREAD_MULTIPLE</c>; otherwise every call
+    /// runs on the MPI thread.
+    /// </remarks>
     public CoordinationVerdict? ShareVerdict(CoordinationRound round, CoordinationVerdict? verdict)
     {
         ArgumentNullException.ThrowIfNull(round);
+        if (Rank == 0 && CanSendVerdictHere(round)) return SendVerdictHere(round, verdict);
+        if (Rank != 0 && round.WaitForVerdict && _threadMultiple)
+        {
+            EnqueueMerging(round).Wait();
+            return ReceiveVerdictHere(round);
+        }
         var item = EnqueueVerdict(round, verdict);
         return Rank != 0 && !round.WaitForVerdict ? NotWaiting(item) : item.Wait();
     }
 
     /// <inheritdoc/>
-    public Task<CoordinationVerdict?> ShareVerdictAsync(CoordinationRound round, CoordinationVerdict? verdict, CancellationToken cancellationToken)
+    /// <remarks>
+    /// As <see cref="ShareVerdict"/>. On a non-chief rank the returned task's continuation is woken when the chief starts
+    /// merging and then polls for the verdict on that thread: it holds a thread-pool thread for the chief's merge (its
+    /// fsyncs, milliseconds), never while other ranks still write their parts.
+    /// </remarks>
+    public async Task<CoordinationVerdict?> ShareVerdictAsync(CoordinationRound round, CoordinationVerdict? verdict, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(round);
         cancellationToken.ThrowIfCancellationRequested();
+        if (Rank == 0 && CanSendVerdictHere(round)) return SendVerdictHere(round, verdict);
+        if (Rank != 0 && round.WaitForVerdict && _threadMultiple)
+        {
+            await EnqueueMerging(round).Task.ConfigureAwait(false);
+            return ReceiveVerdictHere(round);
+        }
         var item = EnqueueVerdict(round, verdict);
-        return Rank != 0 && !round.WaitForVerdict ? Task.FromResult(NotWaiting(item)) : item.Task;
+        return Rank != 0 && !round.WaitForVerdict ? NotWaiting(item) : await item.Task.ConfigureAwait(false);
     }
 
     private WorkItem<CoordinationVerdict?> EnqueueVerdict(CoordinationRound round, CoordinationVerdict? verdict)
     {
         var bytes = Rank == 0 ? MpiWire.Encode(verdict ?? throw new ArgumentNullException(nameof(verdict))) : null;
         return Enqueue($"broadcasting the verdict for {round.Prefix}", Rank == 0 ? round.Timeout : 2 * round.Timeout, w => VerdictCall(w, bytes, round.Sequence), round, Step.Verdict);
+    }
+
+    // The chief's gather for this round has completed on the MPI thread, whose next call can only be this round's
+    // verdict (rounds run in order): nothing else uses MPI meanwhile, so the caller may send it.
+    private bool CanSendVerdictHere(CoordinationRound round) => _threadMultiple && round.Sequence != 0 && Volatile.Read(ref _gatheredRound) == round.Sequence;
+
+    private CoordinationVerdict? SendVerdictHere(CoordinationRound round, CoordinationVerdict? verdict)
+    {
+        var bytes = MpiWire.Encode(verdict ?? throw new ArgumentNullException(nameof(verdict)));
+        try
+        {
+            _ = VerdictCall(_world!, bytes, round.Sequence);
+        }
+        catch (Exception ex) when (ex is not OutOfMemoryException)
+        {
+            throw ex is IOException ? ex : new IOException($"MPI: {ex.Message}", ex);
+        }
+        finally
+        {
+            // The round ends on the MPI thread too, so that its later calls run in order.
+            Enqueue($"ending round {round.Sequence}", round.Timeout, _ => true, round, Step.Verdict);
+        }
+        return verdict;
+    }
+
+    // Non-chief: the MPI thread waits for the chief's "merging" message (which follows every report's arrival).
+    private WorkItem<bool> EnqueueMerging(CoordinationRound round) =>
+        Enqueue($"waiting for the chief's merge of {round.Prefix}", 2 * round.Timeout, w =>
+        {
+            Await(w.ImmediateReceive(0, Tag(round.Sequence, MergingTag), new int[1]));
+            return true;
+        }, round, Step.Verdict);
+
+    // Non-chief, after "merging": the verdict follows within the chief's merge; receive it on this thread.
+    private CoordinationVerdict? ReceiveVerdictHere(CoordinationRound round)
+    {
+        var overdue = (long)Math.Min(2 * round.Timeout.TotalMilliseconds, long.MaxValue / 2);
+        void Overdue() => AbortJob($"rank {Rank}: the verdict for {round.Prefix} did not arrive within {(overdue / 1000.0).ToString("0.###", CultureInfo.InvariantCulture)} s of the chief's merge");
+        try
+        {
+            var world = _world!;
+            var length = new int[1];
+            Await(world.ImmediateReceive(0, Tag(round.Sequence, VerdictLengthTag), length), imminent: true, Overdue, overdue);
+            if (length[0] is < 1 or > 1 << 24) throw new InvalidDataException($"MPI verdict: length {length[0]}.");
+            var bytes = new byte[length[0]];
+            Await(world.ImmediateReceive(0, Tag(round.Sequence, VerdictTag), bytes), imminent: true, Overdue, overdue);
+            return MpiWire.DecodeVerdict(bytes);
+        }
+        catch (Exception ex) when (ex is not OutOfMemoryException)
+        {
+            throw ex is IOException ? ex : new IOException($"MPI: {ex.Message}", ex);
+        }
     }
 
     // WaitForVerdict false (WorkerContext.WaitForPublished) on a non-chief: the verdict is still received, on the MPI

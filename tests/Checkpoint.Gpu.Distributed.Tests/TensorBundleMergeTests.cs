@@ -100,6 +100,41 @@ public sealed class TensorBundleMergeTests : IDisposable
     }
 
     [Fact]
+    public void Merge_DeleteInputIndexesFalse_LeavesInputIndexesAndDirectory_MergedBundleUnchanged()
+    {
+        var p0 = Part(0, 2);
+        var p1 = Part(1, 2);
+        using (var w = new TensorBundleWriter(p0))
+        {
+            w.Add("a", DType.Float, new TensorShape(3), Floats(3, 1));
+            w.Finish();
+        }
+        using (var w = new TensorBundleWriter(p1))
+        {
+            w.Add("b", DType.Float, new TensorShape(5), Floats(5, 100));
+            w.Finish();
+        }
+        var bytes0 = File.ReadAllBytes(p0 + ".index");
+        var bytes1 = File.ReadAllBytes(p1 + ".index");
+        TensorBundle.Merge([TensorBundlePartIndex.Parse(p0, bytes0), TensorBundlePartIndex.Parse(p1, bytes1)], _dir["P"],
+            new TensorBundleMergeOptions { DeleteInputIndexes = false });
+        // The inputs' indexes (and so P_temp/) are the caller's to remove; their data files were renamed into the merge.
+        Assert.Equal(bytes0, File.ReadAllBytes(p0 + ".index"));
+        Assert.Equal(bytes1, File.ReadAllBytes(p1 + ".index"));
+        Assert.False(File.Exists(BundleNaming.DataFile(p0, 0, 1)));
+
+        using (var w = new TensorBundleWriter(_dir["ref/P"], new TensorBundleWriterOptions { ShardCount = 2 }))
+        {
+            w.Add("a", DType.Float, new TensorShape(3), Floats(3, 1), 0);
+            w.Add("b", DType.Float, new TensorShape(5), Floats(5, 100), 1);
+            w.Finish();
+        }
+        Assert.Equal(File.ReadAllBytes(_dir["ref/P.index"]), File.ReadAllBytes(_dir["P.index"]));
+        for (var i = 0; i < 2; i++)
+            Assert.Equal(File.ReadAllBytes(BundleNaming.DataFile(_dir["ref/P"], i, 2)), File.ReadAllBytes(BundleNaming.DataFile(_dir["P"], i, 2)));
+    }
+
+    [Fact]
     public async Task FileSystemBarrier_EveryRankWaitsForAll_ThenPasses()
     {
         var contexts = Enumerable.Range(0, 3).Select(r => new WorkerContext(r, 3, _dir["coord"]).EffectiveCoordination).ToArray();

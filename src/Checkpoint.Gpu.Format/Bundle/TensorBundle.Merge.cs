@@ -125,7 +125,8 @@ public static partial class TensorBundle
             commit.Publish();
         }
 
-        // Step 5–6: best-effort cleanup of the inputs.
+        // Step 5–6: best-effort cleanup of the inputs (unless the caller does it).
+        if (!options.DeleteInputIndexes) return plan.Header;
         foreach (var input in plan.ExistingInputs) TensorBundleIndex.TryDelete(BundleNaming.IndexFile(input));
         if (options.DeleteOldDirectories)
         {

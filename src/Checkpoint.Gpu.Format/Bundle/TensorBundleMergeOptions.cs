@@ -21,6 +21,15 @@ public sealed class TensorBundleMergeOptions
     public bool DeleteOldDirectories { get; init; } = true;
 
     /// <summary>
+    /// After a successful merge, delete each input's <c>.index</c> file (TF's <c>MergeBundles</c> does). Default
+    /// <see langword="true"/>. <see langword="false"/> returns right after the merged bundle is durable, leaving the
+    /// inputs' index files (and so their directories, whatever <see cref="DeleteOldDirectories"/> says) to the caller —
+    /// for a caller that removes the inputs' directory itself later and has something more urgent to do first (a
+    /// multi-worker chief telling the workers its verdict: the deletes are metadata writes that can take milliseconds).
+    /// </summary>
+    public bool DeleteInputIndexes { get; init; } = true;
+
+    /// <summary>
     /// Flush the merged index and the output directory to stable storage before returning. Default
     /// <see langword="true"/>.
     /// </summary>

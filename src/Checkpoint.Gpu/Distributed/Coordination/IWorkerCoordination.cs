@@ -14,7 +14,9 @@ namespace CheckpointGpu.Distributed;
 /// happen in the same order on every rank (SPMD), so collective implementations can match them by order.</para>
 /// <para><b>Sync and async.</b> The synchronous methods may block the calling thread; the asynchronous ones must not
 /// block a thread-pool thread while other ranks are pending (an implementation whose transport blocks runs it on a
-/// thread of its own).</para>
+/// thread of its own). The one exception is a wait known to end within milliseconds — a non-chief rank's verdict once
+/// the chief has reported that every report is in and it is merging — which may poll on the caller's thread, saving a
+/// thread hand-off when the verdict arrives.</para>
 /// <para>Implementations must be thread-safe: a worker's synchronous and asynchronous saves may call from different threads.</para>
 /// </remarks>
 public interface IWorkerCoordination

@@ -163,10 +163,13 @@ internal sealed class MultiWorkerSave
         if (_coordination.CarriesPartIndexes && PartPrefix is not null)
         {
             // This worker's own index, just written (page cache): a local read, never the chief reading the shared filesystem.
+            // Read synchronously in async saves too: a small read from the page cache takes microseconds, while
+            // ReadAllBytesAsync hands the read to another thread and back — two wake-ups on the path of the last rank's
+            // report, each up to milliseconds on a busy node.
             var indexFile = BundleNaming.IndexFile(PartPrefix);
             try
             {
-                report = report with { PartIndex = async ? await File.ReadAllBytesAsync(indexFile, cancellationToken).ConfigureAwait(false) : File.ReadAllBytes(indexFile) };
+                report = report with { PartIndex = File.ReadAllBytes(indexFile) };
             }
             catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
             {
@@ -232,13 +235,13 @@ internal sealed class MultiWorkerSave
             {
                 var parts = withParts.Select(m => TensorBundlePartIndex.Parse(m.PartPrefix!, m.PartIndex.Span)).ToArray();
                 VerifyParts(parts);
-                TensorBundle.Merge(parts, FullPrefix, new TensorBundleMergeOptions { Storage = Storage });
+                TensorBundle.Merge(parts, FullPrefix, MergeOptions);
             }
             else
             {
                 var parts = withParts.Select(m => m.PartPrefix!).ToArray();
                 VerifyParts(parts.Select(TensorBundlePartIndex.Read).ToArray());
-                TensorBundle.Merge(parts, FullPrefix, new TensorBundleMergeOptions { Storage = Storage });
+                TensorBundle.Merge(parts, FullPrefix, MergeOptions);
             }
         }
         catch (Exception ex) when (ex is IOException or CheckpointFormatException or InvalidOperationException or UnauthorizedAccessException)
@@ -252,6 +255,10 @@ internal sealed class MultiWorkerSave
         _coordination.ShareVerdict(_round, new CoordinationVerdict { Published = true });
         RemoveTempDirectory(FullPrefix);
     }
+
+    // The parts' index files and <prefix>_temp/ are removed with the whole directory after the verdict is shared
+    // (RemoveTempDirectory): deleting them inside the merge put metadata writes between the commit point and the verdict.
+    private TensorBundleMergeOptions MergeOptions => new() { Storage = Storage, DeleteInputIndexes = false };
 
     private static string Seconds(TimeSpan t) => t.TotalSeconds.ToString("0.###", CultureInfo.InvariantCulture);
 
