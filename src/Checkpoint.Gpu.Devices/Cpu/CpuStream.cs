@@ -7,12 +7,9 @@ namespace CheckpointGpu.Devices.Cpu;
 /// the thread pool (started when the queue goes from empty to non-empty, ended when it empties) runs items in
 /// order and completes their events. No thread is parked while the queue is empty.
 /// </summary>
-/// <remarks>Copies of at least <see cref="ParallelThresholdInBytes"/> are split into chunks copied in parallel.</remarks>
+/// <remarks>Copies of at least <see cref="Interop.HostMemory.ParallelThresholdInBytes"/> are split into chunks copied in parallel (<see cref="Interop.HostMemory.Copy"/>).</remarks>
 internal sealed unsafe class CpuStream : AcceleratorStream, IThreadPoolWorkItem
 {
-    internal const long ParallelThresholdInBytes = 8L << 20;
-    private const long ChunkInBytes = 2L << 20;
-
     private readonly Queue<WorkItem> _queue = new();
     private bool _draining;
 
@@ -102,19 +99,6 @@ internal sealed unsafe class CpuStream : AcceleratorStream, IThreadPoolWorkItem
         }
     }
 
-    private static void Copy(nint source, nint destination, long lengthInBytes)
-    {
-        if (lengthInBytes < ParallelThresholdInBytes || Environment.ProcessorCount == 1)
-        {
-            NativeMemory.Copy((void*)source, (void*)destination, (nuint)lengthInBytes);
-            return;
-        }
-        var chunks = (lengthInBytes + ChunkInBytes - 1) / ChunkInBytes;
-        Parallel.For(0L, chunks, new ParallelOptions { MaxDegreeOfParallelism = Environment.ProcessorCount }, i =>
-        {
-            var offset = i * ChunkInBytes;
-            var length = Math.Min(ChunkInBytes, lengthInBytes - offset);
-            NativeMemory.Copy((byte*)source + offset, (byte*)destination + offset, (nuint)length);
-        });
-    }
+    private static void Copy(nint source, nint destination, long lengthInBytes) =>
+        Interop.HostMemory.Copy((void*)source, (void*)destination, lengthInBytes);
 }
