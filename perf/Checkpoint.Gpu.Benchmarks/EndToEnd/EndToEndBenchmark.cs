@@ -111,7 +111,7 @@ public static class EndToEndBenchmark
                 restore = Median(restores);
                 Emit("restore_cold", total, restore, extra: new() { ["peak_extra_rss_bytes"] = restorePeak });
                 restorePeakExtra = restorePeak;
-                restoreCrcCost = await RestoreCrcCostAsync(acc, pipeline, buffers, prefix, repeats, total);
+                restoreCrcCost = await RestoreCrcCostAsync(acc, buffers, prefix, repeats, total);
                 BundleCommit.DeleteCheckpoint(prefix);
                 // Per repeat, for plots: our save and restore next to fio's write and read of the same bytes.
                 for (var i = 0; i < repeats; i++)
@@ -286,8 +286,10 @@ public static class EndToEndBenchmark
     /// load drift within minutes; ABBA cancels a linear drift), at least 6 pairs; the cost is the median of the pairs'
     /// fractions (each pair ran back to back), reported next to the ratio of the medians.
     /// </summary>
-    private static async Task<double> RestoreCrcCostAsync(Accelerator acc, CheckpointPipeline pipeline, DeviceBuffer[] buffers, string prefix, int repeats, long total)
+    private static async Task<double> RestoreCrcCostAsync(Accelerator acc, DeviceBuffer[] buffers, string prefix, int repeats, long total)
     {
+        // Two pipelines made alike (fresh, default options), differing only in checksumming.
+        await using var pipeline = new CheckpointPipeline(acc);
         await using var noCrc = new CheckpointPipeline(acc, new CheckpointPipelineOptions { ComputeChecksums = false });
         var with = new List<double>(); var without = new List<double>();
         var pairs = Math.Max(6, 2 * repeats);
@@ -322,7 +324,7 @@ public static class EndToEndBenchmark
         await TimedSaveAsync(pipeline, prefix, Plan(buffers, sizes));
         try
         {
-            var cost = await RestoreCrcCostAsync(acc, pipeline, buffers, prefix, repeats, total);
+            var cost = await RestoreCrcCostAsync(acc, buffers, prefix, repeats, total);
             Console.WriteLine(JsonSerializer.Serialize(new Dictionary<string, object?> { ["name"] = "crc_ratios", ["device"] = s_device, ["bytes"] = total, ["restore_crc_cost_fraction"] = cost }));
         }
         finally

@@ -63,7 +63,7 @@ internal static unsafe class BackgroundPrefault
         {
             if (s_unsupported) continue;
             var length = (long)handle.LengthInBytes;
-            for (long done = 0; done < length; done += StepInBytes)
+            for (long done = 0; done < length && !handle.IsClosed; done += StepInBytes)
             {
                 var added = false;
                 try
