@@ -5,8 +5,9 @@ using CheckpointGpu.Devices.Interop;
 namespace CheckpointGpu.Devices.Cpu;
 
 /// <summary>
-/// Faults in fresh CPU device buffers on one dedicated background thread, ahead of their first write
-/// (<c>madvise(MADV_POPULATE_WRITE)</c>, Linux ≥ 5.14, in 4 MiB steps from the start of the buffer).
+/// Faults in CPU device buffers about to be written (<see cref="DeviceBuffer.AdviseWillWrite"/>) on one dedicated
+/// background thread, ahead of the writes (<c>madvise(MADV_POPULATE_WRITE)</c>, Linux ≥ 5.14, in 4 MiB steps from the
+/// start of the buffer).
 /// </summary>
 /// <remarks>
 /// <para>Why: fresh memory is first touched by a buffer's first write — a fill, or a restore's copy — and on the
@@ -15,11 +16,13 @@ namespace CheckpointGpu.Devices.Cpu;
 /// writer (measured with a C probe, 2 vCPUs, loaded machine: 1 GiB memset-faulted 0.61–0.76 s, populated 0.33–0.40 s).
 /// Restore-on-create writes every byte of fresh buffers while the disk streams, so that write no longer waits for page
 /// faults; a built model's buffers were faulted before, which is why restore-on-create was 1.5× slower than a restore
-/// into a built model.</para>
+/// into a built model. Only on request: populating every allocation made a model build with zero initializers slower
+/// under load (the fill and the populate thread fault the same pages; the populate holds the address-space lock per
+/// step), so the restore engine asks for it for its new destinations only.</para>
 /// <para>Populating never changes a buffer's contents (the kernel only maps the pages), so it may run while the buffer is
 /// written. Each step holds a reference on the buffer's <see cref="SafeHandle"/> (<see cref="SafeHandle.DangerousAddRef"/>),
 /// so a disposed buffer is freed only after the step in progress (at most 4 MiB); its remaining steps are skipped. Work is
-/// FIFO: buffers are populated in allocation order. Failure is never an error (another kernel or platform: the pages are
+/// FIFO: buffers are populated in the order they were advised. Failure is never an error (another kernel or platform: the pages are
 /// faulted by the first write, as before).</para>
 /// </remarks>
 internal static unsafe class BackgroundPrefault

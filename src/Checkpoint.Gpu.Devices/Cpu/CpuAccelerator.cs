@@ -25,8 +25,6 @@ public sealed class CpuAccelerator : Accelerator
     {
         var handle = SafeAlignedMemoryHandle.TryAllocate(lengthInBytes, PinnedHostBuffer.AlignmentInBytes, pageLockAndPrefault: false)
             ?? throw new AcceleratorOutOfMemoryException(Kind, lengthInBytes, MemorySizeInBytes, MaxAllocationSizeInBytes, 12, "ENOMEM", "aligned_alloc");
-        // Fresh memory: fault it in on a background thread, ahead of the buffer's first write (BackgroundPrefault).
-        BackgroundPrefault.Enqueue(handle, lengthInBytes);
         return new DeviceBuffer(this, handle, lengthInBytes, isExternal: false, ownsMemory: true);
     }
 

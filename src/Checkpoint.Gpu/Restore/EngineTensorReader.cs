@@ -122,6 +122,9 @@ internal sealed class EngineTensorReader : ITensorReader
                 "entry size does not match its dtype and shape", key, entry.ShardId, entry.Offset, entry.Size,
                 comparison: $"expected {variable.LengthInBytes} bytes");
         if (entry.Size == 0) return;
+        // A new variable's memory is written for the first time by this restore: on host-memory accelerators let its page
+        // faults be taken ahead of the copies, in parallel with the reads (a no-op elsewhere).
+        if (isNew && !variable.IsExternal) variable.Buffer.AdviseWillWrite();
         // LZ4-compressed entries (issue 14) are decompressed by the Format reader, which checks both checksums first.
         if (_session is null || !DTypes.IsFixedSize(entry.DType) || entry.Compression is not null)
         {
