@@ -65,6 +65,22 @@ public sealed class DeviceBuffer : IDisposable, IAcceleratorChild
         return new DeviceView(this, 0, LengthInBytes);
     }
 
+    /// <summary>
+    /// Hint: the whole buffer is about to be written for the first time (for example a restore into a variable created
+    /// just now). On the CPU accelerator, where fresh memory's page faults cost more than reading the same bytes from disk
+    /// (0.6–0.75 s per GiB on the reference VM), the memory is faulted in by a background thread ahead of the writes
+    /// (<c>madvise(MADV_POPULATE_WRITE)</c>, Linux ≥ 5.14; contents are not changed; buffers under 1 MiB are skipped).
+    /// Elsewhere (device memory, external memory, other platforms) it does nothing. Like <c>cudaMemPrefetchAsync</c>, it
+    /// never affects results, only when page faults are paid.
+    /// </summary>
+    /// <exception cref="ObjectDisposedException">The buffer is disposed.</exception>
+    public void AdviseWillWrite()
+    {
+        ObjectDisposedException.ThrowIf(IsDisposed, this);
+        if (!IsExternal && _handle is Interop.SafeAlignedMemoryHandle memory && Accelerator is Cpu.CpuAccelerator)
+            Cpu.BackgroundPrefault.Enqueue(memory, LengthInBytes);
+    }
+
     /// <summary>The backend's raw handle, for interop with other native code: the memory address (CPU) or the <c>cl_mem</c> (OpenCL).</summary>
     /// <returns>The handle; valid only while the buffer is not disposed, and not retained for the caller.</returns>
     /// <exception cref="ObjectDisposedException">The buffer is disposed.</exception>

@@ -140,6 +140,74 @@ public sealed class RestoreTests
         Assert.Equal(model.Expected(0, 5), Data.Download(acc, model.Buffers[0]));
     }
 
+    /// <summary>
+    /// New destinations (restore-on-create) take their bytes as they stream, whatever the tensor's size (fits the ring or
+    /// not), next to existing destinations that keep the verify-before-device path: every value lands bit for bit.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(Shapes))]
+    public async Task RestoreAsync_NewAndExistingDestinations_BitExact(AcceleratorKind kind, int slotSize, int slotCount, bool direct)
+    {
+        using var dir = new TempDir();
+        using var acc = Accelerator.Create(kind);
+        using var model = new TestModel(acc, Sizes, shardCount: 2);
+        var prefix = await SaveReference(dir, model, 2);
+        var created = Sizes.Select(n => acc.Allocate(n)).ToArray();
+        try
+        {
+            await using var pipeline = new CheckpointPipeline(acc, new CheckpointPipelineOptions { SlotSizeInBytes = slotSize, SlotCount = slotCount, UseDirectIO = direct });
+            await using var session = pipeline.OpenRestore(prefix);
+            // Odd tensors into new buffers, even ones into the model's (existing) buffers.
+            var targets = Enumerable.Range(0, Sizes.Length)
+                .Select(i => i % 2 == 1 ? new RestoreTarget(TestModel.Key(i), created[i].AsView(), DestinationIsNew: true) : new RestoreTarget(TestModel.Key(i), model.Buffers[i].AsView()))
+                .ToArray();
+            await session.RestoreAsync(targets);
+            for (var i = 0; i < Sizes.Length; i++)
+                Assert.True(model.Expected(i, 5).AsSpan().SequenceEqual(Data.Download(acc, i % 2 == 1 ? created[i] : model.Buffers[i])), $"tensor {i}");
+        }
+        finally
+        {
+            foreach (var b in created) b.Dispose();
+        }
+    }
+
+    /// <summary>
+    /// A corrupt tensor streamed into a new destination (which the caller then discards) fails the call with the
+    /// checksum mismatch naming key and offset, whether it fits the ring or not; an existing destination later in file
+    /// order keeps its previous bytes, one earlier lands whole.
+    /// </summary>
+    [Theory]
+    [InlineData(8192, 2)]        // 100,000 bytes: larger than the ring
+    [InlineData(65536, 4)]       // 2 windows: would fit the ring's hold limit
+    public async Task RestoreAsync_NewDestination_CorruptTensor_Fails_ExistingOnesKeepTheirValues(int slotSize, int slotCount)
+    {
+        using var dir = new TempDir();
+        using var acc = Accelerator.Create(AcceleratorKind.Cpu);
+        using var model = new TestModel(acc, [4097, 100_000, 33], withHostAndString: false);
+        var prefix = await SaveReference(dir, model, 1);
+        var dataPath = BundleNaming.DataFile(prefix, 0, 1);
+        var bytes = File.ReadAllBytes(dataPath);
+        bytes[4097 + 99_990] ^= 0x01; // the last window of tensor 1
+        File.WriteAllBytes(dataPath, bytes);
+        Data.Upload(acc, model.Buffers[0], new byte[4097]);
+        var previous2 = Enumerable.Range(0, 33).Select(i => (byte)(i + 100)).ToArray();
+        Data.Upload(acc, model.Buffers[2], previous2);
+        using var fresh = acc.Allocate(100_000);
+        await using var pipeline = new CheckpointPipeline(acc, new CheckpointPipelineOptions { SlotSizeInBytes = slotSize, SlotCount = slotCount });
+        await using var session = pipeline.OpenRestore(prefix);
+        var ex = await Assert.ThrowsAsync<CheckpointFormatException>(() => session.RestoreAsync(
+        [
+            new RestoreTarget(TestModel.Key(0), model.Buffers[0].AsView()),
+            new RestoreTarget(TestModel.Key(1), fresh.AsView(), DestinationIsNew: true),
+            new RestoreTarget(TestModel.Key(2), model.Buffers[2].AsView()),
+        ]));
+        Assert.Equal(CheckpointFormatError.ChecksumMismatch, ex.Error);
+        Assert.Equal(TestModel.Key(1), ex.Key);
+        Assert.Equal(4097, ex.Offset);
+        Assert.Equal(model.Expected(0, 5), Data.Download(acc, model.Buffers[0]));
+        Assert.Equal(previous2, Data.Download(acc, model.Buffers[2]));
+    }
+
     /// <summary>A destination on another accelerator than the ring's is filled through its own stream.</summary>
     [Fact]
     public async Task RestoreAsync_DestinationOnAnotherAccelerator_BitExact()

@@ -10,14 +10,30 @@ namespace CheckpointGpu.Benchmarks.EndToEnd;
 /// <summary>
 /// Restores through the public <see cref="Checkpoint"/> API (the whole restore walk: index, object graph, matching,
 /// engine): into a built model, by restore-on-create (restore first, then build the model, then
-/// <see cref="LoadStatus.WaitAsync"/>), and the time from process start to the first training step of a restarted
-/// process (<c>CheckpointManager.RestoreOrInitialize</c> before the model is built). Page cache dropped before each.
+/// <see cref="LoadStatus.WaitAsync"/>), by building the model and then restoring into it (the user's alternative to
+/// restore-on-create), the bare model build (allocation and first touch of the model's memory), and the time from process start to the first training step of a restarted
+/// process (<c>CheckpointManager.RestoreOrInitialize</c> before the model is built). Page cache dropped before each
+/// restore; the in-process measurements are interleaved per repeat, so load drift hits them alike.
 /// </summary>
 internal static class CoreRestoreBenchmark
 {
     private const string ChildMode = "e2e-first-step";
 
-    public sealed record Result(double Built, double OnCreate, double FirstStep, double FirstStepRestore, long BuiltPeakExtra, long OnCreatePeakExtra);
+    /// <summary>Medians (seconds) and peaks (bytes beyond the RSS before the measurement).</summary>
+    /// <param name="Built">Restore into a built model (building excluded).</param>
+    /// <param name="OnCreate">Restore-on-create: <c>RestoreAsync</c> → build the model → <c>WaitAsync</c>.</param>
+    /// <param name="OnCreateRestoreCall">Of <paramref name="OnCreate"/>: the <c>RestoreAsync</c> call (index, graph, prefetch).</param>
+    /// <param name="OnCreateBuild">Of <paramref name="OnCreate"/>: creating the variables (allocation and their claims).</param>
+    /// <param name="OnCreateWait">Of <paramref name="OnCreate"/>: <c>WaitAsync</c> after the last variable was created.</param>
+    /// <param name="ModelBuild">Building the model with its initializers (zeros), no checkpoint: allocation + first touch.</param>
+    /// <param name="BuildThenRestore">The alternative a user has to restore-on-create: build the model, then <c>Restore</c> into it.</param>
+    /// <param name="BuildThenRestoreBuild">Of <paramref name="BuildThenRestore"/>: the build.</param>
+    /// <param name="FirstStep">Process start → first training step of a restarted process.</param>
+    /// <param name="FirstStepRestore">Of <paramref name="FirstStep"/>: the <c>RestoreOrInitialize</c> call.</param>
+    /// <param name="BuiltPeakExtra">Peak extra RSS of <paramref name="Built"/>.</param>
+    /// <param name="OnCreatePeakExtra">Peak extra RSS of <paramref name="OnCreate"/> (includes the model's own buffers).</param>
+    public sealed record Result(double Built, double OnCreate, double OnCreateRestoreCall, double OnCreateBuild, double OnCreateWait,
+        double ModelBuild, double BuildThenRestore, double BuildThenRestoreBuild, double FirstStep, double FirstStepRestore, long BuiltPeakExtra, long OnCreatePeakExtra);
 
     /// <summary>Variables "t{i}" under a root, tracked by a checkpoint as "model".</summary>
     private static (AutoTrackable Root, Checkpoint Checkpoint) Tree() { var root = new AutoTrackable(); return (root, new Checkpoint(("model", root)) { Log = null }); }
@@ -32,6 +48,7 @@ internal static class CoreRestoreBenchmark
         string prefix;
         var (root, ckpt) = Tree();
         var vars = new List<Variable>();
+        var fresh = new List<Variable>();
         try
         {
             for (var i = 0; i < specs.Count; i++)
@@ -44,39 +61,74 @@ internal static class CoreRestoreBenchmark
             var manager = new CheckpointManager(ckpt, ckptDir, maxToKeep: 1);
             prefix = manager.Save();
 
-            // ---- into the built model
+            // Interleaved per repeat (the machine's load and the disk drift within minutes): into the built model, the bare
+            // model build, build-then-restore, restore-on-create. The built model stays alive throughout.
             var built = new List<double>(); long builtPeak = 0;
+            var build = new List<double>();
+            var buildThenRestore = new List<double>(); var buildThenRestoreBuild = new List<double>();
+            var onCreate = new List<double>(); long onCreatePeak = 0;
+            var onCreateCall = new List<double>(); var onCreateBuild = new List<double>(); var onCreateWait = new List<double>();
             for (var r = 0; r < repeats; r++)
             {
-                dropCaches(); resetPeakRss();
-                var before = currentRss();
-                var sw = Stopwatch.StartNew();
-                using (ckpt.Restore(prefix)) { }
-                built.Add(sw.Elapsed.TotalSeconds);
-                builtPeak = Math.Max(builtPeak, peakRss() - before);
+                // ---- into the built model
+                {
+                    dropCaches(); resetPeakRss();
+                    var before = currentRss();
+                    var sw = Stopwatch.StartNew();
+                    using (ckpt.Restore(prefix)) { }
+                    built.Add(sw.Elapsed.TotalSeconds);
+                    builtPeak = Math.Max(builtPeak, peakRss() - before);
+                }
+
+                // ---- the bare model build (initializers, no checkpoint): what allocation and first touch cost on this device
+                {
+                    var (root1, ckpt1) = Tree();
+                    var sw = Stopwatch.StartNew();
+                    for (var i = 0; i < specs.Count; i++) fresh.Add(Variable.Create(root1, Edge(i), acc, specs[i].DType, specs[i].Shape));
+                    await acc.DefaultStream.SynchronizeAsync();
+                    build.Add(sw.Elapsed.TotalSeconds);
+                    ckpt1.Dispose();
+                    foreach (var v in fresh) v.Dispose();
+                    fresh.Clear();
+                }
+
+                // ---- build the model, then restore into it (what a user does without restore-on-create)
+                {
+                    dropCaches();
+                    var (root1, ckpt1) = Tree();
+                    var sw = Stopwatch.StartNew();
+                    for (var i = 0; i < specs.Count; i++) fresh.Add(Variable.Create(root1, Edge(i), acc, specs[i].DType, specs[i].Shape));
+                    buildThenRestoreBuild.Add(sw.Elapsed.TotalSeconds);
+                    using (ckpt1.Restore(prefix)) { }
+                    buildThenRestore.Add(sw.Elapsed.TotalSeconds);
+                    ckpt1.Dispose();
+                    foreach (var v in fresh) v.Dispose();
+                    fresh.Clear();
+                }
+
+                // ---- restore-on-create: restore, then build, then wait for the values
+                {
+                    dropCaches(); resetPeakRss();
+                    var before = currentRss();
+                    var (root2, ckpt2) = Tree();
+                    var sw = Stopwatch.StartNew();
+                    var status = await ckpt2.RestoreAsync(prefix);
+                    var tCall = sw.Elapsed.TotalSeconds;
+                    for (var i = 0; i < specs.Count; i++) fresh.Add(Variable.Create(root2, Edge(i), acc, specs[i].DType, specs[i].Shape));
+                    var tBuild = sw.Elapsed.TotalSeconds;
+                    await status.WaitAsync();
+                    onCreate.Add(sw.Elapsed.TotalSeconds);
+                    onCreateCall.Add(tCall); onCreateBuild.Add(tBuild - tCall); onCreateWait.Add(sw.Elapsed.TotalSeconds - tBuild);
+                    onCreatePeak = Math.Max(onCreatePeak, peakRss() - before);
+                    status.AssertConsumed();
+                    ckpt2.Dispose();
+                    foreach (var v in fresh) v.Dispose();
+                    fresh.Clear();
+                }
             }
             ckpt.Dispose();
             foreach (var v in vars) v.Dispose();
             vars.Clear();
-
-            // ---- restore-on-create: restore, then build, then wait for the values
-            var onCreate = new List<double>(); long onCreatePeak = 0;
-            for (var r = 0; r < repeats; r++)
-            {
-                dropCaches(); resetPeakRss();
-                var before = currentRss();
-                var (root2, ckpt2) = Tree();
-                var sw = Stopwatch.StartNew();
-                var status = await ckpt2.RestoreAsync(prefix);
-                for (var i = 0; i < specs.Count; i++) vars.Add(Variable.Create(root2, Edge(i), acc, specs[i].DType, specs[i].Shape));
-                await status.WaitAsync();
-                onCreate.Add(sw.Elapsed.TotalSeconds);
-                onCreatePeak = Math.Max(onCreatePeak, peakRss() - before);
-                status.AssertConsumed();
-                ckpt2.Dispose();
-                foreach (var v in vars) v.Dispose();
-                vars.Clear();
-            }
 
             // ---- a restarted process: start → RestoreOrInitialize → model built → first step
             var first = new List<double>(); var firstRestore = new List<double>();
@@ -97,12 +149,14 @@ internal static class CoreRestoreBenchmark
                 first.Add(json.RootElement.GetProperty("step_done_seconds").GetDouble());
                 firstRestore.Add(json.RootElement.GetProperty("restore_seconds").GetDouble());
             }
-            return new Result(Median(built), Median(onCreate), Median(first), Median(firstRestore), builtPeak, onCreatePeak);
+            return new Result(Median(built), Median(onCreate), Median(onCreateCall), Median(onCreateBuild), Median(onCreateWait), Median(build), Median(buildThenRestore), Median(buildThenRestoreBuild),
+                Median(first), Median(firstRestore), builtPeak, onCreatePeak);
         }
         finally
         {
             ckpt.Dispose();
             foreach (var v in vars) v.Dispose();
+            foreach (var v in fresh) v.Dispose();
             foreach (var f in Directory.EnumerateFiles(ckptDir)) File.Delete(f);
         }
     }

@@ -10,7 +10,7 @@ namespace CheckpointGpu.Benchmarks.EndToEnd;
 
 /// <summary>
 /// <c>e2e [--layout default|transformer|many-small] [--gib N] [--params 1B] [--dtype float32|bf16|fp16] [--no-moments]
-/// --device cpu|opencl|ilgpu-cpu|cuda|ilgpu-opencl [--dir D] [--repeats 3] [--no-torch] [--no-sim] [--sweep]</c>: durable
+/// --device cpu|opencl|ilgpu-cpu|cuda|ilgpu-opencl [--dir D] [--repeats 3] [--no-torch] [--no-sim] [--sweep] [--core-only] [--restore-crc-only]</c>: durable
 /// save/restore throughput of the pipeline against fio (the limit), a naive FileStream baseline and torch; CRC
 /// cost; peak RSS; and a training-loop simulation per snapshot policy. One JSON line per measurement.
 /// </summary>
@@ -50,6 +50,8 @@ public static class EndToEndBenchmark
         {
             if (args.Contains("--sweep")) { await SweepAsync(acc, buffers, sizes, dir); return 0; }
             if (args.Contains("--restore-sweep")) { await RestoreSweepAsync(acc, buffers, sizes, dir, repeats); return 0; }
+            if (args.Contains("--restore-crc-only")) { await RestoreCrcOnlyAsync(acc, buffers, sizes, total, dir, repeats); return 0; }
+            if (args.Contains("--core-only")) { await CoreOnlyAsync(acc, buffers, total, dir, repeats, Arg(args, "--gib") ?? "1"); return 0; }
 
             // ---------------------------------------------------------------- the limit: fio
             var fioFile = Path.Combine(dir, "fio.dat");
@@ -109,25 +111,7 @@ public static class EndToEndBenchmark
                 restore = Median(restores);
                 Emit("restore_cold", total, restore, extra: new() { ["peak_extra_rss_bytes"] = restorePeak });
                 restorePeakExtra = restorePeak;
-                // ---- restore CRC cost: with and without checksums, interleaved (the disk drifts within minutes)
-                {
-                    await using var noCrc = new CheckpointPipeline(acc, new CheckpointPipelineOptions { ComputeChecksums = false });
-                    var with = new List<double>(); var without = new List<double>();
-                    for (var i = 0; i < repeats; i++)
-                    {
-                        foreach (var (p, list) in new[] { (pipeline, with), (noCrc, without) })
-                        {
-                            DropCaches();
-                            var sw = Stopwatch.StartNew();
-                            await using (var session = p.OpenRestore(prefix))
-                                await session.RestoreAsync(buffers.Select((b, j) => new RestoreTarget(Key(j), b.AsView())).ToArray());
-                            await acc.SynchronizeAsync();
-                            list.Add(sw.Elapsed.TotalSeconds);
-                        }
-                    }
-                    restoreCrcCost = 1 - (Median(without) / Median(with));
-                    Emit("restore_cold_no_crc", total, Median(without), extra: new() { ["with_crc_seconds"] = Median(with), ["crc_cost_fraction"] = restoreCrcCost });
-                }
+                restoreCrcCost = await RestoreCrcCostAsync(acc, buffers, prefix, repeats, total);
                 BundleCommit.DeleteCheckpoint(prefix);
                 // Per repeat, for plots: our save and restore next to fio's write and read of the same bytes.
                 for (var i = 0; i < repeats; i++)
@@ -141,7 +125,10 @@ public static class EndToEndBenchmark
             var core = await CoreRestoreBenchmark.RunAsync(acc, buffers, s_specs, dir, repeats, Arg(args, "--gib") ?? "1", s_device,
                 DropCaches, ResetPeakRss, CurrentRss, PeakRss);
             Emit("restore_core_built", total, core.Built, extra: new() { ["peak_extra_rss_bytes"] = core.BuiltPeakExtra });
-            Emit("restore_core_on_create", total, core.OnCreate, extra: new() { ["peak_extra_rss_bytes"] = core.OnCreatePeakExtra, ["peak_extra_rss_beyond_model_bytes"] = core.OnCreatePeakExtra - total });
+            Emit("restore_core_on_create", total, core.OnCreate, extra: new() { ["peak_extra_rss_bytes"] = core.OnCreatePeakExtra, ["peak_extra_rss_beyond_model_bytes"] = core.OnCreatePeakExtra - total,
+                ["restore_call_seconds"] = core.OnCreateRestoreCall, ["build_seconds"] = core.OnCreateBuild, ["wait_seconds"] = core.OnCreateWait });
+            Emit("model_build", total, core.ModelBuild);
+            Emit("restore_core_build_then_restore", total, core.BuildThenRestore, extra: new() { ["build_seconds"] = core.BuildThenRestoreBuild });
             Emit("first_step_after_restart", total, core.FirstStep, extra: new() { ["restore_or_initialize_seconds"] = core.FirstStepRestore });
             // ---- one traced save (--trace): device copy, checksum and write per staging slot, one JSON line per stage
             if (args.Contains("--trace")) await TraceOneSaveAsync(acc, buffers, sizes, dir);
@@ -255,6 +242,9 @@ public static class EndToEndBenchmark
                 ["restore_peak_extra_rss_bytes"] = restorePeakExtra,
                 ["restore_core_built_vs_fio_read"] = Median(fioR) / core.Built,
                 ["restore_on_create_vs_built"] = core.OnCreate / core.Built,
+                // The alternative a user has: build the model (initializers), then restore into it; and the bare build.
+                ["restore_on_create_vs_build_then_restore"] = core.OnCreate / core.BuildThenRestore,
+                ["model_build_seconds"] = core.ModelBuild,
                 // Beyond the model's own buffers, which restore-on-create allocates inside the measurement.
                 ["restore_on_create_peak_extra_rss_bytes"] = core.OnCreatePeakExtra - total,
                 ["first_step_after_restart_seconds"] = core.FirstStep,
@@ -291,6 +281,81 @@ public static class EndToEndBenchmark
     // ==================================================================== model
 
     /// <summary>float32 tensors of 4 KiB, 16 KiB, … 256 MiB (×4 each), repeated until <paramref name="total"/> bytes; the last one trimmed.</summary>
+    /// <summary>
+    /// Restore CRC cost: cold restores with and without checksums, interleaved in ABBA order (the disk and the machine's
+    /// load drift within minutes; ABBA cancels a linear drift), at least 6 pairs; the cost is the median of the pairs'
+    /// fractions (each pair ran back to back), reported next to the ratio of the medians.
+    /// </summary>
+    private static async Task<double> RestoreCrcCostAsync(Accelerator acc, DeviceBuffer[] buffers, string prefix, int repeats, long total)
+    {
+        // Two pipelines made alike (fresh, default options), differing only in checksumming.
+        await using var pipeline = new CheckpointPipeline(acc);
+        await using var noCrc = new CheckpointPipeline(acc, new CheckpointPipelineOptions { ComputeChecksums = false });
+        var with = new List<double>(); var without = new List<double>();
+        var pairs = Math.Max(6, 2 * repeats);
+        for (var i = 0; i < pairs; i++)
+        {
+            var order = i % 2 == 0 ? new[] { (pipeline, with), (noCrc, without) } : new[] { (noCrc, without), (pipeline, with) };
+            foreach (var (p, list) in order)
+            {
+                DropCaches();
+                var sw = Stopwatch.StartNew();
+                await using (var session = p.OpenRestore(prefix))
+                    await session.RestoreAsync(buffers.Select((b, j) => new RestoreTarget(Key(j), b.AsView())).ToArray());
+                await acc.SynchronizeAsync();
+                list.Add(sw.Elapsed.TotalSeconds);
+            }
+        }
+        var cost = Median(with.Zip(without, (w, o) => 1 - (o / w)).ToList());
+        Emit("restore_cold_no_crc", total, Median(without), extra: new() { ["with_crc_seconds"] = Median(with), ["crc_cost_fraction"] = cost,
+            ["crc_cost_fraction_of_medians"] = 1 - (Median(without) / Median(with)), ["pairs"] = pairs,
+            ["with_crc_all_seconds"] = with.Select(x => Math.Round(x, 4)).ToArray(), ["without_crc_all_seconds"] = without.Select(x => Math.Round(x, 4)).ToArray() });
+        return cost;
+    }
+
+    /// <summary>
+    /// <c>--restore-crc-only</c>: one save, then only the restore CRC cost (<see cref="RestoreCrcCostAsync"/>) — a quick loop
+    /// for the <c>restore_crc_cost_fraction</c> key.
+    /// </summary>
+    private static async Task RestoreCrcOnlyAsync(Accelerator acc, DeviceBuffer[] buffers, long[] sizes, long total, string dir, int repeats)
+    {
+        await using var pipeline = new CheckpointPipeline(acc);
+        var prefix = Path.Combine(dir, "ckpt-crc");
+        await TimedSaveAsync(pipeline, prefix, Plan(buffers, sizes));
+        try
+        {
+            var cost = await RestoreCrcCostAsync(acc, buffers, prefix, repeats, total);
+            Console.WriteLine(JsonSerializer.Serialize(new Dictionary<string, object?> { ["name"] = "crc_ratios", ["device"] = s_device, ["bytes"] = total, ["restore_crc_cost_fraction"] = cost }));
+        }
+        finally
+        {
+            BundleCommit.DeleteCheckpoint(prefix);
+        }
+    }
+
+    /// <summary>
+    /// <c>--core-only</c>: only the restores through the Checkpoint API (built, build-then-restore, on-create, first step
+    /// after a restart) and their <c>core_ratios</c> line — a quick loop for restore-on-create work (~20 s at 1 GiB).
+    /// </summary>
+    private static async Task CoreOnlyAsync(Accelerator acc, DeviceBuffer[] buffers, long total, string dir, int repeats, string gibArg)
+    {
+        var core = await CoreRestoreBenchmark.RunAsync(acc, buffers, s_specs, dir, repeats, gibArg, s_device, DropCaches, ResetPeakRss, CurrentRss, PeakRss);
+        Emit("restore_core_built", total, core.Built, extra: new() { ["peak_extra_rss_bytes"] = core.BuiltPeakExtra });
+        Emit("restore_core_on_create", total, core.OnCreate, extra: new() { ["peak_extra_rss_bytes"] = core.OnCreatePeakExtra, ["peak_extra_rss_beyond_model_bytes"] = core.OnCreatePeakExtra - total,
+            ["restore_call_seconds"] = core.OnCreateRestoreCall, ["build_seconds"] = core.OnCreateBuild, ["wait_seconds"] = core.OnCreateWait });
+        Emit("model_build", total, core.ModelBuild);
+        Emit("restore_core_build_then_restore", total, core.BuildThenRestore, extra: new() { ["build_seconds"] = core.BuildThenRestoreBuild });
+        Console.WriteLine(JsonSerializer.Serialize(new Dictionary<string, object?>
+        {
+            ["name"] = "core_ratios", ["device"] = s_device, ["bytes"] = total,
+            ["restore_on_create_vs_built"] = core.OnCreate / core.Built,
+            ["restore_on_create_vs_build_then_restore"] = core.OnCreate / core.BuildThenRestore,
+            ["model_build_seconds"] = core.ModelBuild,
+            ["restore_on_create_peak_extra_rss_bytes"] = core.OnCreatePeakExtra - total,
+            ["first_step_after_restart_seconds"] = core.FirstStep,
+        }));
+    }
+
     public static long[] ModelSizes(long total)
     {
         var sizes = new List<long>();

@@ -2,7 +2,7 @@ using System.Runtime.InteropServices;
 
 namespace CheckpointGpu.Devices.Interop;
 
-/// <summary>The two libc calls used to page-lock host memory (Linux only; failure is not an error).</summary>
+/// <summary>The libc calls used to page-lock and to prefault host memory (Linux only; failure is not an error).</summary>
 internal static unsafe partial class LibC
 {
     [LibraryImport("libc", EntryPoint = "mlock", SetLastError = true)]
@@ -10,6 +10,9 @@ internal static unsafe partial class LibC
 
     [LibraryImport("libc", EntryPoint = "munlock", SetLastError = true)]
     internal static partial int MUnlock(void* address, nuint length);
+
+    [LibraryImport("libc", EntryPoint = "madvise", SetLastError = true)]
+    internal static partial int MAdvise(void* address, nuint length, int advice);
 
     /// <summary>Tries to page-lock a region; returns false (without throwing) when the limit (RLIMIT_MEMLOCK) or the platform refuses.</summary>
     internal static bool TryLock(void* address, nuint length)

@@ -307,7 +307,9 @@ public sealed class RestoreSession : IAsyncDisposable, IDisposable
     /// piece is verified, then its host-to-device copies are enqueued (no memory beyond the ring). A larger tensor streams
     /// into a scratch buffer on the destination's accelerator (one per stream, sized to the largest such tensor, freed at
     /// the end of the call) and is copied device-to-device into its destination after verification. Either way a
-    /// destination holds its previous value or the whole verified tensor, never part of one.
+    /// destination holds its previous value or the whole verified tensor, never part of one. The exception is a new
+    /// destination (<see cref="RestoreTarget.DestinationIsNew"/>, restore-on-create): it holds no value and its caller
+    /// discards it when the call fails, so its bytes stream straight in, whatever the tensor's size.
     /// </remarks>
     private async Task ReadAsync(List<ReadRequest> requests, CancellationToken ct)
     {
@@ -357,12 +359,15 @@ public sealed class RestoreSession : IAsyncDisposable, IDisposable
             var holdLimit = HoldLimitInSlots;
             foreach (var r in requests)
             {
-                if (r.Cache is not null || r.PieceCount <= holdLimit) continue;
+                if (r.Cache is not null) continue;
                 if (r.DestinationIsNew)
                 {
-                    r.Direct = true;   // no previous value to protect: the caller discards the destination on failure
+                    // No previous value to protect (the caller discards the destination on failure): stream straight into it,
+                    // so its copies overlap the reads instead of waiting for the tensor's last window.
+                    r.Direct = true;
                     continue;
                 }
+                if (r.PieceCount <= holdLimit) continue;
                 r.UsesScratch = true;
                 if (!scratch.TryGetValue(r.Stream!, out var existing) || existing.LengthInBytes < r.Entry.Size)
                 {

@@ -11,8 +11,9 @@ namespace CheckpointGpu.Pipeline;
 /// for a destination on the pipeline's accelerator, else the destination accelerator's default stream.
 /// </param>
 /// <param name="DestinationIsNew">
-/// The destination holds no value yet (restore-on-create) and is discarded by the caller if the restore fails: a tensor
-/// larger than the ring then streams straight into it instead of through a device scratch buffer. Default
+/// The destination holds no value yet (restore-on-create) and is discarded by the caller if the restore fails: its bytes
+/// then stream straight into it as they are read (checksum checked at the end), instead of waiting in the ring's slots
+/// or a device scratch buffer until the whole tensor verified. Default
 /// <see langword="false"/>: the destination keeps its previous value unless the whole tensor verified.
 /// </param>
 public readonly record struct RestoreTarget(string Key, DeviceView Destination, AcceleratorStream? Stream = null, bool DestinationIsNew = false);

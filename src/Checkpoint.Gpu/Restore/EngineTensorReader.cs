@@ -100,8 +100,8 @@ internal sealed class EngineTensorReader : ITensorReader
 
     /// <summary>
     /// <see cref="ReadIntoVariable(string, Variable)"/>; <paramref name="isNew"/> marks a variable being created
-    /// (restore-on-create), which its factory disposes if this throws: a tensor larger than the ring may then stream
-    /// straight into it.
+    /// (restore-on-create), which its factory disposes if this throws: when read at once (outside a batch) its bytes then
+    /// stream straight into it.
     /// </summary>
     public void ReadIntoVariable(string key, Variable variable, bool isNew)
     {
@@ -122,6 +122,9 @@ internal sealed class EngineTensorReader : ITensorReader
                 "entry size does not match its dtype and shape", key, entry.ShardId, entry.Offset, entry.Size,
                 comparison: $"expected {variable.LengthInBytes} bytes");
         if (entry.Size == 0) return;
+        // A new variable's memory is written for the first time by this restore: on host-memory accelerators let its page
+        // faults be taken ahead of the copies, in parallel with the reads (a no-op elsewhere).
+        if (isNew && !variable.IsExternal) variable.Buffer.AdviseWillWrite();
         // LZ4-compressed entries (issue 14) are decompressed by the Format reader, which checks both checksums first.
         if (_session is null || !DTypes.IsFixedSize(entry.DType) || entry.Compression is not null)
         {
@@ -137,7 +140,10 @@ internal sealed class EngineTensorReader : ITensorReader
             else Pending.Add(copy.Completion);
             return;
         }
-        _batch.Add((key, variable, isNew));
+        // A new variable may take its bytes as they stream (DestinationIsNew) only when it is read right here, inside its
+        // factory, which disposes it if this throws; in a batch it is flushed after the factory returned, so it keeps the
+        // verify-before-device path like any existing variable.
+        _batch.Add((key, variable, isNew && !Batching));
         if (!Batching) SyncWait.Run(() => FlushAsync(CancellationToken.None));
     }
 
