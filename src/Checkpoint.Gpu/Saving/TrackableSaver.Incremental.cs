@@ -16,14 +16,45 @@ public sealed partial class TrackableSaver
         options.Freeze();
         if (options.MultiWorker is not null)
         {
-            WriteCore(prefix, options);
-            history.Prefix = null;   // the parts' layout is not tracked: the next save starts over
-            return new IncrementalSaveReport(prefix, null, 0, 0, 0, 0, 0, 0, 0);
+            // Each worker links its own data files through the pipeline path (PlanIncremental), waited for.
+            IncrementalSaveReport? workerReport = null;
+            WriteCore(prefix, options, new IncrementalRequest(incremental, history, r => workerReport = r));
+            return workerReport ?? new IncrementalSaveReport(prefix, null, 0, 0, 0, 0, 0, 0, 0);
         }
+        // An asynchronous save still queued is this save's base: let it finish first (its index is read below).
+        if (history.PendingSave is { } pending) WaitForCompletion(pending.Done);
         var snapshot = ObjectGraphSnapshot.Build(Root, includeSlotVariables: true, options.WriteHasCheckpointValues);
         var graphBytes = snapshot.Proto.ToByteArray();
         var report = IncrementalBundleSave.Write(prefix, snapshot, graphBytes, options, incremental, history);
         foreach (var callback in options.WriteCallbacks) callback(prefix);
         return report;
+    }
+
+    /// <summary>
+    /// Pipeline saves (asynchronous, multi-worker): plans the incremental save of <paramref name="units"/> and redirects
+    /// the pipeline to its fresh part (<paramref name="units"/>, <paramref name="writePrefix"/> and <paramref name="policy"/>
+    /// are replaced); the returned save links and merges after that part commits.
+    /// </summary>
+    /// <param name="request">The manager's options and history.</param>
+    /// <param name="snapshot">This save's snapshot.</param>
+    /// <param name="units">In: the units this process writes; out: the fresh ones.</param>
+    /// <param name="graphBytes">The object graph when this output holds it.</param>
+    /// <param name="writePrefix">In: the checkpoint (or part) prefix; out: the fresh part's prefix.</param>
+    /// <param name="checkpointPrefix">The checkpoint's prefix.</param>
+    /// <param name="partPrefix">A multi-worker save's part prefix, or null.</param>
+    /// <param name="policy">Out: the sharding by change history.</param>
+    private static IncrementalPipelineSave PlanIncremental(IncrementalRequest request, ObjectGraphSnapshot snapshot, ref IReadOnlyList<SaveUnit> units,
+        byte[]? graphBytes, ref string? writePrefix, string checkpointPrefix, string? partPrefix, ref IShardingPolicy policy)
+    {
+        var output = writePrefix!;
+        // Single process: the debris name every save uses (<prefix>_temp); a worker: a directory of its own inside the
+        // save's part directory (removed by the chief with it).
+        var workDir = partPrefix is null ? checkpointPrefix + "_temp" : partPrefix + ".incremental";
+        var save = IncrementalPipelineSave.Plan(request, snapshot, units, graphBytes is not null, output, checkpointPrefix, workDir);
+        save.PrepareWorkDirectory();
+        units = save.FreshUnits;
+        policy = save.Policy;
+        writePrefix = save.FreshPrefix;
+        return save;
     }
 }
