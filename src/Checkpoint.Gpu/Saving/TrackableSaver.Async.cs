@@ -105,9 +105,8 @@ public sealed partial class TrackableSaver : IAsyncDisposable
     {
         cancellationToken.ThrowIfCancellationRequested();
         options.Freeze();
-        // Issue 14 hook: LZ4 lives in the synchronous bundle writer only; never write plain bytes under a compression request.
-        if (options.Compression is not null)
-            throw new NotSupportedException("CheckpointOptions.Compression is not supported by asynchronous saves yet (the IO pipeline writes plain TensorFlow bundles); use Save/Write.");
+        // Issue 14 hook: LZ4 through the pipeline = plain staging part + compression off the caller's thread (TrackableSaver.Incremental.cs).
+        ThrowIfCompressionUnsupported(options, incremental);
         // Saves are queued in call order, so a call must be awaited before the next one starts.
         if (Interlocked.Exchange(ref _queuing, 1) != 0)
             throw new InvalidOperationException("A previous SaveAsync/WriteAsync call has not returned yet: await it before queuing another save (its handle lets the save overlap with training).");
@@ -236,6 +235,7 @@ public sealed partial class TrackableSaver : IAsyncDisposable
             IShardingPolicy policy = options.ShardingPolicy;
             if (incremental is not null && writePrefix is not null)
                 incr = PlanIncremental(incremental, snapshot, ref units, planGraph, ref writePrefix, prefix, multiWorker?.PartPrefix, ref policy);
+            var compressTo = options.Compression is not null && multiWorker is null ? PlanCompressedStaging(prefix, ref writePrefix) : null;
             SavePlan? plan = null;
             DeviceBuffer[] clones = [];
             if (writePrefix is not null && incr?.FreshIsEmpty(planGraph is not null) != true)
@@ -254,6 +254,7 @@ public sealed partial class TrackableSaver : IAsyncDisposable
             async ValueTask Committed(string _, CancellationToken ct)
             {
                 if (incr is not null) await incr.CommitAsync(hasFreshPart, ct).ConfigureAwait(false);
+                if (compressTo is not null) await CompressStagedAsync(writePrefix!, compressTo, options, ct).ConfigureAwait(false);
                 if (multi is not null) await multi.FinishAsync(async: true, ct).ConfigureAwait(false);
                 incr?.Complete();
                 foreach (var callback in callbacks) callback(prefix);

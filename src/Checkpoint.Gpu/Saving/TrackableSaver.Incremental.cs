@@ -1,3 +1,4 @@
+using CheckpointGpu.Format;
 using CheckpointGpu.Incremental;
 using Google.Protobuf;
 
@@ -56,5 +57,51 @@ public sealed partial class TrackableSaver
         policy = save.Policy;
         writePrefix = save.FreshPrefix;
         return save;
+    }
+
+    // ---- LZ4-compressed saves through the IO pipeline (issue 14) ----
+
+    /// <summary>Compressed pipeline saves are single-process and not incremental (the links would have to be compressed files of the same layout).</summary>
+    private static void ThrowIfCompressionUnsupported(CheckpointOptions options, IncrementalRequest? incremental)
+    {
+        if (options.Compression is null) return;
+        if (options.MultiWorker is not null)
+            throw new NotSupportedException("CheckpointOptions.Compression is not supported by multi-worker saves yet; convert the merged checkpoint with 'ckpt convert --compress'.");
+        if (incremental is not null)
+            throw new NotSupportedException("CheckpointOptions.Compression with incremental asynchronous saves is not supported yet; use CheckpointManager.Save (synchronous) for compressed incremental checkpoints.");
+    }
+
+    /// <summary>
+    /// A compressed save through the pipeline stages a plain bundle at <c>&lt;prefix&gt;_temp/plain</c> (the ring writes it with
+    /// the pipeline's snapshot semantics: <see cref="Pipeline.SaveHandle.Snapshotted"/>, <see cref="WaitUntilStagedAsync"/>);
+    /// returns the checkpoint prefix the compressed bundle goes to and redirects <paramref name="writePrefix"/>.
+    /// </summary>
+    private static string PlanCompressedStaging(string prefix, ref string? writePrefix)
+    {
+        var tempDir = prefix + "_temp";
+        if (Directory.Exists(tempDir)) Directory.Delete(tempDir, recursive: true);
+        Directory.CreateDirectory(tempDir);
+        writePrefix = Path.Combine(tempDir, "plain");
+        return prefix;
+    }
+
+    /// <summary>
+    /// After the staged plain bundle committed: compresses it into <paramref name="prefix"/> with the bundle-writer stage
+    /// (<see cref="TensorBundle.Convert"/>: same entries, shards, data order and CRCs as the synchronous compressed save),
+    /// on Format's <see cref="BlockingIOThreads.Shared"/> (never the caller's thread), then removes the staging directory.
+    /// </summary>
+    private static async ValueTask CompressStagedAsync(string stagedPrefix, string prefix, CheckpointOptions options, CancellationToken cancellationToken)
+    {
+        var tempDir = Path.GetDirectoryName(Path.GetFullPath(stagedPrefix))!;
+        try
+        {
+            await BlockingIOThreads.Shared.Run(() => TensorBundle.Convert(stagedPrefix, prefix, options.Compression, options.Storage), cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            try { if (Directory.Exists(tempDir)) Directory.Delete(tempDir, recursive: true); }
+            catch (IOException) { }
+            catch (UnauthorizedAccessException) { }
+        }
     }
 }
