@@ -157,4 +157,45 @@ public sealed class IncrementalAsyncSaveTests : IClassFixture<CpuFixture>
         Assert.Equal(Values(17, 600f), RestoreValues(manager.Checkpoints[^1]).Adapter);
         Assert.Empty(Directory.GetDirectories(dir.File("m")));
     }
+
+    /// <summary>
+    /// Save 3 fails late (its part's commit rename) after save 4 was planned to link from it: save 4 fails too, naming its
+    /// base, nothing of either is published, and save 5 (planned after the failure is known) writes everything.
+    /// </summary>
+    [Fact]
+    public async Task AsyncIncremental_BaseSaveFails_DependentSaveFailsClearly_NextOneIsFull()
+    {
+        using var dir = new TempDir("incr-async-fail");
+        using var model = new Model(_cpu, 1f);
+        await using var ckpt = new Checkpoint(("model", model)) { Log = null };
+        var storage = new FaultInjectingShardStorage(LocalShardStorage.Instance) { WriteDelay = TimeSpan.FromMilliseconds(300) };
+        await using var pipeline = new Pipeline.CheckpointPipeline(_cpu, new Pipeline.CheckpointPipelineOptions { Storage = storage });
+        var options = new CheckpointOptions { Pipeline = pipeline };
+        var manager = new CheckpointManager(ckpt, dir.File("m"), maxToKeep: null) { IncrementalSaves = new IncrementalSaveOptions() };
+        for (var step = 1; step <= 2; step++)
+        {
+            await ckpt.WaitUntilStagedAsync(model.Adapter);
+            model.Adapter.Assign<float>(Values(17, step * 100f));
+            await (await manager.SaveAsync(options: options))!.Completion;
+        }
+        storage.FailMoveWhen = path => path.Contains("ckpt-3_temp", StringComparison.Ordinal);
+        await ckpt.WaitUntilStagedAsync(model.Adapter);
+        model.Adapter.Assign<float>(Values(17, 300f));
+        var third = (await manager.SaveAsync(options: options))!;
+        var fourth = (await manager.SaveAsync(options: options))!;   // planned while the third is still writing (300 ms per write)
+        await Assert.ThrowsAnyAsync<IOException>(() => third.Completion);
+        var error = await Assert.ThrowsAnyAsync<IOException>(() => fourth.Completion);
+        Assert.Contains("base checkpoint", error.Message, StringComparison.Ordinal);
+        Assert.False(File.Exists(third.CheckpointPrefix + ".index"));
+        Assert.False(File.Exists(fourth.CheckpointPrefix + ".index"));
+
+        storage.FailMoveWhen = null;
+        var fifth = (await manager.SaveAsync(options: options))!;
+        await fifth.Completion;
+        Assert.Equal(0, manager.LastIncrementalSave!.ShardsLinked);
+        VerifyAll(fifth.CheckpointPrefix);
+        var restored = RestoreValues(fifth.CheckpointPrefix);
+        Assert.Equal(Values(FrozenElements, 1f), restored.Frozen);
+        Assert.Equal(Values(17, 300f), restored.Adapter);
+    }
 }
