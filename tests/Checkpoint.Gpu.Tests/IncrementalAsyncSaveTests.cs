@@ -198,4 +198,32 @@ public sealed class IncrementalAsyncSaveTests : IClassFixture<CpuFixture>
         Assert.Equal(Values(FrozenElements, 1f), restored.Frozen);
         Assert.Equal(Values(17, 300f), restored.Adapter);
     }
+
+    /// <summary>Async saves still queued, then a synchronous incremental save: it waits for them, links from the last, and is recorded last.</summary>
+    [Fact]
+    public async Task SyncIncrementalAfterQueuedAsyncSaves_LinksFromTheLastAndIsRecordedLast()
+    {
+        using var dir = new TempDir("incr-mixed");
+        using var model = new Model(_cpu, 1f);
+        await using var ckpt = new Checkpoint(("model", model)) { Log = null };
+        var manager = new CheckpointManager(ckpt, dir.File("m"), maxToKeep: null) { IncrementalSaves = new IncrementalSaveOptions() };
+        var handles = new List<Pipeline.SaveHandle>();
+        for (var step = 1; step <= 2; step++)
+        {
+            await ckpt.WaitUntilStagedAsync(model.Adapter);
+            model.Adapter.Assign<float>(Values(17, step * 100f));
+            handles.Add((await manager.SaveAsync())!);
+        }
+        await ckpt.WaitUntilStagedAsync(model.Adapter);
+        model.Adapter.Assign<float>(Values(17, 300f));
+        var third = manager.Save()!;
+        Assert.All(handles, h => Assert.True(h.Completion.IsCompletedSuccessfully));
+        Assert.Equal(1, manager.LastIncrementalSave!.ShardsLinked);
+        Assert.True(CheckpointManager.TryGetLatestCheckpoint(dir.File("m"), out var latest));
+        Assert.Equal(Path.GetFullPath(third), Path.GetFullPath(latest));
+        VerifyAll(third);
+        var restored = RestoreValues(third);
+        Assert.Equal(Values(FrozenElements, 1f), restored.Frozen);
+        Assert.Equal(Values(17, 300f), restored.Adapter);
+    }
 }

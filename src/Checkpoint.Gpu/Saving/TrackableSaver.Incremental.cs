@@ -22,8 +22,9 @@ public sealed partial class TrackableSaver
             WriteCore(prefix, options, new IncrementalRequest(incremental, history, r => workerReport = r));
             return workerReport ?? new IncrementalSaveReport(prefix, null, 0, 0, 0, 0, 0, 0, 0);
         }
-        // An asynchronous save still queued is this save's base: let it finish first (its index is read below).
-        if (history.PendingSave is { } pending) WaitForCompletion(pending.Done);
+        // Asynchronous saves still queued (one may be this save's base, whose index is read below) finish first, including
+        // their manager bookkeeping, so the state file records the checkpoints in call order.
+        foreach (var pending in PendingSaves) WaitForCompletion(pending.Completion);
         var snapshot = ObjectGraphSnapshot.Build(Root, includeSlotVariables: true, options.WriteHasCheckpointValues);
         var graphBytes = snapshot.Proto.ToByteArray();
         var report = IncrementalBundleSave.Write(prefix, snapshot, graphBytes, options, incremental, history);
