@@ -104,8 +104,9 @@ internal sealed class IncrementalPipelineSave
         // planned (it may still be queued); a base already known to have failed, or another prefix, means a full save.
         var basePrefix = history.Prefix;
         var baseSave = history.PendingSave;
-        // After a synchronous save (committed already) the layout is read from its index.
-        var layout = history.Layout ?? (basePrefix is null ? null : LayoutFromIndex(basePrefix));
+        // A base still queued: the layout recorded when it was planned. A finished one: its index, read now (so a checkpoint
+        // deleted or replaced from outside means a full save rather than a failed one).
+        var layout = baseSave is { Done.IsCompleted: false } ? history.Layout : basePrefix is null ? null : LayoutFromIndex(basePrefix);
         if (basePrefix is null || layout is null || baseSave is { Done.IsFaulted: true } or { Done.IsCanceled: true }
             || string.Equals(Path.GetFullPath(basePrefix), Path.GetFullPath(checkpointPrefix), StringComparison.Ordinal))
         {

@@ -10,18 +10,22 @@ public sealed partial class TrackableSaver
     /// <summary>
     /// Writes a checkpoint at exactly <paramref name="prefix"/>, reusing data files of <paramref name="history"/>'s previous
     /// checkpoint whose tensors are all unchanged (see <see cref="IncrementalSaveOptions"/>), then runs the write callbacks.
-    /// Multi-worker options fall back to the ordinary (full) save.
+    /// Plain checkpoints take the pipeline's incremental save (the one <c>SaveAsync</c> uses), waited for; LZ4-compressed
+    /// ones the bundle-writer stage (<see cref="IncrementalBundleSave"/>).
     /// </summary>
     internal IncrementalSaveReport WriteIncremental(string prefix, CheckpointOptions options, IncrementalSaveOptions incremental, IncrementalHistory history)
     {
         options.Freeze();
-        if (options.MultiWorker is not null)
+        if (options.Compression is null)
         {
-            // Each worker links its own data files through the pipeline path (PlanIncremental), waited for.
+            // Plain checkpoints (single-process or multi-worker, where each worker links its own data files): the pipeline's
+            // incremental save (PlanIncremental), waited for. Compressed ones below use the bundle-writer stage.
             IncrementalSaveReport? workerReport = null;
             WriteCore(prefix, options, new IncrementalRequest(incremental, history, r => workerReport = r));
             return workerReport ?? new IncrementalSaveReport(prefix, null, 0, 0, 0, 0, 0, 0, 0);
         }
+        if (options.MultiWorker is not null)
+            throw new NotSupportedException("CheckpointOptions.Compression is not supported by multi-worker saves yet; convert the merged checkpoint with 'ckpt convert --compress'.");
         // Asynchronous saves still queued (one may be this save's base, whose index is read below) finish first, including
         // their manager bookkeeping, so the state file records the checkpoints in call order.
         foreach (var pending in PendingSaves) WaitForCompletion(pending.Completion);
