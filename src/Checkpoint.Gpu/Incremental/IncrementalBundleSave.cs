@@ -28,7 +28,8 @@ internal sealed class IncrementalHistory
 }
 
 /// <summary>
-/// Writes one incremental checkpoint (see <see cref="IncrementalSaveOptions"/>): decides which previous data files can be
+/// Writes one LZ4-compressed incremental checkpoint (plain ones go through the pipeline: <see cref="IncrementalPipelineSave"/>;
+/// see <see cref="IncrementalSaveOptions"/>): decides which previous data files can be
 /// reused, writes the rest as a temporary part bundle through the ordinary bundle writer, hard-links (or copies) the
 /// reused files as further parts, and publishes them with <see cref="TensorBundle.Merge(IReadOnlyList{TensorBundlePartIndex}, string, TensorBundleMergeOptions?)"/>,
 /// whose protocol (data files renamed and the directory flushed, then the index written atomically; the index rename is
