@@ -12,7 +12,7 @@ public static class Program
     public static async Task<int> Main(string[] args)
     {
         // Issue 14: incremental saves and LZ4 (Incremental/FinetuneBenchmark.cs).
-        if (args.Length > 0 && args[0] == "finetune") return Incremental.FinetuneBenchmark.RunFinetune(args[1..]);
+        if (args.Length > 0 && args[0] == "finetune") return await Incremental.FinetuneBenchmark.RunFinetuneAsync(args[1..]);
         if (args.Length > 0 && args[0] == "lz4") return Incremental.FinetuneBenchmark.RunLz4(args[1..]);
         if (args.Length > 0 && args[0] == "e2e")
             return args.Contains("--workers") ? await EndToEnd.MultiWorkerBenchmark.RunAsync(args[1..]) : await EndToEnd.EndToEndBenchmark.RunAsync(args[1..]);

@@ -121,6 +121,55 @@ public sealed class MultiWorkerTests(ITestOutputHelper output) : IDisposable
         Assert.Empty(Directory.EnumerateFiles(_dir["coord"], "*.rank-*"));
     }
 
+    /// <summary>
+    /// Issue 14: incremental manager saves on two worker processes: from the third save on, each worker hard-links the data
+    /// file of its own unchanged tensors from the previous merged checkpoint; every checkpoint left after pruning is a
+    /// plain, verifiable TF bundle that restores on one and on two workers.
+    /// </summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task IncrementalManagerSave_OnTwoWorkers_EachLinksItsOwnPart_PrunedRunStaysVerifiable(bool async)
+    {
+        var results = await RunAsync(2, _ => SaveArgs(async, "--manager", "--saves", "4", "--keep", "2", "--incremental"), new() { [WorkerContext.TimeoutVariable] = "60" });
+        Assert.All(results, r => Assert.True(r.Succeeded, r.StandardOutput + r.StandardError));
+        var last = _dir["ckpts/ckpt-4"];
+        // Both ranks own dense variables (BalancedOwnership), unchanged since save 1: each links one data file of its own.
+        Assert.All(results, r => Assert.Contains($"INCREMENTAL {last} linked=1 ", r.StandardOutput, StringComparison.Ordinal));
+        Assert.False(File.Exists(_dir["ckpts/ckpt-2.index"]));
+        foreach (var k in new[] { 3, 4 })
+        {
+            using var reader = TensorBundleReader.Open(_dir[$"ckpts/ckpt-{k}"]);
+            foreach (var e in reader.Entries) reader.VerifyEntry(e);
+        }
+        using (var a = TensorBundleReader.Open(_dir["ckpts/ckpt-3"]))
+        using (var b = TensorBundleReader.Open(last))
+        {
+            Assert.Equal(a.Entries.Select(e => e.Key), b.Entries.Select(e => e.Key));
+            var big = b.GetEntry("model/big/.ATTRIBUTES/VARIABLE_VALUE");
+            Assert.Equal(a.GetEntry(big.Key).Crc32C, big.Crc32C);
+            // ckpt-3's and ckpt-4's file holding 'big' are one file (a hard link) on this filesystem.
+            var fa = new FileInfo(BundleNaming.DataFile(_dir["ckpts/ckpt-3"], a.GetEntry(big.Key).ShardId, a.Header.ShardCount));
+            var fb = new FileInfo(BundleNaming.DataFile(last, big.ShardId, b.Header.ShardCount));
+            if (!OperatingSystem.IsWindows()) Assert.Equal(Inode(fa.FullName), Inode(fb.FullName));
+        }
+        AssertNoTemporaries("ckpt-4");
+        foreach (var m in new[] { 1, 2 })
+        {
+            var restored = await RunAsync(m, _ => ["restore", "--prefix", last, "--dir", _dir["ckpts"]]);
+            Assert.All(restored, r => Assert.True(r.Succeeded && r.StandardOutput.Contains("RESTORED OK", StringComparison.Ordinal), $"M={m} rank {r.Rank}: {r.StandardOutput}{r.StandardError}"));
+        }
+    }
+
+    private static string Inode(string path)
+    {
+        var psi = new ProcessStartInfo("stat", ["-c", "%i", path]) { RedirectStandardOutput = true };
+        using var p = Process.Start(psi)!;
+        var text = p.StandardOutput.ReadToEnd();
+        p.WaitForExit();
+        return text.Trim();
+    }
+
     [Theory]
     [InlineData(false)]
     [InlineData(true)]

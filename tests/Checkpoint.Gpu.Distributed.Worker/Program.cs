@@ -81,6 +81,8 @@ static int Save(Accelerator accelerator, WorkerContext worker, Dictionary<string
         waitForPublished: o.ContainsKey("no-wait") ? false : null);
     var saves = Int(o, "saves", 1);
     var manager = o.ContainsKey("manager") ? new CheckpointManager(model.Checkpoint, o["dir"], maxToKeep: Int(o, "keep", 2)) : null;
+    // --incremental: each worker links the unchanged data files of its own part (issue 14); prints what each save reused.
+    if (manager is not null && o.ContainsKey("incremental")) manager.IncrementalSaves = new IncrementalSaveOptions();
     for (var k = 1; k <= saves; k++)
     {
         saveIndex = k;
@@ -89,6 +91,7 @@ static int Save(Accelerator accelerator, WorkerContext worker, Dictionary<string
         var opts = new CheckpointOptions { MultiWorker = context };
         var prefix = manager is not null ? manager.Save(options: opts)! : model.Checkpoint.Save(Path.Combine(o["dir"], o.GetValueOrDefault("name", "ckpt")), opts);
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"SAVED {prefix} ms={clock.Elapsed.TotalMilliseconds:0.0}"));
+        if (manager?.LastIncrementalSave is { } r) Console.WriteLine($"INCREMENTAL {prefix} linked={r.ShardsLinked} written={r.ShardsWritten}");
     }
     foreach (var b in blobs) b.Dispose();
     return 0;
@@ -135,6 +138,8 @@ static async Task<int> SaveAsync(Accelerator accelerator, WorkerContext worker, 
     var context = worker.With(ownership: o.ContainsKey("chief-holds-all") ? new PlacementOwnership() : model.Ownership);
     var saves = Int(o, "saves", 1);
     var manager = o.ContainsKey("manager") ? new CheckpointManager(model.Checkpoint, o["dir"], maxToKeep: Int(o, "keep", 2)) : null;
+    // --incremental: each worker links the unchanged data files of its own part (issue 14); prints what each save reused.
+    if (manager is not null && o.ContainsKey("incremental")) manager.IncrementalSaves = new IncrementalSaveOptions();
     var pending = new List<(SaveHandle Handle, string Prefix, Stopwatch Clock)>();
     for (var k = 1; k <= saves; k++)
     {
@@ -153,6 +158,7 @@ static async Task<int> SaveAsync(Accelerator accelerator, WorkerContext worker, 
         await handle.Completion;
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"SAVED {prefix} ms={clock.Elapsed.TotalMilliseconds:0.0} part={handle.Prefix}"));
     }
+    if (manager?.LastIncrementalSave is { } last) Console.WriteLine($"INCREMENTAL {last.Prefix} linked={last.ShardsLinked} written={last.ShardsWritten}");
     return 0;
 }
 

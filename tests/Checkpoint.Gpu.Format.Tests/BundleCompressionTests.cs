@@ -205,4 +205,38 @@ public sealed class BundleCompressionTests
             Assert.Throws<CheckpointFormatException>(() => reader.ReadTensor(entry, new byte[entry.Size]));
         }
     }
+
+    /// <summary>
+    /// The vectorized un-shuffle (widths 2, 4, 8) against the definition <c>dst[i * w + j] = src[j * n + i]</c>, computed
+    /// here independently, for lengths around the 16-element step (tails, partial elements), and as Shuffle's inverse.
+    /// </summary>
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    [InlineData(3)]
+    [InlineData(4)]
+    [InlineData(8)]
+    [InlineData(16)]
+    public void Unshuffle_MatchesTheDefinition_AndInvertsShuffle(int width)
+    {
+        var random = new Random(width);
+        foreach (var length in new[] { 0, 1, 15 * width, 16 * width, 16 * width + 1, 17 * width + width - 1, 33 * width, 4096 * width + 3, 100_003 })
+        {
+            var src = new byte[length];
+            random.NextBytes(src);
+            var n = length / width;
+            var expected = new byte[length];
+            for (var i = 0; i < n; i++)
+                for (var j = 0; j < width; j++) expected[i * width + j] = src[j * n + i];
+            for (var k = n * width; k < length; k++) expected[k] = src[k];
+
+            var actual = new byte[length];
+            BundleCompression.Unshuffle(src, actual, width);
+            Assert.True(expected.AsSpan().SequenceEqual(actual), $"width {width}, length {length}");
+
+            var shuffled = new byte[length];
+            BundleCompression.Shuffle(expected, shuffled, width);
+            Assert.True(src.AsSpan().SequenceEqual(shuffled), $"Shuffle is the inverse: width {width}, length {length}");
+        }
+    }
 }

@@ -55,7 +55,7 @@ public static class FinetuneBenchmark
     private static void Emit(object line) => Console.WriteLine(JsonSerializer.Serialize(line, s_json));
 
     /// <summary><c>finetune [--dir D] [--steps N] [--backbone-gib G] [--adapter-mib M]</c>.</summary>
-    public static int RunFinetune(string[] args)
+    public static async Task<int> RunFinetuneAsync(string[] args)
     {
         string Arg(string name, string fallback) => Array.IndexOf(args, name) is var i and >= 0 && i + 1 < args.Length ? args[i + 1] : fallback;
         var root = Path.GetFullPath(Arg("--dir", "finetune-bench"));
@@ -81,13 +81,16 @@ public static class FinetuneBenchmark
 
         using var full = new Checkpoint(("backbone", backbone), ("adapters", adapters), ("optimizer", adam)) { Log = null };
         using var incremental = new Checkpoint(("backbone", backbone), ("adapters", adapters), ("optimizer", adam)) { Log = null };
+        // The same incremental saves through the IO pipeline (CheckpointManager.SaveAsync), each awaited to durability.
+        await using var incrementalAsync = new Checkpoint(("backbone", backbone), ("adapters", adapters), ("optimizer", adam)) { Log = null };
+        using var incrAsyncManager = new CheckpointManager(incrementalAsync, Path.Combine(root, "incremental_async"), maxToKeep: 3) { IncrementalSaves = new IncrementalSaveOptions() };
         using var adaptersOnly = new Checkpoint(("adapters", adapters), ("optimizer", adam)) { Log = null };
         using var fullManager = new CheckpointManager(full, Path.Combine(root, "full"), maxToKeep: 2);
         using var incrManager = new CheckpointManager(incremental, Path.Combine(root, "incremental"), maxToKeep: 3) { IncrementalSaves = new IncrementalSaveOptions() };
         using var adaptersManager = new CheckpointManager(adaptersOnly, Path.Combine(root, "adapters"), maxToKeep: 2);
 
-        var times = new Dictionary<string, List<double>> { ["full"] = [], ["incremental"] = [], ["adapters_only"] = [] };
-        var bytes = new Dictionary<string, List<long>> { ["full"] = [], ["incremental"] = [], ["adapters_only"] = [] };
+        var times = new Dictionary<string, List<double>> { ["full"] = [], ["incremental"] = [], ["adapters_only"] = [], ["incremental_async"] = [], ["async_call"] = [] };
+        var bytes = new Dictionary<string, List<long>> { ["full"] = [], ["incremental"] = [], ["adapters_only"] = [], ["incremental_async"] = [] };
         for (var step = 1; step <= steps; step++)
         {
             adam.ApplyGradients(gradients);
@@ -106,6 +109,20 @@ public static class FinetuneBenchmark
                 Emit(new { name = "finetune_step", mode, step, bytes = written, seconds = Math.Round(seconds, 4),
                     shards_linked = mode == "incremental" ? manager.LastIncrementalSave!.ShardsLinked : 0 });
             }
+            {
+                var clock = Stopwatch.StartNew();
+                var handle = (await incrAsyncManager.SaveAsync())!;
+                var call = clock.Elapsed.TotalSeconds;
+                await handle.Completion;
+                var seconds = clock.Elapsed.TotalSeconds;
+                var report = incrAsyncManager.LastIncrementalSave!;
+                var written = new FileInfo(BundleNaming.IndexFile(handle.CheckpointPrefix)).Length + report.BytesWritten;
+                times["incremental_async"].Add(seconds);
+                times["async_call"].Add(call);
+                bytes["incremental_async"].Add(written);
+                Emit(new { name = "finetune_step", mode = "incremental_async", step, bytes = written, seconds = Math.Round(seconds, 4),
+                    call_seconds = Math.Round(call, 4), shards_linked = report.ShardsLinked });
+            }
         }
 
         // all_verified: every incremental checkpoint left after the run (the manager pruned older ones as it went)
@@ -114,6 +131,10 @@ public static class FinetuneBenchmark
         foreach (var old in incrManager.Checkpoints.SkipLast(1))
             foreach (var f in Directory.GetFiles(Path.GetDirectoryName(old)!, Path.GetFileName(old) + ".*")) File.Delete(f);
         verified &= Verify(incrManager.Checkpoints[^1]);
+        var verifiedAsync = incrAsyncManager.Checkpoints.All(Verify);
+        foreach (var old in incrAsyncManager.Checkpoints.SkipLast(1))
+            foreach (var f in Directory.GetFiles(Path.GetDirectoryName(old)!, Path.GetFileName(old) + ".*")) File.Delete(f);
+        verifiedAsync &= Verify(incrAsyncManager.Checkpoints[^1]);
 
         Emit(new
         {
@@ -125,10 +146,20 @@ public static class FinetuneBenchmark
             time_adapters_only_seconds = Math.Round(Median(times["adapters_only"]), 4),
             all_verified = verified,
         });
+        // Incremental saves through the asynchronous path: time to durable, and how long the caller was blocked.
+        Emit(new
+        {
+            name = "finetune_async",
+            bytes_incremental_async = Median(bytes["incremental_async"]),
+            time_incremental_async_seconds = Math.Round(Median(times["incremental_async"]), 4),
+            time_async_call_seconds = Math.Round(Median(times["async_call"]), 4),
+            time_adapters_only_seconds = Math.Round(Median(times["adapters_only"]), 4),
+            all_verified = verifiedAsync,
+        });
         foreach (var (_, g) in gradients) g.Dispose();
         foreach (var v in backbone.Layers.Concat(adapters.Weights)) v.Dispose();
         Directory.Delete(root, recursive: true);
-        return verified ? 0 : 1;
+        return verified && verifiedAsync ? 0 : 1;
     }
 
     private static bool Verify(string prefix)

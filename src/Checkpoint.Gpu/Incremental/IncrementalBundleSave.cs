@@ -14,12 +14,22 @@ internal sealed class IncrementalHistory
     /// <summary>Tracked state per checkpoint key at the previous save (variables only).</summary>
     public Dictionary<string, TrackedState> Tensors { get; set; } = new(StringComparer.Ordinal);
 
+    /// <summary>
+    /// The previous checkpoint's data files as key sets, recorded when it was planned through the pipeline (it may still
+    /// be queued); null after a synchronous save (then its index is read).
+    /// </summary>
+    public List<HashSet<string>>? Layout { get; set; }
+
+    /// <summary>The previous save when it went through the pipeline (its outcome decides whether linking from it is possible).</summary>
+    public IncrementalPipelineSave? PendingSave { get; set; }
+
     /// <summary>The copy-fallback notice was already logged.</summary>
     public bool CopyNoticeLogged { get; set; }
 }
 
 /// <summary>
-/// Writes one incremental checkpoint (see <see cref="IncrementalSaveOptions"/>): decides which previous data files can be
+/// Writes one LZ4-compressed incremental checkpoint (plain ones go through the pipeline: <see cref="IncrementalPipelineSave"/>;
+/// see <see cref="IncrementalSaveOptions"/>): decides which previous data files can be
 /// reused, writes the rest as a temporary part bundle through the ordinary bundle writer, hard-links (or copies) the
 /// reused files as further parts, and publishes them with <see cref="TensorBundle.Merge(IReadOnlyList{TensorBundlePartIndex}, string, TensorBundleMergeOptions?)"/>,
 /// whose protocol (data files renamed and the directory flushed, then the index written atomically; the index rename is
@@ -132,6 +142,8 @@ internal static class IncrementalBundleSave
             if (current[i] is { } state) tracked[units[i].Key] = state;
         history.Prefix = prefix;
         history.Tensors = tracked;
+        history.Layout = null;
+        history.PendingSave = null;
         return new IncrementalSaveReport(prefix, reusable.Count > 0 ? reusable[0].Prefix : null,
             report.Written, report.Linked, report.Copied, report.BytesWritten, report.BytesReused,
             fresh.Count + 1, units.Count - fresh.Count);
@@ -179,7 +191,7 @@ internal static class IncrementalBundleSave
         return result;
     }
 
-    private static void CopyDurably(string source, string target)
+    internal static void CopyDurably(string source, string target)
     {
         File.Copy(source, target, overwrite: false);
         using var fs = new FileStream(target, FileMode.Open, FileAccess.ReadWrite, FileShare.None);
@@ -187,7 +199,7 @@ internal static class IncrementalBundleSave
     }
 
     /// <summary>Stable (unchanged) tensors in shard 0, everything else and the object graph in the last shard.</summary>
-    private sealed class HistoryShardingPolicy(HashSet<string> stableKeys) : IShardingPolicy
+    internal sealed class HistoryShardingPolicy(HashSet<string> stableKeys) : IShardingPolicy
     {
         public ShardAssignment AssignShards(IReadOnlyList<ShardableTensor> tensors)
         {

@@ -18,9 +18,21 @@ namespace CheckpointGpu;
 /// <see cref="Variable.ModificationVersion"/> as at the previous save, and — when hashing applies
 /// (<see cref="Variable.ContentHashing"/> or <see cref="HashAllVariables"/>) — the same xxHash3 of its device bytes. See
 /// <see cref="Variable"/>'s change-tracking remarks for what the caller must do after writing device memory directly.</para>
-/// <para><b>Limits.</b> The first save of a manager object is a full save (history lives in memory only). Asynchronous
-/// (<see cref="CheckpointManager.SaveAsync"/>) and multi-worker saves are written in full (nothing linked). Where hard
-/// links are unsupported (another filesystem, Windows without permission) the file is copied and the log says so once.</para>
+/// <para><b>Asynchronous saves</b> (<see cref="CheckpointManager.SaveAsync"/>): what is unchanged is decided at the call
+/// (versions and hashes are read before it returns); the previous save may still be queued — its planned layout stands in
+/// for its index, and the links are made after it has finished (saves commit in call order). A linked tensor's bytes are
+/// never read from the device, so a write after the call cannot leak into the checkpoint; a write before it bumps the
+/// version and the tensor is written. Changed tensors go through the IO pipeline into a temporary part
+/// (<c>&lt;prefix&gt;_temp/part-00000-of-00001</c>, the handle's <see cref="Pipeline.SaveHandle.Prefix"/>), which is merged
+/// with the links once it commits. If the previous save fails, the saves queued before that was known fail too (their
+/// skipped bytes exist nowhere; nothing of theirs is published) and the next save writes everything.</para>
+/// <para><b>Multi-worker saves</b> (<see cref="CheckpointOptions.MultiWorker"/>, synchronous or not): each worker applies the
+/// same rules to the tensors it owns — its unchanged data files of the previous merged checkpoint are hard-linked into its
+/// own part (merged with its fresh part under <c>&lt;part&gt;.incremental/</c> before it reports), so the chief's merge and
+/// the merged checkpoint are those of an ordinary multi-worker save (a plain TF checkpoint, with more data files).</para>
+/// <para><b>Limits.</b> The first save of a manager object is a full save (history lives in memory only). LZ4
+/// (<see cref="CheckpointOptions.Compression"/>) with incremental saves is single-process only. Where hard links are
+/// unsupported (another filesystem, Windows without permission) the file is copied and the log says so once.</para>
 /// <para>Thread-safety: immutable (init-only); safe to share.</para>
 /// </remarks>
 public sealed class IncrementalSaveOptions

@@ -100,11 +100,12 @@ public sealed class CheckpointManager : IDisposable
     /// Opt-in incremental saves: when set, <see cref="Save"/> hard-links data files whose tensors are all unchanged since
     /// this manager's previous checkpoint instead of writing them (see <see cref="IncrementalSaveOptions"/> for the
     /// sharding by change history, the change-tracking contract and the limits). Default <see langword="null"/> (every
-    /// save writes everything). <see cref="SaveAsync"/> and multi-worker saves stay full saves.
+    /// save writes everything). Applies to <see cref="Save"/>, <see cref="SaveAsync"/> and multi-worker saves (each worker
+    /// links the data files of its own part).
     /// </summary>
     public IncrementalSaveOptions? IncrementalSaves { get; set; }
 
-    /// <summary>What the last incremental <see cref="Save"/> wrote and reused, or <see langword="null"/> before one.</summary>
+    /// <summary>What the last incremental save (<see cref="Save"/>, or a <see cref="SaveAsync"/> once published) wrote and reused, or <see langword="null"/> before one.</summary>
     public IncrementalSaveReport? LastIncrementalSave { get; private set; }
     // ---- end issue 14 ----
 
@@ -260,7 +261,9 @@ public sealed class CheckpointManager : IDisposable
                     else RecordAndSweep(path, (options ?? CheckpointOptions.Default).Storage);
                 }
                 return ValueTask.CompletedTask;
-            }, cancellationToken).ConfigureAwait(false);
+            }, cancellationToken,
+            // Issue 14 hook: incremental asynchronous saves (src/Checkpoint.Gpu/Incremental/IncrementalPipelineSave.cs).
+            IncrementalSaves is { } incremental ? new Incremental.IncrementalRequest(incremental, _incrementalHistory, r => LastIncrementalSave = r) : null).ConfigureAwait(false);
     }
 
     /// <summary>

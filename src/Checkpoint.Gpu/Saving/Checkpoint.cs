@@ -230,8 +230,8 @@ public sealed class Checkpoint : AutoTrackable, IDisposable, IAsyncDisposable
     internal void ThrowIfQueuingAsyncSave() => _saver.ThrowIfQueuing();
 
     internal ValueTask<Pipeline.SaveHandle> WriteUnnumberedAsync(string prefix, CheckpointOptions? options,
-        Func<string, CancellationToken, ValueTask>? onCommitted, CancellationToken cancellationToken) =>
-        _saver.SaveAsyncCore(prefix, options ?? CheckpointOptions.Default, onCommitted, cancellationToken);
+        Func<string, CancellationToken, ValueTask>? onCommitted, CancellationToken cancellationToken, Incremental.IncrementalRequest? incremental = null) =>
+        _saver.SaveAsyncCore(prefix, options ?? CheckpointOptions.Default, onCommitted, cancellationToken, incremental);
 
     /// <summary>
     /// Asynchronous <see cref="Save"/>: increments <see cref="SaveCounter"/>, queues <c>filePrefix-N</c> on the IO pipeline

@@ -119,9 +119,12 @@ public sealed class CheckpointOptions
     /// byte shuffle for floating-point dtypes; <see cref="Format.BundleCompression"/>). Default <see langword="null"/>
     /// (off): plain TensorFlow checkpoints. A compressed checkpoint is refused by TensorFlow with "Checkpoint min consumer
     /// version 2 above current version 1" (header version check, see <see cref="Format.BundleHeader.CompressedVersion"/>)
-    /// and read transparently here; <c>ckpt convert</c> turns it into a plain one. Applies to synchronous saves
-    /// (<c>Save</c>/<c>Write</c>, <see cref="CheckpointManager.Save"/> including incremental saves); asynchronous and
-    /// multi-worker saves refuse it with <see cref="NotSupportedException"/> (not implemented in the IO pipeline yet).
+    /// and read transparently here; <c>ckpt convert</c> turns it into a plain one. Synchronous saves (<c>Save</c>/<c>Write</c>,
+    /// <see cref="CheckpointManager.Save"/> including incremental saves) compress in the bundle writer directly. Asynchronous
+    /// saves (<c>SaveAsync</c>/<c>WriteAsync</c>, <see cref="CheckpointManager.SaveAsync"/>) stage a plain bundle through the IO
+    /// pipeline (<c>&lt;prefix&gt;_temp/plain</c>, with the pipeline's snapshot semantics) and compress it into the checkpoint
+    /// on Format's IO threads once it is durable — entry for entry the synchronous result, at the price of writing the plain
+    /// bytes once more. Multi-worker saves and incremental asynchronous saves refuse it with <see cref="NotSupportedException"/>.
     /// </summary>
     /// <exception cref="InvalidOperationException">The options are frozen.</exception>
     public Format.BundleCompressionOptions? Compression { get => _compression; set { VerifyMutable(); _compression = value; } }

@@ -101,20 +101,19 @@ public sealed partial class TrackableSaver : IAsyncDisposable
     }
 
     internal ValueTask<SaveHandle> SaveAsyncCore(string prefix, CheckpointOptions options,
-        Func<string, CancellationToken, ValueTask>? onCommitted, CancellationToken cancellationToken)
+        Func<string, CancellationToken, ValueTask>? onCommitted, CancellationToken cancellationToken, Incremental.IncrementalRequest? incremental = null)
     {
         cancellationToken.ThrowIfCancellationRequested();
         options.Freeze();
-        // Issue 14 hook: LZ4 lives in the synchronous bundle writer only; never write plain bytes under a compression request.
-        if (options.Compression is not null)
-            throw new NotSupportedException("CheckpointOptions.Compression is not supported by asynchronous saves yet (the IO pipeline writes plain TensorFlow bundles); use Save/Write.");
+        // Issue 14 hook: LZ4 through the pipeline = plain staging part + compression off the caller's thread (TrackableSaver.Incremental.cs).
+        ThrowIfCompressionUnsupported(options, incremental);
         // Saves are queued in call order, so a call must be awaited before the next one starts.
         if (Interlocked.Exchange(ref _queuing, 1) != 0)
             throw new InvalidOperationException("A previous SaveAsync/WriteAsync call has not returned yet: await it before queuing another save (its handle lets the save overlap with training).");
         PlannedSave planned;
         try
         {
-            planned = PlanSave(prefix, options, onCommitted);
+            planned = PlanSave(prefix, options, onCommitted, incremental);
         }
         catch
         {
@@ -135,7 +134,7 @@ public sealed partial class TrackableSaver : IAsyncDisposable
     /// blocks on a <see cref="ManualResetEventSlim"/> set by the completion's continuation (a non-async primitive; no
     /// <c>.Result</c>/<c>.Wait()</c> on a task).
     /// </remarks>
-    internal void WriteCore(string prefix, CheckpointOptions options)
+    internal void WriteCore(string prefix, CheckpointOptions options, Incremental.IncrementalRequest? incremental = null)
     {
         options.Freeze();
         if (options.Compression is not null)
@@ -154,7 +153,7 @@ public sealed partial class TrackableSaver : IAsyncDisposable
         SaveHandle handle;
         try
         {
-            var planned = PlanSave(prefix, options, onCommitted: null);
+            var planned = PlanSave(prefix, options, onCommitted: null, incremental);
             try
             {
                 // The pipeline copies on a stream of its own: work already queued on the variables' streams must land first.
@@ -205,9 +204,11 @@ public sealed partial class TrackableSaver : IAsyncDisposable
     }
 
     /// <summary>Snapshots the object graph and fixes the save's plan (every read of host-side state happens here).</summary>
-    private PlannedSave PlanSave(string prefix, CheckpointOptions options, Func<string, CancellationToken, ValueTask>? onCommitted)
+    private PlannedSave PlanSave(string prefix, CheckpointOptions options, Func<string, CancellationToken, ValueTask>? onCommitted,
+        Incremental.IncrementalRequest? incremental = null)
     {
         Distributed.MultiWorkerSave? multiWorker = null;
+        Incremental.IncrementalPipelineSave? incr = null;
         try
         {
             // Everything read from host-side state happens here, before the first await: the plan reflects the call's
@@ -230,11 +231,16 @@ public sealed partial class TrackableSaver : IAsyncDisposable
             {
                 (units, planGraph, writePrefix) = (BuildUnits(snapshot), graphBytes, prefix);
             }
+            // Issue 14 hook: incremental saves write only the fresh units to a temporary part (TrackableSaver.Incremental.cs).
+            IShardingPolicy policy = options.ShardingPolicy;
+            if (incremental is not null && writePrefix is not null)
+                incr = PlanIncremental(incremental, snapshot, ref units, planGraph, ref writePrefix, prefix, multiWorker?.PartPrefix, ref policy);
+            var compressTo = options.Compression is not null && multiWorker is null ? PlanCompressedStaging(prefix, ref writePrefix) : null;
             SavePlan? plan = null;
             DeviceBuffer[] clones = [];
-            if (writePrefix is not null)
+            if (writePrefix is not null && incr?.FreshIsEmpty(planGraph is not null) != true)
             {
-                var assignment = AssignShards(units, planGraph, options.ShardingPolicy);
+                var assignment = AssignShards(units, planGraph, policy);
                 var collector = new SaveItemCollector(pipeline.Accelerator);
                 for (var i = 0; i < units.Count; i++) units[i].Write(collector, assignment.ShardIds[i]);
                 if (planGraph is not null) collector.AddObjectGraph(planGraph, assignment.ShardIds[^1]);
@@ -244,17 +250,24 @@ public sealed partial class TrackableSaver : IAsyncDisposable
             // Callbacks get the prefix as the caller gave it (never the part's).
             var callbacks = options.WriteCallbacks;
             var multi = multiWorker;
+            var hasFreshPart = plan is not null;
             async ValueTask Committed(string _, CancellationToken ct)
             {
+                if (incr is not null) await incr.CommitAsync(hasFreshPart, ct).ConfigureAwait(false);
+                if (compressTo is not null) await CompressStagedAsync(writePrefix!, compressTo, options, ct).ConfigureAwait(false);
                 if (multi is not null) await multi.FinishAsync(async: true, ct).ConfigureAwait(false);
+                incr?.Complete();
                 foreach (var callback in callbacks) callback(prefix);
                 if (onCommitted is not null) await onCommitted(prefix, ct).ConfigureAwait(false);
             }
             var accelerators = variables.Select(v => v.Accelerator).Distinct().ToArray();
-            return new PlannedSave(pipeline, writePrefix ?? prefix, prefix, plan, accelerators, Committed, multi is null ? null : multi.ReportFailure, clones);
+            Action<Exception>? onFailed = multi is null ? null : multi.ReportFailure;
+            if (incr is not null) onFailed = onFailed is null ? incr.Fail : onFailed + incr.Fail;
+            return new PlannedSave(pipeline, writePrefix ?? prefix, prefix, plan, accelerators, Committed, onFailed, clones);
         }
         catch (Exception ex)
         {
+            incr?.Fail(ex);
             multiWorker?.ReportFailure(ex);
             throw;
         }
