@@ -194,7 +194,7 @@ public sealed partial class TrackableSaver : IAsyncDisposable
     }
 
     /// <summary>A save whose plan is fixed, ready to queue.</summary>
-    private sealed record PlannedSave(CheckpointPipeline Pipeline, string WritePrefix, string CheckpointPrefix, SavePlan? Plan,
+    private sealed record PlannedSave(CheckpointPipeline Pipeline, CheckpointPipelineOptions IO, string WritePrefix, string CheckpointPrefix, SavePlan? Plan,
         Accelerator[] Accelerators, Func<string, CancellationToken, ValueTask> OnCommitted, Action<Exception>? OnFailed, DeviceBuffer[] Clones)
     {
         /// <summary>Frees the plan-time snapshots (after the save finished, or when it was never queued).</summary>
@@ -216,6 +216,7 @@ public sealed partial class TrackableSaver : IAsyncDisposable
             var graphBytes = snapshot.Proto.ToByteArray();
             var variables = SavedVariables(snapshot);
             var pipeline = options.Pipeline ?? GetOrCreatePipeline(variables, options.IO);
+            var io = EffectiveIO(options, pipeline);
             lock (_pipelineLock) if (!_pipelinesUsed.Contains(pipeline)) _pipelinesUsed.Add(pipeline);
             // Multi-worker: this worker writes only the units it owns, to its part; the protocol finishes after the part commits.
             IReadOnlyList<SaveUnit> units;
@@ -251,7 +252,7 @@ public sealed partial class TrackableSaver : IAsyncDisposable
                 if (onCommitted is not null) await onCommitted(prefix, ct).ConfigureAwait(false);
             }
             var accelerators = variables.Select(v => v.Accelerator).Distinct().ToArray();
-            return new PlannedSave(pipeline, writePrefix ?? prefix, prefix, plan, accelerators, Committed, multi is null ? null : multi.ReportFailure, clones);
+            return new PlannedSave(pipeline, io, writePrefix ?? prefix, prefix, plan, accelerators, Committed, multi is null ? null : multi.ReportFailure, clones);
         }
         catch (Exception ex)
         {
@@ -299,7 +300,7 @@ public sealed partial class TrackableSaver : IAsyncDisposable
     {
         var handle = p.Plan is null
             ? p.Pipeline.EnqueueCommitOnly(p.WritePrefix, p.OnCommitted, p.OnFailed, cancellationToken)
-            : p.Pipeline.QueueSave(p.WritePrefix, p.Plan, p.OnCommitted, p.OnFailed, p.CheckpointPrefix, cancellationToken);
+            : p.Pipeline.QueueSave(p.WritePrefix, p.Plan, p.IO, p.OnCommitted, p.OnFailed, p.CheckpointPrefix, cancellationToken);
         Track(handle);
         // The snapshots are read by the copy engine until staging ends; freed when the save is finished (either way).
         if (p.Clones.Length > 0)
@@ -327,6 +328,15 @@ public sealed partial class TrackableSaver : IAsyncDisposable
             lock (_pipelineLock) return [.. _pendingSaves];
         }
     }
+
+    /// <summary>
+    /// The IO settings one save or restore runs with: those of a pipeline passed in <see cref="CheckpointOptions.Pipeline"/>
+    /// (the caller configured it), else <see cref="CheckpointOptions.IO"/> of this call (default
+    /// <see cref="CheckpointPipelineOptions.Default"/>) — applied by the saver's own pipeline per operation (its ring is
+    /// re-created between operations when the shape changes), never frozen when that pipeline was created.
+    /// </summary>
+    internal static CheckpointPipelineOptions EffectiveIO(CheckpointOptions options, CheckpointPipeline pipeline) =>
+        options.Pipeline is not null ? pipeline.Options : options.IO ?? CheckpointPipelineOptions.Default;
 
     private CheckpointPipeline GetOrCreatePipeline(Variable[] variables, CheckpointPipelineOptions? io)
     {
