@@ -16,8 +16,13 @@ public sealed partial class TrackableSaver : IAsyncDisposable
     private int _queuing;
     private Accelerator? _ownedAccelerator;
 
-    /// <summary>Tests only: when set, queuing waits for this task (makes "a call is still pending" deterministic).</summary>
-    internal Task? QueueGateForTests { get; set; }
+    /// <summary>
+    /// Queue observer seam: when set, every asynchronous save awaits it after its plan is fixed and before it drains the
+    /// variables' streams and is queued on the IO pipeline (an exception it throws fails that call like any queuing
+    /// failure: the plan's snapshots are released and a multi-worker save reports the failure). The library sets nothing
+    /// here; tests use it to hold a call at the point where it is still pending.
+    /// </summary>
+    internal Func<CancellationToken, ValueTask>? QueueObserver { get; set; }
 
     /// <summary>Appends <c>-N</c> to <paramref name="filePrefix"/> when <paramref name="checkpointNumber"/> is non-zero (TF's <c>TrackableSaver.save</c>, spec §1.2).</summary>
     internal static string NumberedPrefix(string filePrefix, long checkpointNumber) =>
@@ -278,7 +283,7 @@ public sealed partial class TrackableSaver : IAsyncDisposable
     {
         try
         {
-            if (QueueGateForTests is { } gate) await gate.WaitAsync(cancellationToken).ConfigureAwait(false);
+            if (QueueObserver is { } observer) await observer(cancellationToken).ConfigureAwait(false);
             // The pipeline copies on a stream of its own: work already queued on the variables' streams must land first.
             foreach (var accelerator in planned.Accelerators)
                 await accelerator.DefaultStream.SynchronizeAsync(cancellationToken).ConfigureAwait(false);
