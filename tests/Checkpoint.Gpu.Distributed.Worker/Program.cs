@@ -119,23 +119,31 @@ static async Task<int> SaveAsync(Accelerator accelerator, WorkerContext worker, 
     var name = o.GetValueOrDefault("name", "ckpt");
     var faultyPart = $"{name}-{faultSave.ToString(CultureInfo.InvariantCulture)}_temp";
     var announced = 0;
+    var pending = new List<(SaveHandle Handle, string Prefix, Stopwatch Clock)>();
     var storage = new FaultInjectingShardStorage(LocalShardStorage.Instance)
     {
         BlockWriteWhen = rank == hangRank ? path => path.Contains(faultyPart, StringComparison.Ordinal) : null,
         FailWriteWhen = rank == failWriteRank ? path => path.Contains(faultyPart, StringComparison.Ordinal) : null,
         // The test kills this process once it prints SAVING: the part's temp files exist, its writes hang.
-        WriteBlocked = _ =>
+        // Announced once every earlier save of this worker has completed (reported): a save's completion runs off the
+        // ring, so the next save's writes may block before it — killing the process then would lose the earlier report.
+        WriteBlocked = path =>
         {
             if (Interlocked.Exchange(ref announced, 1) != 0) return;
-            Console.WriteLine($"SAVING pid={Environment.ProcessId}");
-            Console.Out.Flush();
+            Task[] earlier;
+            // The saves before the faulty one (pending is in save order; the faulty save itself may already be listed).
+            lock (pending) earlier = [.. pending.Take(faultSave - 1).Select(p => p.Handle.Completion)];
+            _ = Task.WhenAll(earlier).ContinueWith(done =>
+            {
+                Console.WriteLine($"SAVING pid={Environment.ProcessId}");
+                Console.Out.Flush();
+            }, CancellationToken.None, TaskContinuationOptions.None, TaskScheduler.Default);
         },
     };
     await using var pipeline = new CheckpointPipeline(accelerator, new CheckpointPipelineOptions { Storage = storage, SlotSizeInBytes = 1 << 20, SlotCount = 4 });
     var context = worker.With(ownership: o.ContainsKey("chief-holds-all") ? new PlacementOwnership() : model.Ownership);
     var saves = Int(o, "saves", 1);
     var manager = o.ContainsKey("manager") ? new CheckpointManager(model.Checkpoint, o["dir"], maxToKeep: Int(o, "keep", 2)) : null;
-    var pending = new List<(SaveHandle Handle, string Prefix, Stopwatch Clock)>();
     for (var k = 1; k <= saves; k++)
     {
         saveIndex = k;
@@ -146,7 +154,7 @@ static async Task<int> SaveAsync(Accelerator accelerator, WorkerContext worker, 
         await handle.Snapshotted;
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"QUEUED {handle.Prefix} snapshotted ms={clock.Elapsed.TotalMilliseconds:0.0}"));
         // The handle's Prefix is what this worker wrote (its part, or the checkpoint itself when it owns nothing).
-        pending.Add((handle, handle.CheckpointPrefix, clock));
+        lock (pending) pending.Add((handle, handle.CheckpointPrefix, clock));
     }
     foreach (var (handle, prefix, clock) in pending)
     {

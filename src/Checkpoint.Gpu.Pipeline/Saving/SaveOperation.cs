@@ -163,7 +163,12 @@ internal sealed partial class SaveOperation
             _pipeline.EnsureRing(_options);
             // ---- the one commit protocol (Format's BundleCommit), step 1: data under temporary names ----
             commit = new BundleCommit(Prefix, Plan.ShardCount, _options.Storage);
-            for (var s = 0; s < Plan.ShardCount; s++) files[s] = commit.CreateDataFile(s, _options.UseDirectIO);
+            var creating = commit;
+            // open(2) with O_CREAT (and the directory's creation) block: on the engine's IO threads, like every file-system call.
+            await CheckpointPipeline.IOThreads.Run(() =>
+            {
+                for (var s = 0; s < Plan.ShardCount; s++) files[s] = creating.CreateDataFile(s, _options.UseDirectIO);
+            }, ct).ConfigureAwait(false);
 
             await StreamAsync(files, ct).ConfigureAwait(false);
             ThrowIfFailed();
@@ -175,9 +180,21 @@ internal sealed partial class SaveOperation
         catch (Exception ex)
         {
             AddFailure(ex);
-            foreach (var f in files) DisposeQuietly(f);
-            // Before the commit point this deletes every temporary and renamed file; after it, nothing.
-            commit?.Dispose();
+            // Before the commit point this deletes every temporary and renamed file; after it, nothing. The deletes block:
+            // they run on the engine's IO threads and are awaited; a failure of the cleanup itself is reported with the others.
+            var failed = commit;
+            try
+            {
+                await CheckpointPipeline.IOThreads.Run(() =>
+                {
+                    foreach (var f in files) DisposeQuietly(f);
+                    failed?.Dispose();
+                }, CancellationToken.None).ConfigureAwait(false);
+            }
+            catch (Exception cleanup)
+            {
+                AddFailure(cleanup);
+            }
             Fail();
             return false;
         }

@@ -1,6 +1,7 @@
 using Google.Protobuf;
 using System.Globalization;
 using CheckpointGpu.Devices;
+using CheckpointGpu.Format;
 using CheckpointGpu.IO;
 using CheckpointGpu.Pipeline;
 
@@ -51,7 +52,8 @@ public sealed partial class TrackableSaver : IAsyncDisposable
     /// <para><b>Multi-worker</b> (<see cref="CheckpointOptions.MultiWorker"/>): the tensors this worker owns go through the
     /// pipeline to its part (<c>&lt;prefix&gt;_temp/part-0000r-of-0000N</c>); after the part commits, the protocol of
     /// <see cref="Distributed.WorkerContext"/> runs on the pipeline's completion path, waiting asynchronously (no thread
-    /// held) — the chief merges and publishes, the others wait for its verdict. <see cref="SaveHandle.Completion"/> then
+    /// held; the merge, fsyncs, renames and deletes run on the engine's blocking-IO threads) — the chief merges and
+    /// publishes, the others wait for its verdict. <see cref="SaveHandle.Completion"/> then
     /// completes when the merged checkpoint is published (faults with <see cref="Distributed.MultiWorkerCheckpointException"/>
     /// when it was aborted); <see cref="SaveHandle.Prefix"/> names the part, <see cref="SaveHandle.CheckpointPrefix"/> the
     /// merged checkpoint. A worker that owns nothing writes no files; its handle's plan is empty. Queued saves still
@@ -253,8 +255,16 @@ public sealed partial class TrackableSaver : IAsyncDisposable
             async ValueTask Committed(string _, CancellationToken ct)
             {
                 if (multi is not null) await multi.FinishAsync(async: true, ct).ConfigureAwait(false);
-                foreach (var callback in callbacks) callback(prefix);
-                if (onCommitted is not null) await onCommitted(prefix, ct).ConfigureAwait(false);
+                if (callbacks.Count == 0 && onCommitted is null) return;
+                // What follows the commit point blocks (the write callbacks; the state file's fsyncs and renames and the
+                // pruning's deletes inside onCommitted): it runs on the engine's blocking-IO threads, never on a thread-pool
+                // worker, and is awaited — its errors fault the save's handle. Not cancellable once started: the checkpoint
+                // is already committed, and its bookkeeping must not stop half-way.
+                await BlockingIOThreads.Shared.Run(() =>
+                {
+                    foreach (var callback in callbacks) callback(prefix);
+                    return onCommitted is null ? Task.CompletedTask : onCommitted(prefix, ct).AsTask();
+                }, CancellationToken.None).Unwrap().ConfigureAwait(false);
             }
             var accelerators = variables.Select(v => v.Accelerator).Distinct().ToArray();
             return new PlannedSave(pipeline, io, writePrefix ?? prefix, prefix, plan, accelerators, Committed, multi is null ? null : multi.ReportFailure, clones);
