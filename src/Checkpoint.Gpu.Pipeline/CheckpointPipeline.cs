@@ -71,7 +71,7 @@ public sealed class CheckpointPipeline : IAsyncDisposable, IDisposable
         ArgumentNullException.ThrowIfNull(accelerator);
         Accelerator = accelerator;
         Options = options ?? CheckpointPipelineOptions.Default;
-        Ring = new StagingRing(accelerator, Options.SlotSizeInBytes, Options.SlotCount);
+        _ring = new StagingRing(accelerator, Options.SlotSizeInBytes, Options.SlotCount);
         Arena = new HostArena(accelerator);
         CopyStream = accelerator.CreateStream();
         RestoreStream = accelerator.CreateStream();
@@ -118,16 +118,42 @@ public sealed class CheckpointPipeline : IAsyncDisposable, IDisposable
     /// <summary>The accelerator.</summary>
     public Accelerator Accelerator { get; }
 
-    /// <summary>The options in effect.</summary>
+    /// <summary>
+    /// The constructor's options: used by every save and restore that names none. A save or restore given options of its
+    /// own (<see cref="QueueSave(string, SavePlan, CheckpointPipelineOptions, Func{string, CancellationToken, ValueTask}?, Action{Exception}?, string?, CancellationToken)"/>,
+    /// <see cref="OpenRestore(TensorBundlePartIndex, CheckpointPipelineOptions)"/>) runs with those; <see cref="CheckpointPipelineOptions.DisposeTimeout"/>
+    /// is always this object's.
+    /// </summary>
     public CheckpointPipelineOptions Options { get; }
 
-    /// <summary>Host memory held by the ring, in bytes (slot count × slot size).</summary>
-    public long RingSizeInBytes => Ring.LengthInBytes;
+    /// <summary>Host memory held by the ring now, in bytes (slot count × slot size of the last operation's options).</summary>
+    public long RingSizeInBytes => Volatile.Read(ref _ring).LengthInBytes;
 
     /// <summary>Host memory held by the full-snapshot arena, in bytes (0 until a <see cref="SnapshotPolicy.FullHostSnapshot"/> save ran).</summary>
     public long ArenaSizeInBytes => Arena.LengthInBytes;
 
-    internal StagingRing Ring { get; }
+    private StagingRing _ring;
+
+    /// <summary>The staging ring; replaced only by <see cref="EnsureRing"/>, under <see cref="RingLock"/>.</summary>
+    internal StagingRing Ring => Volatile.Read(ref _ring);
+
+    /// <summary>
+    /// Makes the ring match <paramref name="options"/> (slot size and count) before an operation uses it: IO options are
+    /// applied per save and restore, not frozen at construction. Called with <see cref="RingLock"/> held, so no
+    /// operation reads or fills the ring meanwhile (each drains its copies and IO before releasing the lock). A new ring
+    /// is allocated before the old one is freed: when it cannot be allocated the old ring stays and the exception goes
+    /// to the operation.
+    /// </summary>
+    /// <exception cref="AcceleratorOutOfMemoryException">The new ring cannot be allocated.</exception>
+    internal StagingRing EnsureRing(CheckpointPipelineOptions options)
+    {
+        var ring = _ring;
+        if (ring.SlotSizeInBytes == options.SlotSizeInBytes && ring.SlotCount == options.SlotCount) return ring;
+        var fresh = new StagingRing(Accelerator, options.SlotSizeInBytes, options.SlotCount);
+        Volatile.Write(ref _ring, fresh);
+        ring.Dispose();
+        return fresh;
+    }
 
     internal HostArena Arena { get; }
 
@@ -205,11 +231,33 @@ public sealed class CheckpointPipeline : IAsyncDisposable, IDisposable
     /// <exception cref="ArgumentNullException"><paramref name="plan"/> is null.</exception>
     /// <exception cref="ObjectDisposedException">The pipeline is disposed.</exception>
     public SaveHandle QueueSave(string prefix, SavePlan plan, Func<string, CancellationToken, ValueTask>? onCommitted, Action<Exception>? onFailed,
-        string? checkpointPrefix = null, CancellationToken cancellationToken = default)
+        string? checkpointPrefix = null, CancellationToken cancellationToken = default) =>
+        QueueSave(prefix, plan, Options, onCommitted, onFailed, checkpointPrefix, cancellationToken);
+
+    /// <summary>
+    /// Queues a save that runs with IO settings of its own (ring shape, writers, O_DIRECT, snapshot policy, trace,
+    /// storage): when the save starts, the ring is re-created if its slot size or count differ from
+    /// <paramref name="options"/> (between operations, never under one). Otherwise as
+    /// <see cref="QueueSave(string, SavePlan, Func{string, CancellationToken, ValueTask}?, Action{Exception}?, string?, CancellationToken)"/>.
+    /// </summary>
+    /// <param name="prefix">Checkpoint prefix.</param>
+    /// <param name="plan">What to write where.</param>
+    /// <param name="options">This save's IO settings (<see cref="CheckpointPipelineOptions.DisposeTimeout"/> is ignored: the pipeline's applies).</param>
+    /// <param name="onCommitted">Runs after the commit point. May be null.</param>
+    /// <param name="onFailed">Runs once on failure. May be null.</param>
+    /// <param name="checkpointPrefix">The checkpoint this save is part of (default <paramref name="prefix"/>).</param>
+    /// <param name="cancellationToken">Cancels the save.</param>
+    /// <returns>The handle. A ring that cannot be allocated faults its <see cref="SaveHandle.Completion"/> with <see cref="AcceleratorOutOfMemoryException"/>.</returns>
+    /// <exception cref="ArgumentException"><paramref name="prefix"/> is empty.</exception>
+    /// <exception cref="ArgumentNullException"><paramref name="plan"/> or <paramref name="options"/> is null.</exception>
+    /// <exception cref="ObjectDisposedException">The pipeline is disposed.</exception>
+    public SaveHandle QueueSave(string prefix, SavePlan plan, CheckpointPipelineOptions options, Func<string, CancellationToken, ValueTask>? onCommitted = null,
+        Action<Exception>? onFailed = null, string? checkpointPrefix = null, CancellationToken cancellationToken = default)
     {
         ArgumentException.ThrowIfNullOrEmpty(prefix);
         ArgumentNullException.ThrowIfNull(plan);
-        return Enqueue(new SaveOperation(this, prefix, plan, onCommitted, onFailed, writesFiles: true, cancellationToken) { CheckpointPrefix = checkpointPrefix ?? prefix });
+        ArgumentNullException.ThrowIfNull(options);
+        return Enqueue(new SaveOperation(this, options, prefix, plan, onCommitted, onFailed, writesFiles: true, cancellationToken) { CheckpointPrefix = checkpointPrefix ?? prefix });
     }
 
     /// <summary>
@@ -230,7 +278,7 @@ public sealed class CheckpointPipeline : IAsyncDisposable, IDisposable
     {
         ArgumentException.ThrowIfNullOrEmpty(prefix);
         ArgumentNullException.ThrowIfNull(onCommitted);
-        return Enqueue(new SaveOperation(this, prefix, SavePlan.Create([]), onCommitted, onFailed, writesFiles: false, cancellationToken));
+        return Enqueue(new SaveOperation(this, Options, prefix, SavePlan.Create([]), onCommitted, onFailed, writesFiles: false, cancellationToken));
     }
 
     private SaveHandle Enqueue(SaveOperation op)
@@ -322,9 +370,28 @@ public sealed class CheckpointPipeline : IAsyncDisposable, IDisposable
     {
         ArgumentNullException.ThrowIfNull(index);
         ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
+        return OpenRestore(index, Options);
+    }
+
+    /// <summary>
+    /// Opens a checkpoint for pipelined restore with IO settings of its own (ring shape, readers, prefetch bytes,
+    /// O_DIRECT, storage): when its reads start, the ring is re-created if its slot size or count differ from
+    /// <paramref name="options"/> (between operations, never under one).
+    /// </summary>
+    /// <param name="index">The checkpoint's prefix, header and entries.</param>
+    /// <param name="options">This restore's IO settings (<see cref="CheckpointPipelineOptions.DisposeTimeout"/> is ignored).</param>
+    /// <returns>The session; dispose it to close files and free the prefetch cache.</returns>
+    /// <exception cref="ArgumentNullException"><paramref name="index"/> or <paramref name="options"/> is null.</exception>
+    /// <exception cref="NotSupportedException">The bundle is big-endian (use <see cref="TensorBundleReader"/>).</exception>
+    /// <exception cref="ObjectDisposedException">The pipeline is disposed.</exception>
+    public RestoreSession OpenRestore(TensorBundlePartIndex index, CheckpointPipelineOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(index);
+        ArgumentNullException.ThrowIfNull(options);
+        ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
         if (index.Header.Endianness != BundleEndianness.Little)
             throw new NotSupportedException($"{BundleNaming.IndexFile(index.Prefix)}: big-endian bundles are not restored by the pipeline; use TensorBundleReader.");
-        return new RestoreSession(this, index.Prefix, index.Header, index.Entries);
+        return new RestoreSession(this, options, index.Prefix, index.Header, index.Entries);
     }
 
     /// <summary>Waits for queued saves, then frees the ring, the arena and the streams.</summary>

@@ -4,7 +4,9 @@ namespace CheckpointGpu.Pipeline;
 
 /// <summary>Settings of a <see cref="CheckpointPipeline"/>.</summary>
 /// <remarks>
-/// <para>Init-only; read once by the pipeline's constructor. Defaults were measured on the reference VM (2 cores,
+/// <para>Init-only. A pipeline's constructor options are the default for its operations; a save or restore may bring
+/// options of its own (<c>CheckpointPipeline.QueueSave(prefix, plan, options, …)</c>, <c>OpenRestore(index, options)</c>,
+/// core's <c>CheckpointOptions.IO</c>), and the ring is re-shaped between operations to match. Defaults were measured on the reference VM (2 cores,
 /// virtio disk, ext4; see <c>perf/Checkpoint.Gpu.Benchmarks/EndToEnd/RESULTS.md</c>, "Defaults").</para>
 /// <para>Thread-safe (immutable).</para>
 /// </remarks>

@@ -122,16 +122,25 @@ static async Task<int> SaveAsync(Accelerator accelerator, WorkerContext worker, 
     var name = o.GetValueOrDefault("name", "ckpt");
     var faultyPart = $"{name}-{faultSave.ToString(CultureInfo.InvariantCulture)}_temp";
     var announced = 0;
+    var pending = new List<(SaveHandle Handle, string Prefix, Stopwatch Clock)>();
     var storage = new FaultInjectingShardStorage(LocalShardStorage.Instance)
     {
         BlockWriteWhen = rank == hangRank ? path => path.Contains(faultyPart, StringComparison.Ordinal) : null,
         FailWriteWhen = rank == failWriteRank ? path => path.Contains(faultyPart, StringComparison.Ordinal) : null,
         // The test kills this process once it prints SAVING: the part's temp files exist, its writes hang.
-        WriteBlocked = _ =>
+        // Announced once every earlier save of this worker has completed (reported): a save's completion runs off the
+        // ring, so the next save's writes may block before it — killing the process then would lose the earlier report.
+        WriteBlocked = path =>
         {
             if (Interlocked.Exchange(ref announced, 1) != 0) return;
-            Console.WriteLine($"SAVING pid={Environment.ProcessId}");
-            Console.Out.Flush();
+            Task[] earlier;
+            // The saves before the faulty one (pending is in save order; the faulty save itself may already be listed).
+            lock (pending) earlier = [.. pending.Take(faultSave - 1).Select(p => p.Handle.Completion)];
+            _ = Task.WhenAll(earlier).ContinueWith(done =>
+            {
+                Console.WriteLine($"SAVING pid={Environment.ProcessId}");
+                Console.Out.Flush();
+            }, CancellationToken.None, TaskContinuationOptions.None, TaskScheduler.Default);
         },
     };
     await using var pipeline = new CheckpointPipeline(accelerator, new CheckpointPipelineOptions { Storage = storage, SlotSizeInBytes = 1 << 20, SlotCount = 4 });
@@ -140,7 +149,6 @@ static async Task<int> SaveAsync(Accelerator accelerator, WorkerContext worker, 
     var manager = o.ContainsKey("manager") ? new CheckpointManager(model.Checkpoint, o["dir"], maxToKeep: Int(o, "keep", 2)) : null;
     // --incremental: each worker links the unchanged data files of its own part (issue 14); prints what each save reused.
     if (manager is not null && o.ContainsKey("incremental")) manager.IncrementalSaves = new IncrementalSaveOptions();
-    var pending = new List<(SaveHandle Handle, string Prefix, Stopwatch Clock)>();
     for (var k = 1; k <= saves; k++)
     {
         saveIndex = k;
@@ -151,7 +159,7 @@ static async Task<int> SaveAsync(Accelerator accelerator, WorkerContext worker, 
         await handle.Snapshotted;
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"QUEUED {handle.Prefix} snapshotted ms={clock.Elapsed.TotalMilliseconds:0.0}"));
         // The handle's Prefix is what this worker wrote (its part, or the checkpoint itself when it owns nothing).
-        pending.Add((handle, handle.CheckpointPrefix, clock));
+        lock (pending) pending.Add((handle, handle.CheckpointPrefix, clock));
     }
     foreach (var (handle, prefix, clock) in pending)
     {

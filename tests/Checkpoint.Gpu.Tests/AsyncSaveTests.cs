@@ -135,17 +135,17 @@ public sealed class AsyncSaveTests(CpuFixture cpu) : IClassFixture<CpuFixture>
         using var v = Variable.Create(root, "v", cpu.Accelerator, DType.Float, new TensorShape(4), VariableInitializer.Zeros);
         await using var checkpoint = new Checkpoint(("model", root));
         var saver = (TrackableSaver)typeof(Checkpoint).GetField("_saver", System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Instance)!.GetValue(checkpoint)!;
-        var gate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        saver.QueueGateForTests = gate.Task;
+        var gate = new QueueGate();
+        saver.QueueObserver = gate.WaitAsync;
         var first = checkpoint.SaveAsync(dir.File("ckpt"));
         Assert.False(first.IsCompleted);
         Assert.Throws<InvalidOperationException>(() => { _ = checkpoint.SaveAsync(dir.File("ckpt")); });
         Assert.Equal(1L, checkpoint.SaveCounter.Read<long>()[0]);   // the refused call did not bump the save counter
-        gate.SetResult();
+        gate.Open();
         var handle = await first;
         await handle.Completion;
         Assert.EndsWith("ckpt-1", handle.Prefix);
-        saver.QueueGateForTests = null;
+        saver.QueueObserver = null;
         var next = await checkpoint.SaveAsync(dir.File("ckpt"));      // once awaited, the next call is accepted
         await next.Completion;
         Assert.EndsWith("ckpt-2", next.Prefix);

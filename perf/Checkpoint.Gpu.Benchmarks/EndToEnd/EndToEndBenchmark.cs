@@ -10,7 +10,8 @@ namespace CheckpointGpu.Benchmarks.EndToEnd;
 
 /// <summary>
 /// <c>e2e [--layout default|transformer|many-small] [--gib N] [--params 1B] [--dtype float32|bf16|fp16] [--no-moments]
-/// --device cpu|opencl|ilgpu-cpu|cuda|ilgpu-opencl [--dir D] [--repeats 3] [--no-torch] [--no-sim] [--sweep] [--core-only] [--restore-crc-only]</c>: durable
+/// --device cpu|opencl|ilgpu-cpu|cuda|ilgpu-opencl [--dir D] [--repeats 3] [--no-torch] [--no-sim] [--sweep] [--core-only] [--restore-crc-only]
+/// [--save-only [--zeros]]</c>: durable
 /// save/restore throughput of the pipeline against fio (the limit), a naive FileStream baseline and torch; CRC
 /// cost; peak RSS; and a training-loop simulation per snapshot policy. One JSON line per measurement.
 /// </summary>
@@ -52,6 +53,7 @@ public static class EndToEndBenchmark
             if (args.Contains("--restore-sweep")) { await RestoreSweepAsync(acc, buffers, sizes, dir, repeats); return 0; }
             if (args.Contains("--restore-crc-only")) { await RestoreCrcOnlyAsync(acc, buffers, sizes, total, dir, repeats); return 0; }
             if (args.Contains("--core-only")) { await CoreOnlyAsync(acc, buffers, total, dir, repeats, Arg(args, "--gib") ?? "1"); return 0; }
+            if (args.Contains("--save-only")) { await SaveOnlyAsync(acc, buffers, sizes, dir, repeats, args.Contains("--zeros")); return 0; }
 
             // ---------------------------------------------------------------- the limit: fio
             var fioFile = Path.Combine(dir, "fio.dat");
@@ -68,7 +70,8 @@ public static class EndToEndBenchmark
             Emit("fio_read_odirect", total, Median(fioR));
 
             // ---------------------------------------------------------------- our save: first and steady state
-            double firstSave, steadySave, noCrcSave, restore, restoreCrcCost = double.NaN;
+            double firstSave, steadySave, syncSave, noCrcSave, restore, restoreCrcCost = double.NaN;
+            var steady = new List<double>(); var syncTimes = new List<double>();
             long ringBytes, restorePeakExtra = 0;
             {
                 ResetPeakRss();
@@ -80,17 +83,41 @@ public static class EndToEndBenchmark
                 firstSave = await TimedSaveAsync(pipeline, prefix, plan);
                 Emit("save_first", total, firstSave, extra: new() { ["peak_extra_rss_bytes"] = PeakRss() - rssBefore, ["ring_bytes"] = ringBytes });
                 BundleCommit.DeleteCheckpoint(prefix);
-                var steady = new List<double>(); long peakExtra = 0;
-                for (var i = 0; i < repeats; i++)
+                // The synchronous save (Checkpoint.Write: the pipeline's save, waited for) of a model whose variables hold the
+                // same bytes, interleaved with the asynchronous one: same bytes, same minutes (the disk drifts, and on this VM
+                // all-zero data is not written at the speed of random data), so the two ratios compare like with like.
+                var syncRoot = new AutoTrackable();
+                var syncVariables = sizes.Select((s, i) => Variable.Create(syncRoot, $"t{i}", acc, s_specs[i].DType, s_specs[i].Shape)).ToArray();
+                long peakExtra = 0;
+                try
                 {
-                    ResetPeakRss();
-                    var before = CurrentRss();
-                    prefix = Path.Combine(dir, $"ckpt-{i}");
-                    steady.Add(await TimedSaveAsync(pipeline, prefix, plan));
-                    peakExtra = Math.Max(peakExtra, PeakRss() - before);
-                    if (i < repeats - 1) BundleCommit.DeleteCheckpoint(prefix);
+                    for (var i = 0; i < syncVariables.Length; i++) acc.DefaultStream.EnqueueCopy(buffers[i].AsView(), syncVariables[i].Buffer.AsView());
+                    await acc.DefaultStream.SynchronizeAsync();
+                    using var sync = new Checkpoint(("model", syncRoot)) { Log = null };
+                    sync.Write(Path.Combine(dir, "sync-warm"));
+                    BundleCommit.DeleteCheckpoint(Path.Combine(dir, "sync-warm"));
+                    for (var i = 0; i < repeats; i++)
+                    {
+                        ResetPeakRss();
+                        var before = CurrentRss();
+                        prefix = Path.Combine(dir, $"ckpt-{i}");
+                        steady.Add(await TimedSaveAsync(pipeline, prefix, plan));
+                        peakExtra = Math.Max(peakExtra, PeakRss() - before);
+                        if (i < repeats - 1) BundleCommit.DeleteCheckpoint(prefix);
+                        var syncPrefix = Path.Combine(dir, $"sync-{i}");
+                        var sw = Stopwatch.StartNew();
+                        sync.Write(syncPrefix);
+                        syncTimes.Add(sw.Elapsed.TotalSeconds);
+                        BundleCommit.DeleteCheckpoint(syncPrefix);
+                    }
+                }
+                finally
+                {
+                    foreach (var v in syncVariables) v.Dispose();
                 }
                 steadySave = Median(steady);
+                syncSave = Median(syncTimes);
+                Emit("save_sync", total, syncSave);
                 Emit("save_steady", total, steadySave, extra: new() { ["peak_extra_rss_bytes"] = peakExtra, ["ring_bytes"] = ringBytes,
                     ["stream_seconds_last"] = s_lastStreamSeconds, ["commit_seconds_last"] = steady[^1] - s_lastStreamSeconds });
 
@@ -117,7 +144,7 @@ public static class EndToEndBenchmark
                 for (var i = 0; i < repeats; i++)
                     Console.WriteLine(JsonSerializer.Serialize(new Dictionary<string, object>
                     {
-                        ["name"] = "run", ["run"] = i, ["save_gbps"] = Math.Round(total / steady[i] / GB, 4), ["fio_write_gbps"] = Math.Round(total / fioW[i] / GB, 4),
+                        ["name"] = "run", ["run"] = i, ["save_gbps"] = Math.Round(total / steady[i] / GB, 4), ["sync_save_gbps"] = Math.Round(total / syncTimes[i] / GB, 4), ["fio_write_gbps"] = Math.Round(total / fioW[i] / GB, 4),
                         ["restore_gbps"] = Math.Round(total / restores[i] / GB, 4), ["fio_read_gbps"] = Math.Round(total / fioR[i] / GB, 4),
                     }));
             }
@@ -197,34 +224,6 @@ public static class EndToEndBenchmark
 
             // ---- training-loop simulation
             Dictionary<string, (double Blocked, double Inflation)> sim = [];
-            // ---- synchronous durable save: Checkpoint.Write of a model holding the same tensors (the pipeline's save, waited for)
-            double syncSave;
-            {
-                var root = new AutoTrackable();
-                var variables = sizes.Select((s, i) => Variable.Create(root, $"t{i}", acc, DType.Float, new TensorShape(s / 4), VariableInitializer.Zeros)).ToArray();
-                try
-                {
-                    using var sync = new Checkpoint(("model", root)) { Log = null };
-                    var warm = Path.Combine(dir, "sync-warm");
-                    sync.Write(warm);
-                    BundleCommit.DeleteCheckpoint(warm);
-                    var times = new List<double>();
-                    for (var i = 0; i < repeats; i++)
-                    {
-                        var p = Path.Combine(dir, $"sync-{i}");
-                        var sw = Stopwatch.StartNew();
-                        sync.Write(p);
-                        times.Add(sw.Elapsed.TotalSeconds);
-                        BundleCommit.DeleteCheckpoint(p);
-                    }
-                    syncSave = Median(times);
-                    Emit("save_sync", total, syncSave);
-                }
-                finally
-                {
-                    foreach (var v in variables) v.Dispose();
-                }
-            }
             if (!noSim) sim = await SimulateAsync(acc, buffers, sizes, dir, steadySave);
 
             // ---- ratios vs targets
@@ -390,6 +389,115 @@ public static class EndToEndBenchmark
             acc.DefaultStream.Synchronize();
         }
         return buffers;
+    }
+
+    /// <summary>
+    /// <c>--save-only</c>: durable saves of the same bytes, interleaved per round (the disk drifts): fio's O_DIRECT write,
+    /// the pipeline's save (<c>QueueSave</c>, awaited), <c>Checkpoint.Write</c> (synchronous) and <c>Checkpoint.WriteAsync</c>
+    /// (awaited) of a model whose variables hold the model buffers' bytes (<c>--zeros</c>: all-zero variables, while the
+    /// pipeline save keeps the random bytes). One JSON line per round and the medians; per save on standard error the
+    /// thread pool's size and queue, and the stage sums of the save trace.
+    /// </summary>
+    private static async Task SaveOnlyAsync(Accelerator acc, DeviceBuffer[] buffers, long[] sizes, string dir, int repeats, bool zeros)
+    {
+        var total = sizes.Sum();
+        var root = new AutoTrackable();
+        var variables = sizes.Select((s, i) => Variable.Create(root, $"t{i}", acc, DType.Float, new TensorShape(s / 4), VariableInitializer.Zeros)).ToArray();
+        try
+        {
+            if (!zeros)
+                for (var i = 0; i < variables.Length; i++) acc.DefaultStream.EnqueueCopy(buffers[i].AsView(), variables[i].Buffer.AsView());
+            await acc.DefaultStream.SynchronizeAsync();
+            var events = new System.Collections.Concurrent.ConcurrentQueue<SaveTraceEvent>();
+            var io = new CheckpointPipelineOptions { SaveTrace = events.Enqueue };
+            await using var pipeline = new CheckpointPipeline(acc, io);
+            var plan = Plan(buffers, sizes);
+            using var ckpt = new Checkpoint(("model", root)) { Log = null };
+            var ckptOptions = new CheckpointOptions { IO = io };
+            string Summary()
+            {
+                var list = events.ToArray();
+                events.Clear();
+                double Sum(SaveTraceStage st) => list.Where(e => e.Stage == st).Sum(e => (e.EndTimestamp - e.StartTimestamp) * 1.0 / Stopwatch.Frequency);
+                var span = list.Length == 0 ? 0 : (list.Max(e => e.EndTimestamp) - list.Min(e => e.StartTimestamp)) * 1.0 / Stopwatch.Frequency;
+                return $"span {span:0.000} s, copy(enqueue->seen) {Sum(SaveTraceStage.DeviceCopy):0.000} s, crc {Sum(SaveTraceStage.Checksum):0.000} s, write {Sum(SaveTraceStage.Write):0.000} s over {list.Count(e => e.Stage == SaveTraceStage.Write)} slots";
+            }
+            var fioFile = Path.Combine(dir, "fio.dat");
+            var names = new[] { "fio", "pipeline", "sync", "async" };
+            var times = names.ToDictionary(n => n, _ => new List<double>());
+            // Warm-up: first-save costs (ring faults, JIT) out of the rounds.
+            await TimedSaveAsync(pipeline, Path.Combine(dir, "warm-p"), plan);
+            BundleCommit.DeleteCheckpoint(Path.Combine(dir, "warm-p"));
+            ckpt.Write(Path.Combine(dir, "warm-s"), ckptOptions);
+            BundleCommit.DeleteCheckpoint(Path.Combine(dir, "warm-s"));
+            events.Clear();
+            for (var r = 0; r < repeats; r++)
+            {
+                File.Delete(fioFile);
+                times["fio"].Add(Fio($"--name=seqwrite --filename={fioFile} --rw=write --bs=8M --size={total} --direct=1 --ioengine=psync --end_fsync=1 --numjobs=1", total, "write"));
+                File.Delete(fioFile);
+                var ps = PoolSampler.Start();
+                times["pipeline"].Add(await TimedSaveAsync(pipeline, Path.Combine(dir, "p"), plan));
+                Info($"pipeline save: {ps.Stop()}; {Summary()}");
+                BundleCommit.DeleteCheckpoint(Path.Combine(dir, "p"));
+                var sampler = PoolSampler.Start();
+                var sw = Stopwatch.StartNew();
+                ckpt.Write(Path.Combine(dir, "s"), ckptOptions);
+                times["sync"].Add(sw.Elapsed.TotalSeconds);
+                Info($"sync save on {(Thread.CurrentThread.IsThreadPoolThread ? "a pool thread" : "a dedicated thread")}: {sampler.Stop()}; {Summary()}");
+                BundleCommit.DeleteCheckpoint(Path.Combine(dir, "s"));
+                sw.Restart();
+                await (await ckpt.WriteAsync(Path.Combine(dir, "a"), ckptOptions)).Completion;
+                times["async"].Add(sw.Elapsed.TotalSeconds);
+                Info($"async: {Summary()}");
+                BundleCommit.DeleteCheckpoint(Path.Combine(dir, "a"));
+                Console.WriteLine(JsonSerializer.Serialize(new Dictionary<string, object> { ["name"] = "save_round", ["round"] = r }
+                    .Concat(names.Select(n => KeyValuePair.Create(n + "_seconds", (object)Math.Round(times[n][^1], 4)))).ToDictionary()));
+            }
+            var fio = Median(times["fio"]);
+            Console.WriteLine(JsonSerializer.Serialize(new Dictionary<string, object> { ["name"] = "save_only", ["device"] = s_device, ["bytes"] = total,
+                ["fio_write_gbps"] = Math.Round(total / fio / GB, 4),
+                ["save_vs_fio_write"] = fio / Median(times["pipeline"]),
+                ["sync_save_vs_fio_write"] = fio / Median(times["sync"]),
+                ["async_checkpoint_save_vs_fio_write"] = fio / Median(times["async"]) }));
+        }
+        finally
+        {
+            foreach (var v in variables) v.Dispose();
+        }
+    }
+
+    /// <summary>Samples the thread pool every millisecond on a thread of its own (thread count, queued items).</summary>
+    private sealed class PoolSampler
+    {
+        private volatile bool _stop;
+        private readonly Thread _thread;
+        private long _samples, _queuedSum, _queuedMax, _threadsMax, _threadsMin = long.MaxValue;
+
+        private PoolSampler()
+        {
+            _thread = new Thread(() =>
+            {
+                while (!_stop)
+                {
+                    var q = ThreadPool.PendingWorkItemCount;
+                    var t = ThreadPool.ThreadCount;
+                    _samples++; _queuedSum += q; _queuedMax = Math.Max(_queuedMax, q);
+                    _threadsMax = Math.Max(_threadsMax, t); _threadsMin = Math.Min(_threadsMin, t);
+                    Thread.Sleep(1);
+                }
+            }) { IsBackground = true };
+            _thread.Start();
+        }
+
+        public static PoolSampler Start() => new();
+
+        public string Stop()
+        {
+            _stop = true;
+            _thread.Join();
+            return $"pool threads {_threadsMin}..{_threadsMax}, queued items mean {(double)_queuedSum / Math.Max(1, _samples):0.0} max {_queuedMax} ({_samples} samples)";
+        }
     }
 
     private static TensorSpec[] s_specs = [];

@@ -32,10 +32,13 @@ public sealed class RestoreSession : IAsyncDisposable, IDisposable
     private readonly Lock _sync = new();
     private long _cacheReserved;
     private bool _disposed;
+    // This session's IO settings (readers, prefetch bytes, ring shape, storage): applied per restore.
+    private readonly CheckpointPipelineOptions _options;
 
-    internal RestoreSession(CheckpointPipeline pipeline, string prefix, BundleHeader header, IReadOnlyList<BundleEntry> entries)
+    internal RestoreSession(CheckpointPipeline pipeline, CheckpointPipelineOptions options, string prefix, BundleHeader header, IReadOnlyList<BundleEntry> entries)
     {
         _pipeline = pipeline;
+        _options = options;
         Prefix = prefix;
         Header = header;
         Entries = entries;
@@ -104,7 +107,7 @@ public sealed class RestoreSession : IAsyncDisposable, IDisposable
         ArgumentNullException.ThrowIfNull(keys);
         if (cancellationToken.IsCancellationRequested) return Task.FromCanceled(cancellationToken);
         var requests = new List<ReadRequest>();
-        var budget = _pipeline.Options.RestoreCacheBudgetInBytes;
+        var budget = _options.RestoreCacheBudgetInBytes;
         lock (_sync)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
@@ -315,14 +318,21 @@ public sealed class RestoreSession : IAsyncDisposable, IDisposable
     {
         if (requests.Count == 0) return;
         requests.Sort((a, b) => a.Entry.ShardId != b.Entry.ShardId ? a.Entry.ShardId.CompareTo(b.Entry.ShardId) : a.Entry.Offset.CompareTo(b.Entry.Offset));
-        var ring = _pipeline.Ring;
-        var options = _pipeline.Options;
+        var options = _options;
         var storage = options.Storage;
         var verify = options.ComputeChecksums;
         var files = new Dictionary<int, IShardFile>();
         var streams = new HashSet<AcceleratorStream>();
         var scratch = new Dictionary<AcceleratorStream, DeviceBuffer>();
         await _pipeline.RingLock.WaitAsync(ct).ConfigureAwait(false);
+        // IO settings apply per restore: the ring takes this session's shape while we hold the ring lock.
+        StagingRing ring;
+        try { ring = _pipeline.EnsureRing(options); }
+        catch
+        {
+            _pipeline.RingLock.Release();
+            throw;
+        }
         using var cts = CancellationTokenSource.CreateLinkedTokenSource(ct);
         var failures = new List<Exception>();
         void Fail(Exception ex)

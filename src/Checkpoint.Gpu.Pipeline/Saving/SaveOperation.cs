@@ -44,17 +44,18 @@ internal sealed partial class SaveOperation
 
     /// <summary>Creates the operation (see <see cref="CheckpointPipeline.EnqueueCommitOnly"/> for <paramref name="writesFiles"/> false).</summary>
     /// <param name="pipeline">The owning pipeline.</param>
+    /// <param name="options">This save's IO settings (the ring is made to match them when the save starts).</param>
     /// <param name="prefix">Checkpoint prefix.</param>
     /// <param name="plan">What to write where.</param>
     /// <param name="onCommitted">Runs after the commit point, in queue order.</param>
     /// <param name="onFailed">Runs once on failure, before the handle faults.</param>
     /// <param name="writesFiles">False for a commit-only step: no files, <paramref name="onCommitted"/> runs in queue order.</param>
     /// <param name="cancellationToken">The caller's token.</param>
-    public SaveOperation(CheckpointPipeline pipeline, string prefix, SavePlan plan, Func<string, CancellationToken, ValueTask>? onCommitted,
+    public SaveOperation(CheckpointPipeline pipeline, CheckpointPipelineOptions options, string prefix, SavePlan plan, Func<string, CancellationToken, ValueTask>? onCommitted,
         Action<Exception>? onFailed, bool writesFiles, CancellationToken cancellationToken)
     {
         _pipeline = pipeline;
-        _options = pipeline.Options;
+        _options = options;
         Prefix = prefix;
         Plan = plan;
         _onCommitted = onCommitted;
@@ -158,9 +159,16 @@ internal sealed partial class SaveOperation
                 Volatile.Write(ref _entries, Array.Empty<BundleEntry>());
                 return true;
             }
+            // IO settings apply per save: the ring takes this save's shape (the pipeline holds the ring lock for us).
+            _pipeline.EnsureRing(_options);
             // ---- the one commit protocol (Format's BundleCommit), step 1: data under temporary names ----
             commit = new BundleCommit(Prefix, Plan.ShardCount, _options.Storage);
-            for (var s = 0; s < Plan.ShardCount; s++) files[s] = commit.CreateDataFile(s, _options.UseDirectIO);
+            var creating = commit;
+            // open(2) with O_CREAT (and the directory's creation) block: on the engine's IO threads, like every file-system call.
+            await CheckpointPipeline.IOThreads.Run(() =>
+            {
+                for (var s = 0; s < Plan.ShardCount; s++) files[s] = creating.CreateDataFile(s, _options.UseDirectIO);
+            }, ct).ConfigureAwait(false);
 
             await StreamAsync(files, ct).ConfigureAwait(false);
             ThrowIfFailed();
@@ -172,9 +180,21 @@ internal sealed partial class SaveOperation
         catch (Exception ex)
         {
             AddFailure(ex);
-            foreach (var f in files) DisposeQuietly(f);
-            // Before the commit point this deletes every temporary and renamed file; after it, nothing.
-            commit?.Dispose();
+            // Before the commit point this deletes every temporary and renamed file; after it, nothing. The deletes block:
+            // they run on the engine's IO threads and are awaited; a failure of the cleanup itself is reported with the others.
+            var failed = commit;
+            try
+            {
+                await CheckpointPipeline.IOThreads.Run(() =>
+                {
+                    foreach (var f in files) DisposeQuietly(f);
+                    failed?.Dispose();
+                }, CancellationToken.None).ConfigureAwait(false);
+            }
+            catch (Exception cleanup)
+            {
+                AddFailure(cleanup);
+            }
             Fail();
             return false;
         }

@@ -44,17 +44,19 @@ internal sealed class EngineTensorReader : ITensorReader
     }
 
     /// <summary>
-    /// Opens <paramref name="index"/> (parsed once by the caller) on <paramref name="pipeline"/>; takes ownership of
+    /// Opens <paramref name="index"/> (parsed once by the caller) on <paramref name="pipeline"/> with the IO settings
+    /// <paramref name="io"/> (applied to this restore: ring shape, readers, prefetch bytes); takes ownership of
     /// <paramref name="ownedPipeline"/> (disposed with the reader) when given.
     /// </summary>
-    public static EngineTensorReader Open(TensorBundlePartIndex index, byte[]? objectGraphBytes, CheckpointPipeline pipeline, CheckpointPipeline? ownedPipeline, PendingValues pending)
+    public static EngineTensorReader Open(TensorBundlePartIndex index, byte[]? objectGraphBytes, CheckpointPipeline pipeline, CheckpointPipelineOptions io,
+        CheckpointPipeline? ownedPipeline, PendingValues pending)
     {
         TensorBundleReader? format = null;
         try
         {
             format = TensorBundleReader.OpenWithIndex(index);
             // Big-endian bundles are not streamed by the engine (their values need a byte swap in host memory).
-            var session = index.Header.Endianness == BundleEndianness.Little ? pipeline.OpenRestore(index) : null;
+            var session = index.Header.Endianness == BundleEndianness.Little ? pipeline.OpenRestore(index, io) : null;
             return new EngineTensorReader(format, session, ownedPipeline, objectGraphBytes, pending);
         }
         catch

@@ -133,8 +133,11 @@ public sealed class CheckpointOptions
     /// The IO settings in one object (ring: <see cref="CheckpointPipelineOptions.SlotSizeInBytes"/> ×
     /// <see cref="CheckpointPipelineOptions.SlotCount"/> bytes; writers; reads in flight; prefetch bytes
     /// <see cref="CheckpointPipelineOptions.RestoreCacheBudgetInBytes"/>; O_DIRECT; the storage seam every file
-    /// operation goes through, including the state file and pruning). Used when the saver creates its IO pipeline (its
-    /// first save or restore); default <see langword="null"/>: <see cref="CheckpointPipelineOptions.Default"/>.
+    /// operation goes through, including the state file and pruning). Applied per call: every save and restore runs with
+    /// the IO settings of its own options — the saver's IO pipeline re-creates its staging ring between operations when
+    /// the slot size or count differ (nothing is frozen when the pipeline was created). Default <see langword="null"/>:
+    /// <see cref="CheckpointPipelineOptions.Default"/>. Ignored when <see cref="Pipeline"/> is set (that pipeline's own
+    /// options apply).
     /// </summary>
     /// <exception cref="InvalidOperationException">The options are frozen.</exception>
     public CheckpointPipelineOptions? IO { get => _io; set { VerifyMutable(); _io = value; } }

@@ -1,6 +1,7 @@
 using Google.Protobuf;
 using System.Globalization;
 using CheckpointGpu.Devices;
+using CheckpointGpu.Format;
 using CheckpointGpu.IO;
 using CheckpointGpu.Pipeline;
 
@@ -16,8 +17,13 @@ public sealed partial class TrackableSaver : IAsyncDisposable
     private int _queuing;
     private Accelerator? _ownedAccelerator;
 
-    /// <summary>Tests only: when set, queuing waits for this task (makes "a call is still pending" deterministic).</summary>
-    internal Task? QueueGateForTests { get; set; }
+    /// <summary>
+    /// Queue observer seam: when set, every asynchronous save awaits it after its plan is fixed and before it drains the
+    /// variables' streams and is queued on the IO pipeline (an exception it throws fails that call like any queuing
+    /// failure: the plan's snapshots are released and a multi-worker save reports the failure). The library sets nothing
+    /// here; tests use it to hold a call at the point where it is still pending.
+    /// </summary>
+    internal Func<CancellationToken, ValueTask>? QueueObserver { get; set; }
 
     /// <summary>Appends <c>-N</c> to <paramref name="filePrefix"/> when <paramref name="checkpointNumber"/> is non-zero (TF's <c>TrackableSaver.save</c>, spec §1.2).</summary>
     internal static string NumberedPrefix(string filePrefix, long checkpointNumber) =>
@@ -46,7 +52,8 @@ public sealed partial class TrackableSaver : IAsyncDisposable
     /// <para><b>Multi-worker</b> (<see cref="CheckpointOptions.MultiWorker"/>): the tensors this worker owns go through the
     /// pipeline to its part (<c>&lt;prefix&gt;_temp/part-0000r-of-0000N</c>); after the part commits, the protocol of
     /// <see cref="Distributed.WorkerContext"/> runs on the pipeline's completion path, waiting asynchronously (no thread
-    /// held) — the chief merges and publishes, the others wait for its verdict. <see cref="SaveHandle.Completion"/> then
+    /// held; the merge, fsyncs, renames and deletes run on the engine's blocking-IO threads) — the chief merges and
+    /// publishes, the others wait for its verdict. <see cref="SaveHandle.Completion"/> then
     /// completes when the merged checkpoint is published (faults with <see cref="Distributed.MultiWorkerCheckpointException"/>
     /// when it was aborted); <see cref="SaveHandle.Prefix"/> names the part, <see cref="SaveHandle.CheckpointPrefix"/> the
     /// merged checkpoint. A worker that owns nothing writes no files; its handle's plan is empty. Queued saves still
@@ -193,7 +200,7 @@ public sealed partial class TrackableSaver : IAsyncDisposable
     }
 
     /// <summary>A save whose plan is fixed, ready to queue.</summary>
-    private sealed record PlannedSave(CheckpointPipeline Pipeline, string WritePrefix, string CheckpointPrefix, SavePlan? Plan,
+    private sealed record PlannedSave(CheckpointPipeline Pipeline, CheckpointPipelineOptions IO, string WritePrefix, string CheckpointPrefix, SavePlan? Plan,
         Accelerator[] Accelerators, Func<string, CancellationToken, ValueTask> OnCommitted, Action<Exception>? OnFailed, DeviceBuffer[] Clones)
     {
         /// <summary>Frees the plan-time snapshots (after the save finished, or when it was never queued).</summary>
@@ -217,6 +224,7 @@ public sealed partial class TrackableSaver : IAsyncDisposable
             var graphBytes = snapshot.Proto.ToByteArray();
             var variables = SavedVariables(snapshot);
             var pipeline = options.Pipeline ?? GetOrCreatePipeline(variables, options.IO);
+            var io = EffectiveIO(options, pipeline);
             lock (_pipelineLock) if (!_pipelinesUsed.Contains(pipeline)) _pipelinesUsed.Add(pipeline);
             // Multi-worker: this worker writes only the units it owns, to its part; the protocol finishes after the part commits.
             IReadOnlyList<SaveUnit> units;
@@ -257,13 +265,21 @@ public sealed partial class TrackableSaver : IAsyncDisposable
                 if (compressTo is not null) await CompressStagedAsync(writePrefix!, compressTo, options, ct).ConfigureAwait(false);
                 if (multi is not null) await multi.FinishAsync(async: true, ct).ConfigureAwait(false);
                 incr?.Complete();
-                foreach (var callback in callbacks) callback(prefix);
-                if (onCommitted is not null) await onCommitted(prefix, ct).ConfigureAwait(false);
+                if (callbacks.Count == 0 && onCommitted is null) return;
+                // What follows the commit point blocks (the write callbacks; the state file's fsyncs and renames and the
+                // pruning's deletes inside onCommitted): it runs on the engine's blocking-IO threads, never on a thread-pool
+                // worker, and is awaited — its errors fault the save's handle. Not cancellable once started: the checkpoint
+                // is already committed, and its bookkeeping must not stop half-way.
+                await BlockingIOThreads.Shared.Run(() =>
+                {
+                    foreach (var callback in callbacks) callback(prefix);
+                    return onCommitted is null ? Task.CompletedTask : onCommitted(prefix, ct).AsTask();
+                }, CancellationToken.None).Unwrap().ConfigureAwait(false);
             }
             var accelerators = variables.Select(v => v.Accelerator).Distinct().ToArray();
             Action<Exception>? onFailed = multi is null ? null : multi.ReportFailure;
             if (incr is not null) onFailed = onFailed is null ? incr.Fail : onFailed + incr.Fail;
-            return new PlannedSave(pipeline, writePrefix ?? prefix, prefix, plan, accelerators, Committed, onFailed, clones);
+            return new PlannedSave(pipeline, io, writePrefix ?? prefix, prefix, plan, accelerators, Committed, onFailed, clones);
         }
         catch (Exception ex)
         {
@@ -290,7 +306,7 @@ public sealed partial class TrackableSaver : IAsyncDisposable
     {
         try
         {
-            if (QueueGateForTests is { } gate) await gate.WaitAsync(cancellationToken).ConfigureAwait(false);
+            if (QueueObserver is { } observer) await observer(cancellationToken).ConfigureAwait(false);
             // The pipeline copies on a stream of its own: work already queued on the variables' streams must land first.
             foreach (var accelerator in planned.Accelerators)
                 await accelerator.DefaultStream.SynchronizeAsync(cancellationToken).ConfigureAwait(false);
@@ -312,7 +328,7 @@ public sealed partial class TrackableSaver : IAsyncDisposable
     {
         var handle = p.Plan is null
             ? p.Pipeline.EnqueueCommitOnly(p.WritePrefix, p.OnCommitted, p.OnFailed, cancellationToken)
-            : p.Pipeline.QueueSave(p.WritePrefix, p.Plan, p.OnCommitted, p.OnFailed, p.CheckpointPrefix, cancellationToken);
+            : p.Pipeline.QueueSave(p.WritePrefix, p.Plan, p.IO, p.OnCommitted, p.OnFailed, p.CheckpointPrefix, cancellationToken);
         Track(handle);
         // The snapshots are read by the copy engine until staging ends; freed when the save is finished (either way).
         if (p.Clones.Length > 0)
@@ -340,6 +356,15 @@ public sealed partial class TrackableSaver : IAsyncDisposable
             lock (_pipelineLock) return [.. _pendingSaves];
         }
     }
+
+    /// <summary>
+    /// The IO settings one save or restore runs with: those of a pipeline passed in <see cref="CheckpointOptions.Pipeline"/>
+    /// (the caller configured it), else <see cref="CheckpointOptions.IO"/> of this call (default
+    /// <see cref="CheckpointPipelineOptions.Default"/>) — applied by the saver's own pipeline per operation (its ring is
+    /// re-created between operations when the shape changes), never frozen when that pipeline was created.
+    /// </summary>
+    internal static CheckpointPipelineOptions EffectiveIO(CheckpointOptions options, CheckpointPipeline pipeline) =>
+        options.Pipeline is not null ? pipeline.Options : options.IO ?? CheckpointPipelineOptions.Default;
 
     private CheckpointPipeline GetOrCreatePipeline(Variable[] variables, CheckpointPipelineOptions? io)
     {

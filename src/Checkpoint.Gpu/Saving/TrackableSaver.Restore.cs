@@ -198,9 +198,12 @@ public sealed partial class TrackableSaver
             }
             var total = index.Entries.Where(e => !e.IsSliceEntry).Sum(e => Math.Max(0, e.Size));
             var slot = Math.Clamp((total / CheckpointPipelineOptions.DefaultSlotCount + 4095) & ~4095L, 64 << 10, CheckpointPipelineOptions.DefaultSlotSizeInBytes);
-            pipeline = owned = new CheckpointPipeline(accelerator, new CheckpointPipelineOptions { SlotSizeInBytes = (int)slot });
+            pipeline = owned = new CheckpointPipeline(accelerator, options.IO ?? new CheckpointPipelineOptions { SlotSizeInBytes = (int)slot });
         }
-        return EngineTensorReader.Open(index, graphBytes, pipeline, owned, pending);
+        // IO settings apply per restore (the saver's own pipeline re-shapes its ring to them); a pipeline made for this
+        // restore alone keeps its checkpoint-sized ring unless the call named IO settings.
+        var io = options.Pipeline is not null ? pipeline.Options : options.IO ?? (owned is not null ? owned.Options : CheckpointPipelineOptions.Default);
+        return EngineTensorReader.Open(index, graphBytes, pipeline, io, owned, pending);
     }
 
     /// <summary>

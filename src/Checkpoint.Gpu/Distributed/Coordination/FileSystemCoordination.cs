@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Globalization;
+using CheckpointGpu.Format;
 
 namespace CheckpointGpu.Distributed;
 
@@ -116,18 +117,25 @@ internal sealed class FileSystemCoordination(WorkerContext worker) : IWorkerCoor
                 Prefix = round.Prefix, JobId = round.JobId, Error = verdict.Reason,
                 MissingRanks = verdict.Published ? null : verdict.MissingRanks, FailedRanks = verdict.Published ? null : verdict.FailedRanks,
             };
-            if (verdict.Published)
+            void Publish()
             {
-                files.Write(files.Verdict, marker);
-                files.DeleteWorkerMarkers();
-                // Workers of the previous checkpoint have all moved on (they reported for this one): its verdict is no longer read.
-                if (worker.ExchangeLastVerdict(files.Verdict) is { } previous && previous != files.Verdict) CoordinationFiles.TryDelete(previous);
+                if (verdict.Published)
+                {
+                    files.Write(files.Verdict, marker);
+                    files.DeleteWorkerMarkers();
+                    // Workers of the previous checkpoint have all moved on (they reported for this one): its verdict is no longer read.
+                    if (worker.ExchangeLastVerdict(files.Verdict) is { } previous && previous != files.Verdict) CoordinationFiles.TryDelete(previous);
+                }
+                else
+                {
+                    files.TryWrite(files.Verdict, marker);
+                    files.DeleteWorkerMarkers();
+                }
             }
-            else
-            {
-                files.TryWrite(files.Verdict, marker);
-                files.DeleteWorkerMarkers();
-            }
+            // The verdict file's write, fsync and rename and the markers' deletes block: an asynchronous caller runs them on
+            // the engine's blocking-IO threads (awaited), never on a thread-pool worker.
+            if (async) await BlockingIOThreads.Shared.Run(Publish, CancellationToken.None).ConfigureAwait(false);
+            else Publish();
             return verdict;
         }
         if (!round.WaitForVerdict)

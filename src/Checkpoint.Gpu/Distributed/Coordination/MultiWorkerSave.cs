@@ -17,7 +17,10 @@ namespace CheckpointGpu.Distributed;
 /// Sync and async saves share this one protocol and both run it asynchronously: <see cref="FinishAsync"/> is the
 /// IO pipeline's <c>onCommitted</c> step, which runs after the part's commit, off the pipeline's ring (the next save may
 /// stream meanwhile) and in save order; waits for other workers are signalled (<see cref="DirectoryChangeSignal"/>, or MPI)
-/// with no thread held. The <c>async</c> flag remains for coordinations whose synchronous forms are used elsewhere.
+/// with no thread held. Its blocking file-system work (the parts' directory flush, the merge with its fsyncs and renames,
+/// the removal of the temporary directory and of an aborted part) runs on the engine's dedicated blocking-IO threads
+/// (<see cref="BlockingIOThreads.Shared"/>) and is awaited, so no thread-pool worker blocks and every error reaches the
+/// save's handle. The <c>async</c> flag remains for coordinations whose synchronous forms are used elsewhere.
 /// </remarks>
 internal sealed class MultiWorkerSave
 {
@@ -154,7 +157,7 @@ internal sealed class MultiWorkerSave
     /// <exception cref="OperationCanceledException">Cancelled while waiting.</exception>
     public async Task FinishAsync(bool async, CancellationToken cancellationToken)
     {
-        if (PartPrefix is not null) Storage.FlushDirectory(Path.GetDirectoryName(PartPrefix)!);
+        if (PartPrefix is not null) await Blocking(async, () => Storage.FlushDirectory(Path.GetDirectoryName(PartPrefix)!)).ConfigureAwait(false);
         if (Interlocked.Exchange(ref _reported, 1) != 0)
             throw new InvalidOperationException($"{FullPrefix}: worker {_worker.Rank} already reported this checkpoint.");
         _worker.Milestones?.Invoke(CoordinationMilestone.PartDurable, Stopwatch.GetTimestamp());
@@ -189,11 +192,11 @@ internal sealed class MultiWorkerSave
             catch (OperationCanceledException ex)
             {
                 // The chief alone can publish: once it stops waiting, nobody will, so abort for everyone.
-                _ = Abort([], [], "the chief's save was cancelled", ex);
+                _ = await AbortAsync(async, [], [], "the chief's save was cancelled", ex).ConfigureAwait(false);
                 throw;
             }
             _worker.Milestones?.Invoke(CoordinationMilestone.ReportsGathered, Stopwatch.GetTimestamp());
-            Publish(reports);
+            await PublishAsync(reports, async).ConfigureAwait(false);
             _worker.Milestones?.Invoke(CoordinationMilestone.VerdictKnown, Stopwatch.GetTimestamp());
             return;
         }
@@ -202,13 +205,58 @@ internal sealed class MultiWorkerSave
         _worker.Milestones?.Invoke(CoordinationMilestone.VerdictKnown, Stopwatch.GetTimestamp());
         if (verdict is { Published: false })
         {
-            RemovePart(PartPrefix, FullPrefix);
+            await Blocking(async, () => RemovePart(PartPrefix, FullPrefix)).ConfigureAwait(false);
             throw AbortedByChief(FullPrefix, verdict);
         }
     }
 
-    /// <summary>Chief: checks every report, merges (from the gathered indexes, or the part files), publishes and shares the verdict.</summary>
-    private void Publish(IReadOnlyList<WorkerReport?> reports)
+    /// <summary>
+    /// Runs blocking file-system work (fsync, merge, deletes): for an asynchronous save on the engine's dedicated
+    /// blocking-IO threads (<see cref="BlockingIOThreads.Shared"/>), awaited, so no thread-pool worker is held and its
+    /// exceptions reach the caller; for a synchronous one inline.
+    /// </summary>
+    private static Task Blocking(bool async, Action work)
+    {
+        if (async) return BlockingIOThreads.Shared.Run(work);
+        work();
+        return Task.CompletedTask;
+    }
+
+    /// <inheritdoc cref="Blocking(bool, Action)"/>
+    private static Task<T> Blocking<T>(bool async, Func<T> work) =>
+        async ? BlockingIOThreads.Shared.Run(work) : Task.FromResult(work());
+
+    /// <summary>
+    /// Chief: checks every report, merges (from the gathered indexes, or the part files), publishes and shares the verdict.
+    /// The checks, the merge (reads, fsyncs, renames), the published verdict (the coordination's synchronous form, on the
+    /// thread that merged) and the temporary directory's removal run through <see cref="Blocking(bool, Action)"/>.
+    /// </summary>
+    private async Task PublishAsync(IReadOnlyList<WorkerReport?> reports, bool async)
+    {
+        // The verdict first: the waiting ranks need nothing from the temporary directory, and its removal (a directory
+        // walk on a shared filesystem) would otherwise delay every rank's answer. The chief's save still returns only
+        // after the removal, so no debris is left once every rank's save has returned. Not cancellable: the checkpoint
+        // is published and every rank must hear it. The verdict is sent by the same thread right after the merge's
+        // commit point (for an asynchronous save, the blocking-IO thread that merged): a hand-off back to the thread
+        // pool in between cost milliseconds of every rank's wait under load (issue 16's per-stage trace).
+        var published = new CoordinationVerdict { Published = true };
+        var abort = await Blocking(async, () =>
+        {
+            var refusal = MergeOrRefuse(reports);
+            if (refusal is not null) return refusal;
+            _worker.Milestones?.Invoke(CoordinationMilestone.Published, Stopwatch.GetTimestamp());
+            _coordination.ShareVerdict(_round, published);
+            return null;
+        }).ConfigureAwait(false);
+        if (abort is { } a) throw await AbortAsync(async, a.Missing, a.Failed, a.Reason, a.Inner).ConfigureAwait(false);
+        await Blocking(async, () => RemoveTempDirectory(FullPrefix)).ConfigureAwait(false);
+    }
+
+    /// <summary>Why the chief refuses to publish (ranks missing or failed, or the merge failed), or null when the merged checkpoint is published.</summary>
+    private sealed record Refusal(IReadOnlyList<int> Missing, IReadOnlyList<int> Failed, string Reason, Exception? Inner);
+
+    /// <summary>Verifies the reports and merges the parts (the merge's commit publishes the checkpoint); blocking.</summary>
+    private Refusal? MergeOrRefuse(IReadOnlyList<WorkerReport?> reports)
     {
         var failed = new List<int>();
         var reasons = new List<string>();
@@ -222,11 +270,11 @@ internal sealed class MultiWorkerSave
                 : null;
             if (problem is not null) { failed.Add(r); reasons.Add($"rank {r} {problem}"); }
         }
-        if (failed.Count > 0) throw Abort([], failed, string.Join("; ", reasons));
+        if (failed.Count > 0) return new Refusal([], failed, string.Join("; ", reasons), null);
         var missing = Enumerable.Range(0, _worker.WorldSize).Where(r => r >= reports.Count || reports[r] is null).ToArray();
         if (missing.Length > 0)
-            throw Abort(missing, [], $"no completion marker from rank(s) {string.Join(", ", missing)} after {Seconds(_worker.Timeout)} s"
-                + (_coordination is FileSystemCoordination fs ? fs.DescribeMissing(_round, missing) : ""));
+            return new Refusal(missing, [], $"no completion marker from rank(s) {string.Join(", ", missing)} after {Seconds(_worker.Timeout)} s"
+                + (_coordination is FileSystemCoordination fs ? fs.DescribeMissing(_round, missing) : ""), null);
 
         var withParts = reports.Select(m => m!).Where(m => m.PartPrefix is not null).OrderBy(m => m.Rank).ToArray();
         try
@@ -246,14 +294,9 @@ internal sealed class MultiWorkerSave
         }
         catch (Exception ex) when (ex is IOException or CheckpointFormatException or InvalidOperationException or UnauthorizedAccessException)
         {
-            throw Abort([], [], $"merging the parts failed: {ex.Message}", ex);
+            return new Refusal([], [], $"merging the parts failed: {ex.Message}", ex);
         }
-        _worker.Milestones?.Invoke(CoordinationMilestone.Published, Stopwatch.GetTimestamp());
-        // The verdict first: the waiting ranks need nothing from the temporary directory, and its removal (a directory
-        // walk on a shared filesystem) would otherwise delay every rank's answer. The chief's save still returns only
-        // after the removal, so no debris is left once every rank's save has returned.
-        _coordination.ShareVerdict(_round, new CoordinationVerdict { Published = true });
-        RemoveTempDirectory(FullPrefix);
+        return null;
     }
 
     // The parts' index files and <prefix>_temp/ are removed with the whole directory after the verdict is shared
@@ -291,13 +334,16 @@ internal sealed class MultiWorkerSave
         }
     }
 
-    private MultiWorkerCheckpointException Abort(IReadOnlyList<int> missing, IReadOnlyList<int> failed, string reason, Exception? inner = null)
+    /// <summary>Chief: removes the temporary directory (through <see cref="Blocking(bool, Action)"/>) and shares the abort verdict; returns the exception to throw.</summary>
+    private async Task<MultiWorkerCheckpointException> AbortAsync(bool async, IReadOnlyList<int> missing, IReadOnlyList<int> failed, string reason, Exception? inner = null)
     {
         var message = $"{FullPrefix}: multi-worker checkpoint aborted, nothing published: {reason}.";
-        RemoveTempDirectory(FullPrefix);
+        await Blocking(async, () => RemoveTempDirectory(FullPrefix)).ConfigureAwait(false);
+        var verdict = new CoordinationVerdict { Published = false, Reason = reason, MissingRanks = missing, FailedRanks = failed };
         try
         {
-            _coordination.ShareVerdict(_round, new CoordinationVerdict { Published = false, Reason = reason, MissingRanks = missing, FailedRanks = failed });
+            if (async) await _coordination.ShareVerdictAsync(_round, verdict, CancellationToken.None).ConfigureAwait(false);
+            else _coordination.ShareVerdict(_round, verdict);
         }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or InvalidOperationException)
         {
