@@ -67,7 +67,7 @@ public sealed class DeviceBuffer : IDisposable, IAcceleratorChild
 
     /// <summary>
     /// Hint: the whole buffer is about to be written for the first time (for example a restore into a variable created
-    /// just now). On the CPU accelerator, where fresh memory's page faults cost more than reading the same bytes from disk
+    /// just now). On the CPU accelerators (native and ILGPU's), where fresh memory's page faults cost more than reading the same bytes from disk
     /// (0.6–0.75 s per GiB on the reference VM), the memory is faulted in by a background thread ahead of the writes
     /// (<c>madvise(MADV_POPULATE_WRITE)</c>, Linux ≥ 5.14; contents are not changed; buffers under 1 MiB are skipped).
     /// Elsewhere (device memory, external memory, other platforms) it does nothing. Like <c>cudaMemPrefetchAsync</c>, it
@@ -77,8 +77,11 @@ public sealed class DeviceBuffer : IDisposable, IAcceleratorChild
     public void AdviseWillWrite()
     {
         ObjectDisposedException.ThrowIf(IsDisposed, this);
-        if (!IsExternal && _handle is Interop.SafeAlignedMemoryHandle memory && Accelerator is Cpu.CpuAccelerator)
+        if (IsExternal) return;
+        if (_handle is Interop.SafeAlignedMemoryHandle memory && Accelerator is Cpu.CpuAccelerator)
             Cpu.BackgroundPrefault.Enqueue(memory, LengthInBytes);
+        else if (_handle is Ilgpu.SafeIlgpuBufferHandle ilgpu && Accelerator.Kind == AcceleratorKind.IlgpuCpu)
+            Cpu.BackgroundPrefault.Enqueue(ilgpu, ilgpu.DangerousGetHandle(), LengthInBytes);
     }
 
     /// <summary>The backend's raw handle, for interop with other native code: the memory address (CPU) or the <c>cl_mem</c> (OpenCL).</summary>

@@ -5,7 +5,7 @@ using CheckpointGpu.Devices.Interop;
 namespace CheckpointGpu.Devices.Cpu;
 
 /// <summary>
-/// Faults in CPU device buffers about to be written (<see cref="DeviceBuffer.AdviseWillWrite"/>) on one dedicated
+/// Faults in CPU device buffers (native, and ILGPU's CPU accelerator's) about to be written (<see cref="DeviceBuffer.AdviseWillWrite"/>) on one dedicated
 /// background thread, ahead of the writes (<c>madvise(MADV_POPULATE_WRITE)</c>, Linux ≥ 5.14, in 4 MiB steps from the
 /// start of the buffer).
 /// </summary>
@@ -35,7 +35,7 @@ internal static unsafe class BackgroundPrefault
     /// <summary><c>MADV_POPULATE_WRITE</c> (Linux <c>include/uapi/asm-generic/mman-common.h</c>, since 5.14).</summary>
     private const int MadvPopulateWrite = 23;
 
-    private static readonly BlockingCollection<SafeAlignedMemoryHandle> s_queue = new(new ConcurrentQueue<SafeAlignedMemoryHandle>());
+    private static readonly BlockingCollection<(SafeHandle Handle, nint Address, long Length)> s_queue = new(new ConcurrentQueue<(SafeHandle, nint, long)>());
     private static readonly Lazy<Thread> s_thread = new(Start, LazyThreadSafetyMode.ExecutionAndPublication);
     private static volatile bool s_unsupported = !OperatingSystem.IsLinux();
 
@@ -46,11 +46,21 @@ internal static unsafe class BackgroundPrefault
     internal static long PopulatedBytes;
 
     /// <summary>Queues <paramref name="handle"/> (a fresh, owned block) for populating; a no-op when unsupported or small.</summary>
-    internal static void Enqueue(SafeAlignedMemoryHandle handle, long lengthInBytes)
+    internal static void Enqueue(SafeAlignedMemoryHandle handle, long lengthInBytes) => Enqueue(handle, handle.DangerousGetHandle(), lengthInBytes);
+
+    /// <summary>
+    /// Queues the host memory at <paramref name="address"/> (<paramref name="lengthInBytes"/> bytes, kept alive by
+    /// <paramref name="owner"/>: an ILGPU CPU buffer) for populating; only the whole 4 KiB pages inside it are touched.
+    /// </summary>
+    internal static void Enqueue(SafeHandle owner, nint address, long lengthInBytes)
     {
-        if (s_unsupported || lengthInBytes < MinimumLengthInBytes) return;
+        if (s_unsupported || lengthInBytes < MinimumLengthInBytes || address == 0) return;
+        // madvise needs a page-aligned start: skip to the first whole page, stop at the last whole one.
+        var start = (address + 4095) & ~(nint)4095;
+        var length = (lengthInBytes - (start - address)) & ~4095L;
+        if (length <= 0) return;
         _ = s_thread.Value;
-        s_queue.Add(handle);
+        s_queue.Add((owner, start, length));
     }
 
     private static Thread Start()
@@ -62,10 +72,9 @@ internal static unsafe class BackgroundPrefault
 
     private static void Run()
     {
-        foreach (var handle in s_queue.GetConsumingEnumerable())
+        foreach (var (handle, address, length) in s_queue.GetConsumingEnumerable())
         {
             if (s_unsupported) continue;
-            var length = (long)handle.LengthInBytes;
             for (long done = 0; done < length && !handle.IsClosed; done += StepInBytes)
             {
                 var added = false;
@@ -79,7 +88,7 @@ internal static unsafe class BackgroundPrefault
                 }
                 try
                 {
-                    var p = (byte*)handle.DangerousGetHandle() + done;
+                    var p = (byte*)address + done;
                     var n = (nuint)Math.Min(StepInBytes, length - done);
                     if (!Populate(p, n)) break;
                     Interlocked.Add(ref PopulatedBytes, (long)n);
@@ -95,7 +104,7 @@ internal static unsafe class BackgroundPrefault
     /// <summary>One populate call; false when the kernel refuses (then, for EINVAL — an older kernel — never again).</summary>
     private static bool Populate(byte* address, nuint length)
     {
-        // madvise needs a page-aligned start; the block is 4 KiB-aligned and each step a multiple of 4 KiB.
+        // madvise needs a page-aligned start; every queued range starts on a page and each step is a multiple of 4 KiB.
         try
         {
             if (LibC.MAdvise(address, length, MadvPopulateWrite) == 0) return true;

@@ -309,7 +309,9 @@ public sealed class RestoreSession : IAsyncDisposable, IDisposable
     /// Verify-before-device: a tensor spanning at most <see cref="HoldLimitInSlots"/> windows keeps its slots until its last
     /// piece is verified, then its host-to-device copies are enqueued (no memory beyond the ring). A larger tensor streams
     /// into a scratch buffer on the destination's accelerator (one per stream, sized to the largest such tensor, freed at
-    /// the end of the call) and is copied device-to-device into its destination after verification. Either way a
+    /// the end of the call) and is copied device-to-device into its destination after verification; those copies run on a
+    /// stream of their own (created per call, after the destination stream's earlier work has completed), so the slot
+    /// copies of the tensors behind it keep the ring moving. Either way a
     /// destination holds its previous value or the whole verified tensor, never part of one. The exception is a new
     /// destination (<see cref="RestoreTarget.DestinationIsNew"/>, restore-on-create): it holds no value and its caller
     /// discards it when the call fails, so its bytes stream straight in, whatever the tensor's size.
@@ -324,6 +326,7 @@ public sealed class RestoreSession : IAsyncDisposable, IDisposable
         var files = new Dictionary<int, IShardFile>();
         var streams = new HashSet<AcceleratorStream>();
         var scratch = new Dictionary<AcceleratorStream, DeviceBuffer>();
+        var scratchStreams = new Dictionary<AcceleratorStream, AcceleratorStream>();
         await _pipeline.RingLock.WaitAsync(ct).ConfigureAwait(false);
         // IO settings apply per restore: the ring takes this session's shape while we hold the ring lock.
         StagingRing ring;
@@ -382,11 +385,25 @@ public sealed class RestoreSession : IAsyncDisposable, IDisposable
                 if (!scratch.TryGetValue(r.Stream!, out var existing) || existing.LengthInBytes < r.Entry.Size)
                 {
                     existing?.Dispose();
-                    scratch[r.Stream!] = r.Stream!.Accelerator.Allocate(r.Entry.Size);
+                    var buffer = r.Stream!.Accelerator.Allocate(r.Entry.Size);
+                    scratch[r.Stream!] = buffer;
+                    // Fresh memory: on host-memory accelerators its page faults would otherwise be paid by the first
+                    // slot-to-scratch copies, on the ring's critical path (a background populate, contents unchanged).
+                    buffer.AdviseWillWrite();
                 }
             }
             foreach (var r in requests)
-                if (r.UsesScratch) r.Scratch = scratch[r.Stream!];
+            {
+                if (!r.UsesScratch) continue;
+                r.Scratch = scratch[r.Stream!];
+                if (!scratchStreams.TryGetValue(r.Stream!, out var own))
+                {
+                    // The destination stream's earlier work comes first (the scratch stream is not ordered with it).
+                    await r.Stream!.Record().Completion.WaitAsync(cts.Token).ConfigureAwait(false);
+                    scratchStreams[r.Stream!] = own = r.Stream!.Accelerator.CreateStream();
+                }
+                r.ScratchStream = own;
+            }
             var toReaders = Channel.CreateBounded<ReadJob>(new BoundedChannelOptions(ring.SlotCount) { FullMode = BoundedChannelFullMode.Wait, SingleWriter = true });
             var toConsumer = Channel.CreateBounded<ReadJob>(new BoundedChannelOptions(ring.SlotCount) { FullMode = BoundedChannelFullMode.Wait, SingleWriter = true, SingleReader = true });
             var toRelease = Channel.CreateBounded<ReadJob>(new BoundedChannelOptions(ring.SlotCount + 1)
@@ -464,7 +481,7 @@ public sealed class RestoreSession : IAsyncDisposable, IDisposable
                             var r = p.Request;
                             if (verify) r.Crc = p.OffsetInTensor == 0 ? job.PieceCrcs[i] : MaskedCrc32C.Combine(r.Crc, job.PieceCrcs[i], p.LengthInBytes);
                             if (r.UsesScratch)
-                                job.Events.Add(CopyFromSlot(job.Slot, p.OffsetInSlot, r.Stream!, r.Scratch!.View(p.OffsetInTensor, p.LengthInBytes)));
+                                job.Events.Add(CopyFromSlot(job.Slot, p.OffsetInSlot, r.ScratchStream!, r.Scratch!.View(p.OffsetInTensor, p.LengthInBytes)));
                             else if (r.Direct)
                                 job.Events.Add(CopyFromSlot(job.Slot, p.OffsetInSlot, r.Stream!, r.Destination.SubView(p.OffsetInTensor, p.LengthInBytes)));
                             else if (r.Cache is null)
@@ -513,7 +530,7 @@ public sealed class RestoreSession : IAsyncDisposable, IDisposable
         finally
         {
             // No read or device copy may still touch a slot (or a scratch buffer) when it goes back to the pool.
-            foreach (var stream in streams)
+            foreach (var stream in scratchStreams.Values.Concat(streams))
             {
                 try
                 {
@@ -526,6 +543,7 @@ public sealed class RestoreSession : IAsyncDisposable, IDisposable
                     Fail(ex);
                 }
             }
+            foreach (var stream in scratchStreams.Values) stream.Dispose();
             foreach (var b in scratch.Values) b.Dispose();
             ring.ResetAll();
             _pipeline.RingLock.Release();
@@ -573,7 +591,7 @@ public sealed class RestoreSession : IAsyncDisposable, IDisposable
         if (r.Direct) return;
         if (r.UsesScratch)
         {
-            current!.Events.Add(r.Stream!.EnqueueCopy(r.Scratch!.View(0, r.Entry.Size), r.Destination));
+            current!.Events.Add(r.ScratchStream!.EnqueueCopy(r.Scratch!.View(0, r.Entry.Size), r.Destination));
             return;
         }
         foreach (var (job, p) in r.Held)
@@ -640,6 +658,14 @@ public sealed class RestoreSession : IAsyncDisposable, IDisposable
         public bool UsesScratch { get; set; }
 
         public DeviceBuffer? Scratch { get; set; }
+
+        /// <summary>
+        /// The stream of the scratch copies (slot → scratch, then scratch → destination): one per destination stream and
+        /// call, so a long scratch-to-destination copy does not hold up the slot copies of the tensors behind it on the
+        /// destination stream (the ring would stall); in-order with itself, so the next tensor's copies into the shared
+        /// scratch wait for the previous tensor's copy out of it.
+        /// </summary>
+        public AcceleratorStream? ScratchStream { get; set; }
 
         /// <summary>Pieces waiting in their slots for the tensor's checksum.</summary>
         public List<(ReadJob Job, ReadPiece Piece)> Held { get; } = [];

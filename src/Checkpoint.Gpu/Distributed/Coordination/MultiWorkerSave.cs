@@ -196,8 +196,7 @@ internal sealed class MultiWorkerSave
                 throw;
             }
             _worker.Milestones?.Invoke(CoordinationMilestone.ReportsGathered, Stopwatch.GetTimestamp());
-            await PublishAsync(reports, async).ConfigureAwait(false);
-            _worker.Milestones?.Invoke(CoordinationMilestone.VerdictKnown, Stopwatch.GetTimestamp());
+            await PublishAsync(reports, async).ConfigureAwait(false);   // stamps VerdictKnown when it shares the verdict
             return;
         }
         _ = async ? await _coordination.GatherAsync(_round, report, cancellationToken).ConfigureAwait(false) : _coordination.Gather(_round, report);
@@ -246,6 +245,8 @@ internal sealed class MultiWorkerSave
             if (refusal is not null) return refusal;
             _worker.Milestones?.Invoke(CoordinationMilestone.Published, Stopwatch.GetTimestamp());
             _coordination.ShareVerdict(_round, published);
+            // The chief knows the verdict once it has shared it; the temporary directory's removal below is cleanup.
+            _worker.Milestones?.Invoke(CoordinationMilestone.VerdictKnown, Stopwatch.GetTimestamp());
             return null;
         }).ConfigureAwait(false);
         if (abort is { } a) throw await AbortAsync(async, a.Missing, a.Failed, a.Reason, a.Inner).ConfigureAwait(false);
