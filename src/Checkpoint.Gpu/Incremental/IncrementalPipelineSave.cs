@@ -237,11 +237,12 @@ internal sealed class IncrementalPipelineSave
             {
                 var (header, entries) = TensorBundleIndex.Read(_basePrefix!);
                 var byKey = entries.ToDictionary(e => e.Key, StringComparer.Ordinal);
+                var byShard = entries.Where(e => !e.IsPartitioned).ToLookup(e => e.ShardId);
                 for (var k = 0; k < _reused.Count; k++)
                 {
                     var group = _reused[k];
                     var shard = byKey.TryGetValue(group.First(), out var first) ? first.ShardId : -1;
-                    var inShard = entries.Where(e => e.ShardId == shard && !e.IsPartitioned).ToArray();
+                    var inShard = byShard[shard].ToArray();
                     if (shard < 0 || inShard.Length != group.Count || inShard.Any(e => e.IsSliceEntry || !group.Contains(e.Key)))
                         throw new IOException($"Incremental checkpoint {_checkpointPrefix}: the data file of its base {_basePrefix} holding " +
                             $"'{group.First()}' no longer holds exactly the {group.Count} unchanged tensor(s) this save skipped (changed from outside?); nothing was published.");

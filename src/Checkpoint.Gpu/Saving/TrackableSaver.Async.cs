@@ -169,8 +169,7 @@ public sealed partial class TrackableSaver : IAsyncDisposable
             }
             catch (Exception ex)
             {
-                planned.ReleaseClones();
-                planned.OnFailed?.Invoke(ex);
+                planned.Abandon(ex);
                 throw;
             }
         }
@@ -207,6 +206,13 @@ public sealed partial class TrackableSaver : IAsyncDisposable
         public void ReleaseClones()
         {
             foreach (var clone in Clones) clone.Dispose();
+        }
+
+        /// <summary>The save was never queued: frees the snapshots and reports <paramref name="error"/> to the failure hooks.</summary>
+        public void Abandon(Exception error)
+        {
+            ReleaseClones();
+            OnFailed?.Invoke(error);
         }
     }
 
@@ -314,8 +320,7 @@ public sealed partial class TrackableSaver : IAsyncDisposable
         }
         catch (Exception ex)
         {
-            planned.ReleaseClones();
-            planned.OnFailed?.Invoke(ex);
+            planned.Abandon(ex);
             throw;
         }
         finally
