@@ -81,7 +81,42 @@ public sealed class DeviceBuffer : IDisposable, IAcceleratorChild
         if (_handle is Interop.SafeAlignedMemoryHandle memory && Accelerator is Cpu.CpuAccelerator)
             Cpu.BackgroundPrefault.Enqueue(memory, LengthInBytes);
         else if (_handle is Ilgpu.SafeIlgpuBufferHandle ilgpu && Accelerator.Kind == AcceleratorKind.IlgpuCpu)
-            Cpu.BackgroundPrefault.Enqueue(ilgpu, ilgpu.DangerousGetHandle(), LengthInBytes);
+            Cpu.BackgroundPrefault.Enqueue(ilgpu, ilgpu.HostAddress, LengthInBytes);
+    }
+
+    /// <summary>
+    /// Whether this buffer's memory is ordinary host memory that the CPU may read and write directly: the native CPU
+    /// accelerator's buffers (allocated or wrapped) and ILGPU's CPU accelerator's. For IO straight into or out of a
+    /// buffer on such accelerators (for example an <c>O_DIRECT</c> read into a restore's scratch buffer), saving a host
+    /// copy. False for device memory (OpenCL, CUDA) and disposed buffers.
+    /// </summary>
+    public bool IsHostMemory => !IsDisposed &&
+        (Accelerator is Cpu.CpuAccelerator || (Accelerator.Kind == AcceleratorKind.IlgpuCpu && _handle is Ilgpu.SafeIlgpuBufferHandle));
+
+    /// <summary>
+    /// A <see cref="Memory{T}"/> of <paramref name="lengthInBytes"/> bytes of this buffer starting at
+    /// <paramref name="offsetInBytes"/>, when its memory is host memory (<see cref="IsHostMemory"/>).
+    /// </summary>
+    /// <remarks>Accesses through the memory are not ordered with stream operations: the caller makes sure no enqueued
+    /// operation touches the range meanwhile (for example by waiting for the stream's last event). Pinning the memory
+    /// (as <see cref="System.IO.RandomAccess"/> does) keeps the buffer's memory alive until unpinned.</remarks>
+    /// <param name="offsetInBytes">Start, in bytes.</param>
+    /// <param name="lengthInBytes">Length, in bytes.</param>
+    /// <param name="memory">The memory when the result is true.</param>
+    /// <param name="address">The host address of byte <paramref name="offsetInBytes"/> when the result is true (for alignment checks).</param>
+    /// <returns>False when the buffer is not host memory.</returns>
+    /// <exception cref="ObjectDisposedException">The buffer is disposed.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">The range is negative or extends past <see cref="LengthInBytes"/>.</exception>
+    public bool TryGetHostMemory(long offsetInBytes, int lengthInBytes, out Memory<byte> memory, out nint address)
+    {
+        ObjectDisposedException.ThrowIf(IsDisposed, this);
+        ThrowHelper.ThrowIfRangeInvalid(offsetInBytes, lengthInBytes, LengthInBytes, nameof(offsetInBytes), "buffer");
+        memory = default;
+        address = 0;
+        if (!IsHostMemory) return false;
+        address = (_handle is Ilgpu.SafeIlgpuBufferHandle ilgpu ? ilgpu.HostAddress : _handle.DangerousGetHandle()) + (nint)offsetInBytes;
+        memory = new Interop.HostBufferMemoryManager(_handle, address, lengthInBytes).Memory;
+        return true;
     }
 
     /// <summary>The backend's raw handle, for interop with other native code: the memory address (CPU) or the <c>cl_mem</c> (OpenCL).</summary>

@@ -55,6 +55,42 @@ public abstract class AcceleratorContractTests : IDisposable
         Assert.Throws<ArgumentOutOfRangeException>(() => Accelerator.Create(Accelerator.Kind, -1));
     }
 
+    // ------------------------------------------------------------------ host memory
+
+    /// <summary>
+    /// Buffers of the host-memory backends (native CPU, ILGPU's CPU) expose their bytes: what is written through
+    /// <see cref="DeviceBuffer.TryGetHostMemory"/> is what the stream copies read, at any offset; device-memory backends
+    /// say no and hand out nothing.
+    /// </summary>
+    [ContractFact]
+    public async Task TryGetHostMemory_HostBackends_SeeTheSameBytesAsStreams()
+    {
+        const int size = 4 * 4096 + 77;
+        using var buffer = Accelerator.Allocate(size);
+        var expectHost = Accelerator.Kind is AcceleratorKind.Cpu or AcceleratorKind.IlgpuCpu;
+        Assert.Equal(expectHost, buffer.IsHostMemory);
+        var ok = buffer.TryGetHostMemory(4099, 9000, out var memory, out var address);
+        Assert.Equal(expectHost, ok);
+        if (!ok)
+        {
+            Assert.True(memory.IsEmpty);
+            return;
+        }
+        Assert.NotEqual(0, address);
+        var pattern = TestData.Random(9000, 11);
+        pattern.CopyTo(memory.Span);
+        var back = new byte[size];
+        Accelerator.DefaultStream.EnqueueCopyToHost(buffer.AsView(), (Memory<byte>)back);
+        await Accelerator.DefaultStream.SynchronizeAsync();
+        Assert.True(pattern.AsSpan().SequenceEqual(back.AsSpan(4099, 9000)));
+        // The other way: a stream copy lands where the memory points.
+        var second = TestData.Random(size, 12);
+        Accelerator.DefaultStream.EnqueueCopyFromHost((ReadOnlyMemory<byte>)second, buffer.AsView());
+        await Accelerator.DefaultStream.SynchronizeAsync();
+        Assert.True(second.AsSpan(4099, 9000).SequenceEqual(memory.Span));
+        Assert.Throws<ArgumentOutOfRangeException>(() => buffer.TryGetHostMemory(size - 10, 11, out _, out _));
+    }
+
     // ------------------------------------------------------------------ round trips
 
     [ContractTheory]

@@ -141,6 +141,51 @@ public sealed class RestoreTests
     }
 
     /// <summary>
+    /// On the host-memory accelerators (native CPU, ILGPU's CPU) tensors larger than half the ring are read straight into
+    /// the scratch buffer, whatever their offset in the file or the scratch's alignment; three such tensors in a row share
+    /// it (each one's reads wait for the previous one's copy out), and the second one, corrupt, fails the call: the first
+    /// lands whole, the second and third keep their previous bytes.
+    /// </summary>
+    [Theory]
+    [InlineData(AcceleratorKind.Cpu)]
+    [InlineData(AcceleratorKind.IlgpuCpu)]
+    public async Task RestoreAsync_HostMemoryScratch_ReadDirectly_CorruptOneKeepsPreviousValues(AcceleratorKind kind)
+    {
+        using var dir = new TempDir();
+        using var acc = Accelerator.Create(kind);
+        long[] sizes = [4097, 100_003, 99_999, 65_541];
+        using var model = new TestModel(acc, sizes, withHostAndString: false);
+        var prefix = await SaveReference(dir, model, 1);
+        var options = new CheckpointPipelineOptions { SlotSizeInBytes = 8192, SlotCount = 4 };
+        var before = Interlocked.Read(ref RestoreSession.BytesReadIntoScratch);
+        await using (var pipeline = new CheckpointPipeline(acc, options))
+        await using (var session = pipeline.OpenRestore(prefix))
+            await session.RestoreAsync(Enumerable.Range(0, sizes.Length).Select(i => new RestoreTarget(TestModel.Key(i), model.Buffers[i].AsView())).ToArray());
+        for (var i = 0; i < sizes.Length; i++) Assert.True(model.Expected(i, 5).AsSpan().SequenceEqual(Data.Download(acc, model.Buffers[i])), $"tensor {i}");
+        // Tensors 1-3 (13 windows each of a 4-slot ring) went straight into the scratch (other tests may add to the count).
+        Assert.True(Interlocked.Read(ref RestoreSession.BytesReadIntoScratch) - before >= sizes[1] + sizes[2] + sizes[3], "not read into the scratch");
+
+        var entry = TestModel.Key(2);
+        var dataPath = BundleNaming.DataFile(prefix, 0, 1);
+        var bytes = File.ReadAllBytes(dataPath);
+        bytes[4097 + 100_003 + 50_000] ^= 0x40;
+        File.WriteAllBytes(dataPath, bytes);
+        byte[][] previous = [.. sizes.Select((n, i) => Enumerable.Range(0, (int)n).Select(j => (byte)(j * 13 + i)).ToArray())];
+        for (var i = 0; i < sizes.Length; i++) Data.Upload(acc, model.Buffers[i], previous[i]);
+        await using (var pipeline = new CheckpointPipeline(acc, options))
+        await using (var session = pipeline.OpenRestore(prefix))
+        {
+            var ex = await Assert.ThrowsAsync<CheckpointFormatException>(() => session.RestoreAsync(
+                Enumerable.Range(0, sizes.Length).Select(i => new RestoreTarget(TestModel.Key(i), model.Buffers[i].AsView())).ToArray()));
+            Assert.Equal(CheckpointFormatError.ChecksumMismatch, ex.Error);
+            Assert.Equal(entry, ex.Key);
+        }
+        Assert.True(model.Expected(1, 5).AsSpan().SequenceEqual(Data.Download(acc, model.Buffers[1])), "tensor 1 (before the corrupt one) lands whole");
+        Assert.Equal(previous[2], Data.Download(acc, model.Buffers[2]));
+        Assert.Equal(previous[3], Data.Download(acc, model.Buffers[3]));
+    }
+
+    /// <summary>
     /// New destinations (restore-on-create) take their bytes as they stream, whatever the tensor's size (fits the ring or
     /// not), next to existing destinations that keep the verify-before-device path: every value lands bit for bit.
     /// </summary>

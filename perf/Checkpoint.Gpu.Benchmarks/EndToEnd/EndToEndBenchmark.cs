@@ -51,6 +51,7 @@ public static class EndToEndBenchmark
         {
             if (args.Contains("--sweep")) { await SweepAsync(acc, buffers, sizes, dir); return 0; }
             if (args.Contains("--restore-sweep")) { await RestoreSweepAsync(acc, buffers, sizes, dir, repeats); return 0; }
+            if (args.Contains("--restore-loop")) { await RestoreLoopAsync(acc, buffers, sizes, total, dir, repeats, args.Contains("--no-crc")); return 0; }
             if (args.Contains("--restore-crc-only")) { await RestoreCrcOnlyAsync(acc, buffers, sizes, total, dir, repeats); return 0; }
             if (args.Contains("--core-only")) { await CoreOnlyAsync(acc, buffers, total, dir, repeats, Arg(args, "--gib") ?? "1"); return 0; }
             if (args.Contains("--save-only")) { await SaveOnlyAsync(acc, buffers, sizes, dir, repeats, args.Contains("--zeros")); return 0; }
@@ -316,6 +317,45 @@ public static class EndToEndBenchmark
     /// <c>--restore-crc-only</c>: one save, then only the restore CRC cost (<see cref="RestoreCrcCostAsync"/>) — a quick loop
     /// for the <c>restore_crc_cost_fraction</c> key.
     /// </summary>
+    /// <summary>
+    /// <c>--restore-loop</c>: one save, then <c>--repeats</c> cold restores into the built model (page cache dropped before
+    /// each), one JSON line per restore with its CPU time (user + system, whole process): a loop to profile the restore
+    /// (e.g. under <c>perf record</c>) without fio or saves in the way. <c>--no-crc</c> turns checksumming off.
+    /// </summary>
+    private static async Task RestoreLoopAsync(Accelerator acc, DeviceBuffer[] buffers, long[] sizes, long total, string dir, int repeats, bool noCrc)
+    {
+        var prefix = Path.Combine(dir, "ckpt-loop");
+        await using (var saver = new CheckpointPipeline(acc)) await TimedSaveAsync(saver, prefix, Plan(buffers, sizes));
+        try
+        {
+            await using var pipeline = new CheckpointPipeline(acc, new CheckpointPipelineOptions { ComputeChecksums = !noCrc });
+            var self = Process.GetCurrentProcess();
+            for (var i = 0; i < repeats; i++)
+            {
+                DropCaches();
+                self.Refresh();
+                var cpu0 = self.TotalProcessorTime;
+                var user0 = self.UserProcessorTime;
+                var sw = Stopwatch.StartNew();
+                await using (var session = pipeline.OpenRestore(prefix))
+                    await session.RestoreAsync(buffers.Select((b, j) => new RestoreTarget(Key(j), b.AsView())).ToArray());
+                await acc.SynchronizeAsync();
+                var wall = sw.Elapsed.TotalSeconds;
+                self.Refresh();
+                Console.WriteLine(JsonSerializer.Serialize(new Dictionary<string, object>
+                {
+                    ["name"] = "restore_loop", ["device"] = s_device, ["run"] = i, ["bytes"] = total, ["seconds"] = Math.Round(wall, 4),
+                    ["gbps"] = Math.Round(total / wall / GB, 3), ["cpu_seconds"] = Math.Round((self.TotalProcessorTime - cpu0).TotalSeconds, 3),
+                    ["user_seconds"] = Math.Round((self.UserProcessorTime - user0).TotalSeconds, 3), ["checksums"] = !noCrc,
+                }));
+            }
+        }
+        finally
+        {
+            BundleCommit.DeleteCheckpoint(prefix);
+        }
+    }
+
     private static async Task RestoreCrcOnlyAsync(Accelerator acc, DeviceBuffer[] buffers, long[] sizes, long total, string dir, int repeats)
     {
         await using var pipeline = new CheckpointPipeline(acc);

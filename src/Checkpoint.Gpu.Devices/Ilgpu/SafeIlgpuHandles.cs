@@ -30,6 +30,12 @@ internal sealed class SafeIlgpuBufferHandle : SafeHandle
     /// <summary>The whole buffer as raw bytes.</summary>
     internal ArrayView<byte> RawView { get; }
 
+    /// <summary>
+    /// The host address of the buffer's first byte on ILGPU's CPU accelerator (its raw view's effective address, which is
+    /// what ILGPU's own copies use; not necessarily <c>NativePtr</c>). Meaningless for device memory.
+    /// </summary>
+    internal unsafe nint HostAddress => RawView.LengthInBytes == 0 ? 0 : (nint)System.Runtime.CompilerServices.Unsafe.AsPointer(ref RawView.LoadEffectiveAddress());
+
     /// <summary>The ILGPU buffer (valid while this handle is not released).</summary>
     internal MemoryBuffer Buffer => _buffer;
 

@@ -21,6 +21,7 @@ internal static unsafe class HostMemory
     /// <param name="source">Source address.</param>
     /// <param name="destination">Destination address.</param>
     /// <param name="lengthInBytes">Bytes to copy (≥ 0).</param>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
     internal static void Copy(void* source, void* destination, long lengthInBytes)
     {
         if (lengthInBytes < ParallelThresholdInBytes || Environment.ProcessorCount == 1 || Overlap(source, destination, lengthInBytes))

@@ -74,6 +74,9 @@ public static class MaskedCrc32C
     }
 
     /// <summary>Updates a raw (pre-inverted, not finalized) CRC register; the hot loop.</summary>
+    // Fully optimized from the first call: a restarted process checksums its first gigabytes before tiered compilation
+    // would have promoted this loop (tier-0 code ran in the restore profile).
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     internal static uint Update(uint state, ReadOnlySpan<byte> data)
     {
         ref var p = ref MemoryMarshal.GetReference(data);

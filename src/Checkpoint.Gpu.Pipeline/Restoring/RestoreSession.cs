@@ -19,7 +19,10 @@ namespace CheckpointGpu.Pipeline;
 /// destination keeps its previous value (tensors earlier in file order may already hold their verified values).</para>
 /// <para>Host memory: the ring only (plus the prefetch cache, bounded by
 /// <see cref="CheckpointPipelineOptions.RestoreCacheBudgetInBytes"/>). Device memory: at most one scratch buffer per
-/// stream, as large as the largest tensor that spans more windows than the ring has slots, during one call.</para>
+/// stream, as large as the largest tensor that spans more windows than the ring has slots (half as many on accelerators
+/// whose memory is host memory), plus 12 KiB, during one call. On those CPU accelerators the scratch is host memory: the
+/// price of verify-before-write for tensors larger than the ring (TensorFlow's <c>RestoreV2</c> reads every tensor into a
+/// host tensor of its full size before assigning it).</para>
 /// <para>Thread-safe. Dispose with <see cref="DisposeAsync"/>, which waits for outstanding reads and claims.</para>
 /// </remarks>
 public sealed class RestoreSession : IAsyncDisposable, IDisposable
@@ -34,6 +37,9 @@ public sealed class RestoreSession : IAsyncDisposable, IDisposable
     private bool _disposed;
     // This session's IO settings (readers, prefetch bytes, ring shape, storage): applied per restore.
     private readonly CheckpointPipelineOptions _options;
+
+    /// <summary>Process-wide count of tensor bytes read straight into host-memory scratch buffers (for tests and benchmarks).</summary>
+    internal static long BytesReadIntoScratch;
 
     internal RestoreSession(CheckpointPipeline pipeline, CheckpointPipelineOptions options, string prefix, BundleHeader header, IReadOnlyList<BundleEntry> entries)
     {
@@ -309,7 +315,11 @@ public sealed class RestoreSession : IAsyncDisposable, IDisposable
     /// Verify-before-device: a tensor spanning at most <see cref="HoldLimitInSlots"/> windows keeps its slots until its last
     /// piece is verified, then its host-to-device copies are enqueued (no memory beyond the ring). A larger tensor streams
     /// into a scratch buffer on the destination's accelerator (one per stream, sized to the largest such tensor, freed at
-    /// the end of the call) and is copied device-to-device into its destination after verification; those copies run on a
+    /// the end of the call) and is copied device-to-device into its destination after verification. Where that scratch is
+    /// host memory (the CPU accelerators, <see cref="DeviceBuffer.IsHostMemory"/>) its windows are read straight into it
+    /// (block-aligned, <c>O_DIRECT</c>) instead of through ring slots, so such a tensor costs one copy, not two, and the
+    /// scratch is used from half the ring up (a tensor holding the whole ring would stall the reads while its copies drain);
+    /// the next tensor's reads into a shared scratch wait for the previous tensor's copy out of it. Device-to-device copies run on a
     /// stream of their own (created per call, after the destination stream's earlier work has completed), so the slot
     /// copies of the tensors behind it keep the ring moving. Either way a
     /// destination holds its previous value or the whole verified tensor, never part of one. The exception is a new
@@ -380,12 +390,16 @@ public sealed class RestoreSession : IAsyncDisposable, IDisposable
                     r.Direct = true;
                     continue;
                 }
-                if (r.PieceCount <= holdLimit) continue;
+                // Host memory (CPU accelerators): the scratch is read into directly, so it costs no extra copy, and a tensor
+                // holding half the ring or more would stall the reads until its copies drain: scratch from half the ring up.
+                if (r.PieceCount <= (r.Destination.Buffer!.IsHostMemory ? holdLimit / 2 : holdLimit)) continue;
                 r.UsesScratch = true;
                 if (!scratch.TryGetValue(r.Stream!, out var existing) || existing.LengthInBytes < r.Entry.Size)
                 {
                     existing?.Dispose();
-                    var buffer = r.Stream!.Accelerator.Allocate(r.Entry.Size);
+                    // Room for block-aligned reads (tensors start anywhere in a data file, buffers need not start on a
+                    // block): on host-memory accelerators the windows are read straight into the scratch (below).
+                    var buffer = r.Stream!.Accelerator.Allocate(r.Entry.Size + 3 * IShardFile.DirectIOAlignmentInBytes);
                     scratch[r.Stream!] = buffer;
                     // Fresh memory: on host-memory accelerators its page faults would otherwise be paid by the first
                     // slot-to-scratch copies, on the ring's critical path (a background populate, contents unchanged).
@@ -404,6 +418,25 @@ public sealed class RestoreSession : IAsyncDisposable, IDisposable
                 }
                 r.ScratchStream = own;
             }
+            // Host-memory scratch (CPU accelerators): its windows are read straight into it, saving the slot-to-scratch
+            // copy (a third of the bytes a CPU restore moved). Consecutive users of one scratch are ordered explicitly:
+            // the next tensor's reads wait for the previous tensor's copy out of the scratch (see Producer).
+            var lastScratchUser = new Dictionary<DeviceBuffer, ReadRequest>();
+            var anyIntoScratch = false;
+            foreach (var r in requests)
+            {
+                if (!r.UsesScratch || !r.Scratch!.TryGetHostMemory(0, 0, out _, out var scratchAddress)) continue;
+                r.ReadsIntoScratch = true;
+                r.ScratchAlignment = (int)(-scratchAddress & (IShardFile.DirectIOAlignmentInBytes - 1));
+                anyIntoScratch = true;
+                r.PreviousScratchUser = lastScratchUser.GetValueOrDefault(r.Scratch);
+                lastScratchUser[r.Scratch] = r;
+            }
+            if (anyIntoScratch)
+            {
+                foreach (var r in requests) r.PieceCount = 0;
+                windows = BuildWindows(requests, ring.SlotSizeInBytes);
+            }
             var toReaders = Channel.CreateBounded<ReadJob>(new BoundedChannelOptions(ring.SlotCount) { FullMode = BoundedChannelFullMode.Wait, SingleWriter = true });
             var toConsumer = Channel.CreateBounded<ReadJob>(new BoundedChannelOptions(ring.SlotCount) { FullMode = BoundedChannelFullMode.Wait, SingleWriter = true, SingleReader = true });
             var toRelease = Channel.CreateBounded<ReadJob>(new BoundedChannelOptions(ring.SlotCount + 1)
@@ -416,6 +449,12 @@ public sealed class RestoreSession : IAsyncDisposable, IDisposable
                 {
                     foreach (var w in windows)
                     {
+                        if (w.ScratchTarget is { PreviousScratchUser: { } previous } && w.Pieces[0].OffsetInTensor == 0)
+                        {
+                            // The shared scratch still holds the previous tensor until its copy out completes.
+                            var copyOut = await previous.ScratchCopyOut.Task.WaitAsync(token).ConfigureAwait(false);
+                            await copyOut.Completion.WaitAsync(token).ConfigureAwait(false);
+                        }
                         var slot = await ring.RentAsync(token).ConfigureAwait(false);
                         var job = new ReadJob(w, slot);
                         await toReaders.Writer.WriteAsync(job, token).ConfigureAwait(false);
@@ -441,7 +480,10 @@ public sealed class RestoreSession : IAsyncDisposable, IDisposable
                         var done = 0;
                         while (done < w.NeededEnd - w.Start)
                         {
-                            var n = await file.ReadAsync(job.Slot.GetMemory(done, readLength - done), w.Start + done, token).ConfigureAwait(false);
+                            var target = w.ScratchTarget is { } into
+                                ? ScratchMemory(into, w.ScratchOffset + done, readLength - done)
+                                : job.Slot.GetMemory(done, readLength - done);
+                            var n = await file.ReadAsync(target, w.Start + done, token).ConfigureAwait(false);
                             if (n <= 0) break;
                             done += n;
                         }
@@ -452,8 +494,11 @@ public sealed class RestoreSession : IAsyncDisposable, IDisposable
                         for (var i = 0; i < w.Pieces.Count; i++)
                         {
                             var p = w.Pieces[i];
-                            var span = job.Slot.GetSpan(p.OffsetInSlot, p.LengthInBytes);
+                            var span = w.ScratchTarget is { } into
+                                ? ScratchMemory(into, w.ScratchOffset + p.OffsetInSlot, p.LengthInBytes).Span
+                                : job.Slot.GetSpan(p.OffsetInSlot, p.LengthInBytes);
                             if (verify) job.PieceCrcs[i] = MaskedCrc32C.Compute(span);
+                            if (w.ScratchTarget is not null) Interlocked.Add(ref BytesReadIntoScratch, p.LengthInBytes);
                             if (p.Request.Cache is { } cache) span.CopyTo(cache.Data.AsSpan((int)p.OffsetInTensor, p.LengthInBytes));
                         }
                         job.Read.TrySetResult();
@@ -480,7 +525,11 @@ public sealed class RestoreSession : IAsyncDisposable, IDisposable
                             var p = pieces[i];
                             var r = p.Request;
                             if (verify) r.Crc = p.OffsetInTensor == 0 ? job.PieceCrcs[i] : MaskedCrc32C.Combine(r.Crc, job.PieceCrcs[i], p.LengthInBytes);
-                            if (r.UsesScratch)
+                            if (r.ReadsIntoScratch)
+                            {
+                                // Read straight into the scratch: nothing to copy out of the slot.
+                            }
+                            else if (r.UsesScratch)
                                 job.Events.Add(CopyFromSlot(job.Slot, p.OffsetInSlot, r.ScratchStream!, r.Scratch!.View(p.OffsetInTensor, p.LengthInBytes)));
                             else if (r.Direct)
                                 job.Events.Add(CopyFromSlot(job.Slot, p.OffsetInSlot, r.Stream!, r.Destination.SubView(p.OffsetInTensor, p.LengthInBytes)));
@@ -591,7 +640,9 @@ public sealed class RestoreSession : IAsyncDisposable, IDisposable
         if (r.Direct) return;
         if (r.UsesScratch)
         {
-            current!.Events.Add(r.ScratchStream!.EnqueueCopy(r.Scratch!.View(0, r.Entry.Size), r.Destination));
+            var copyOut = r.ScratchStream!.EnqueueCopy(r.Scratch!.View(r.ScratchHead, r.Entry.Size), r.Destination);
+            current!.Events.Add(copyOut);
+            r.ScratchCopyOut.TrySetResult(copyOut);
             return;
         }
         foreach (var (job, p) in r.Held)
@@ -601,6 +652,11 @@ public sealed class RestoreSession : IAsyncDisposable, IDisposable
         }
         r.Held.Clear();
     }
+
+    private static Memory<byte> ScratchMemory(ReadRequest r, long offsetInScratch, int lengthInBytes) =>
+        r.Scratch!.TryGetHostMemory(offsetInScratch, lengthInBytes, out var memory, out _)
+            ? memory
+            : throw new InvalidOperationException("The scratch buffer is no longer host memory.");
 
     private string DataPath(BundleEntry e) => BundleNaming.DataFile(Prefix, Math.Clamp(e.ShardId, 0, Header.ShardCount - 1), Header.ShardCount);
 
@@ -615,6 +671,24 @@ public sealed class RestoreSession : IAsyncDisposable, IDisposable
         {
             var pos = r.Entry.Offset;
             var end = r.Entry.Offset + r.Entry.Size;
+            if (r.ReadsIntoScratch)
+            {
+                // Windows of its own, laid out in the scratch as in the file from the block holding its first byte.
+                var first = pos & ~(long)(IShardFile.DirectIOAlignmentInBytes - 1);
+                r.ScratchHead = r.ScratchAlignment + pos - first;
+                for (var start = first; pos < end; start += slotSize)
+                {
+                    var own = new ReadWindow(r.Entry.ShardId, start) { ScratchTarget = r, ScratchOffset = r.ScratchAlignment + start - first };
+                    var stop = Math.Min(end, start + slotSize);
+                    own.Pieces.Add(new ReadPiece(r, pos - r.Entry.Offset, (int)(stop - pos), (int)(pos - start)));
+                    own.NeededEnd = stop;
+                    r.PieceCount++;
+                    windows.Add(own);
+                    pos = stop;
+                }
+                w = null;
+                continue;
+            }
             while (pos < end)
             {
                 if (w is null || w.Shard != r.Entry.ShardId || pos < w.Start || pos >= w.Start + slotSize)
@@ -659,6 +733,21 @@ public sealed class RestoreSession : IAsyncDisposable, IDisposable
 
         public DeviceBuffer? Scratch { get; set; }
 
+        /// <summary>Its windows are read straight into <see cref="Scratch"/> (host memory), not through ring slots.</summary>
+        public bool ReadsIntoScratch { get; set; }
+
+        /// <summary>Bytes from the scratch's start to its first block-aligned address (when <see cref="ReadsIntoScratch"/>).</summary>
+        public int ScratchAlignment { get; set; }
+
+        /// <summary>Scratch offset of the tensor's first byte (its offset within its first file block when <see cref="ReadsIntoScratch"/>).</summary>
+        public long ScratchHead { get; set; }
+
+        /// <summary>The tensor read into the same scratch before this one; its copy out must complete before this one's reads.</summary>
+        public ReadRequest? PreviousScratchUser { get; set; }
+
+        /// <summary>The copy out of the scratch into the destination, once enqueued (after verification).</summary>
+        public TaskCompletionSource<DeviceEvent> ScratchCopyOut { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
         /// <summary>
         /// The stream of the scratch copies (slot → scratch, then scratch → destination): one per destination stream and
         /// call, so a long scratch-to-destination copy does not hold up the slot copies of the tensors behind it on the
@@ -689,6 +778,12 @@ public sealed class RestoreSession : IAsyncDisposable, IDisposable
         public long Start { get; } = start;
 
         public long NeededEnd { get; set; }
+
+        /// <summary>The request whose scratch this window is read into, or null for a ring-slot window.</summary>
+        public ReadRequest? ScratchTarget { get; init; }
+
+        /// <summary>Offset of <see cref="Start"/> in the scratch when <see cref="ScratchTarget"/> is set.</summary>
+        public long ScratchOffset { get; init; }
 
         public List<ReadPiece> Pieces { get; } = [];
     }
