@@ -333,26 +333,6 @@ public sealed class CorpusInteropTests : IClassFixture<CpuFixture>
         variables.SelectMany(v => adam.GetSlots(v).Values).ToList();
 
     /// <summary>
-    /// The storage seam, observed: <paramref name="onOpen"/> runs whenever a file is opened for reading — the restore
-    /// engine opens the data file after the matching walk and before reading any value, which is when the slots the walk
-    /// created exist but hold no restored bytes yet.
-    /// </summary>
-    private sealed class OpenObservingStorage(Action onOpen) : IShardStorage
-    {
-        private static IShardStorage Inner => LocalShardStorage.Instance;
-        public IShardFile CreateForWrite(string path, bool preferDirectIO) => Inner.CreateForWrite(path, preferDirectIO);
-        public IShardFile OpenForRead(string path, bool preferDirectIO)
-        {
-            onOpen();
-            return Inner.OpenForRead(path, preferDirectIO);
-        }
-        public void Move(string sourcePath, string destinationPath) => Inner.Move(sourcePath, destinationPath);
-        public void Delete(string path) => Inner.Delete(path);
-        public bool Exists(string path) => Inner.Exists(path);
-        public void FlushDirectory(string directory) => Inner.FlushDirectory(directory);
-    }
-
-    /// <summary>
     /// A TF-written Keras 2 checkpoint whose first slot value (in file order) has a flipped byte, restored into a built model
     /// whose optimizer creates slots on restore: the restore fails naming the key; every slot the walk created is
     /// unregistered (the optimizer has no slots, as before) and disposed; each model variable holds its previous value, or —
