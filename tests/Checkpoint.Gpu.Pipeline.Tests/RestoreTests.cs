@@ -296,7 +296,34 @@ public sealed class RestoreTests
         await using var pipeline = new CheckpointPipeline(acc);
         await using var session = pipeline.OpenRestore(prefix);
         Assert.Throws<ArgumentException>(() => { _ = session.RestoreAsync([new RestoreTarget(TestModel.Key(0), wrong.AsView())]); });
-        Assert.Throws<KeyNotFoundException>(() => { _ = session.RestoreAsync([new RestoreTarget("missing", wrong.AsView())]); });
+    }
+
+    /// <summary>A key the index does not hold: a typed format error naming the index file and the key, before any read.</summary>
+    [Fact]
+    public async Task RestoreAsync_KeyNotInCheckpoint_ThrowsKeyNotFoundFormatErrorNamingIndexAndKey()
+    {
+        using var dir = new TempDir();
+        using var acc = Accelerator.Create(AcceleratorKind.Cpu);
+        using var model = new TestModel(acc, [16], withHostAndString: false);
+        var prefix = await SaveReference(dir, model, 1);
+        using var buffer = acc.Allocate(16);
+        await using var pipeline = new CheckpointPipeline(acc);
+        await using var session = pipeline.OpenRestore(prefix);
+        var ex = Assert.Throws<CheckpointFormatException>(() => { _ = session.RestoreAsync([new RestoreTarget("missing/.ATTRIBUTES/VARIABLE_VALUE", buffer.AsView())]); });
+        Assert.Equal(CheckpointFormatError.KeyNotFound, ex.Error);
+        Assert.Equal("missing/.ATTRIBUTES/VARIABLE_VALUE", ex.Key);
+        Assert.Equal(BundleNaming.IndexFile(prefix), ex.FilePath);
+        Assert.False(ex.IsUnsupportedInput);
+        Assert.StartsWith(Path.GetFileName(prefix) + ".index: ", ex.Message, StringComparison.Ordinal);
+        Assert.Contains("'missing/.ATTRIBUTES/VARIABLE_VALUE'", ex.Message, StringComparison.Ordinal);
+        // A present key in the same call does not change that; the session still restores afterwards.
+        Assert.Throws<CheckpointFormatException>(() => { _ = session.RestoreAsync([new RestoreTarget(TestModel.Key(0), buffer.AsView()), new RestoreTarget("missing", buffer.AsView())]); });
+        await session.RestoreAsync([new RestoreTarget(TestModel.Key(0), buffer.AsView())]);
+        var restored = new byte[16];
+        acc.DefaultStream.EnqueueCopyToHost(buffer.AsView(), restored);
+        acc.DefaultStream.Synchronize();
+        using var reader = TensorBundleReader.Open(prefix);
+        Assert.Equal(reader.GetEntry(TestModel.Key(0)).Crc32C, MaskedCrc32C.ComputeMasked(restored));
     }
 
     [Theory]

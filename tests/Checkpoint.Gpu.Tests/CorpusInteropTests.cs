@@ -163,14 +163,14 @@ public sealed class CorpusInteropTests : IClassFixture<CpuFixture>
         Assert.Equal(1L, ckpt.SaveCounter.Read<long>()[0]);
     }
 
-    private static (Checkpoint Ckpt, Sequential Net, LegacyAdam Adam, Variable Step) BuildGolf(Accelerator acc, bool createSlotsOnRestore)
+    private static (Checkpoint Ckpt, Sequential Net, LegacyAdam Adam, Variable Step) BuildGolf(Accelerator acc, bool createSlotsOnRestore, bool buildLayers = true)
     {
         var adam = new LegacyAdam(acc, createSlotsOnRestore);
         var net = new Sequential([
             new EmptyLayer(),
-            new DenseLayer(acc, 7, 64, "dense"),
-            new DenseLayer(acc, 64, 32, "dense_1"),
-            new DenseLayer(acc, 32, 7, "dense_2"),
+            new DenseLayer(acc, 7, 64, "dense", build: buildLayers),
+            new DenseLayer(acc, 64, 32, "dense_1", build: buildLayers),
+            new DenseLayer(acc, 32, 7, "dense_2", build: buildLayers),
         ], adam);
         var step = Variable.Create(acc, "Variable", DType.Int32, TensorShape.Scalar);
         var ckpt = new Checkpoint(("step", step), ("net", net)) { Log = null };
@@ -294,5 +294,155 @@ public sealed class CorpusInteropTests : IClassFixture<CpuFixture>
         var written = ckpt.Write(dir.File("ckpt-9"));
         TestUtil.AssertFilesEqual(tf + ".index", written + ".index");
         TestUtil.AssertFilesEqual(tf + ".data-00000-of-00001", written + ".data-00000-of-00001");
+    }
+
+    // ------------------------------------------------------------------ a corrupt slot value: created slots are rolled back
+
+    private const string GolfSlotPrefix = "/.OPTIMIZER_SLOT/net/optimizer/";
+
+    /// <summary>Copies TF's golf ckpt-2 with one byte flipped in the middle of <paramref name="key"/>'s stored value.</summary>
+    private static string CopyGolfWithFlippedByte(TempDir dir, string key, out BundleEntry corrupt)
+    {
+        var tf = TestUtil.Prefix(TestUtil.GolfCase, "ckpt-2");
+        var copy = dir.File("ckpt-2");
+        File.Copy(tf + ".index", copy + ".index");
+        using (var reader = TensorBundleReader.Open(tf)) corrupt = reader.GetEntry(key);
+        var data = File.ReadAllBytes(tf + ".data-00000-of-00001");
+        data[corrupt.Offset + corrupt.Size / 2] ^= 0x04;
+        File.WriteAllBytes(copy + ".data-00000-of-00001", data);
+        return copy;
+    }
+
+    /// <summary>The golf model's non-slot variables with their TF keys.</summary>
+    private static List<(string Key, Variable Variable)> GolfModelVariables(Sequential net, LegacyAdam adam, Variable step)
+    {
+        var list = new List<(string, Variable)> { ("step/.ATTRIBUTES/VARIABLE_VALUE", step) };
+        for (var i = 0; i < 3; i++)
+        {
+            var layer = (DenseLayer)net.Layers[i + 1];
+            list.Add(($"net/layer_with_weights-{i}/kernel/.ATTRIBUTES/VARIABLE_VALUE", layer.Kernel!));
+            list.Add(($"net/layer_with_weights-{i}/bias/.ATTRIBUTES/VARIABLE_VALUE", layer.Bias!));
+        }
+        foreach (var (name, v) in new[] { ("iter", adam.Iter), ("beta_1", adam.Beta1), ("beta_2", adam.Beta2), ("decay", adam.Decay), ("learning_rate", adam.LearningRate) })
+            list.Add(($"net/optimizer/{name}/.ATTRIBUTES/VARIABLE_VALUE", v));
+        return list;
+    }
+
+    /// <summary>Every slot <paramref name="adam"/> holds right now, by variable.</summary>
+    private static List<Variable> AllSlots(LegacyAdam adam, IEnumerable<Variable> variables) =>
+        variables.SelectMany(v => adam.GetSlots(v).Values).ToList();
+
+    /// <summary>
+    /// A TF-written Keras 2 checkpoint whose first slot value (in file order) has a flipped byte, restored into a built model
+    /// whose optimizer creates slots on restore: the restore fails naming the key; every slot the walk created is
+    /// unregistered (the optimizer has no slots, as before) and disposed; each model variable holds its previous value, or —
+    /// only for values before the corrupt one in file order — the whole value TF stored (its CRC32C); then a restore from the
+    /// intact checkpoint creates every slot with TF's values.
+    /// </summary>
+    [CorpusTheory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task KerasLegacy_FlippedSlotByte_RestoreIntoBuiltModel_CreatedSlotsRolledBack(bool async)
+    {
+        var tf = TestUtil.Prefix(TestUtil.GolfCase, "ckpt-2");
+        string slotKey;
+        using (var reader = TensorBundleReader.Open(tf))
+            slotKey = reader.Entries.Where(e => e.Key.Contains(GolfSlotPrefix, StringComparison.Ordinal)).MinBy(e => e.Offset)!.Key;
+        using var dir = new TempDir("golf-flip-slot");
+        var corruptPath = CopyGolfWithFlippedByte(dir, slotKey, out var corrupt);
+
+        var (ckpt, net, adam, step) = BuildGolf(_cpu, createSlotsOnRestore: true);
+        using var _ = ckpt;
+        using var __ = adam;
+        using var ___ = step;
+        var model = GolfModelVariables(net, adam, step);
+        var previous = model.Select((m, i) => Enumerable.Range(0, (int)m.Variable.LengthInBytes).Select(b => (byte)(b * 7 + i + 1)).ToArray()).ToArray();
+        for (var i = 0; i < model.Count; i++) model[i].Variable.AssignBytes(previous[i]);
+        var trainable = net.TrainableVariables.ToList();
+        Assert.Empty(adam.SlotNames);
+
+        var seen = new HashSet<Variable>(ReferenceEqualityComparer.Instance);
+        var options = new CheckpointOptions { IO = new Pipeline.CheckpointPipelineOptions { Storage = new OpenObservingStorage(() => seen.UnionWith(AllSlots(adam, trainable))) } };
+        var ex = async
+            ? await Assert.ThrowsAsync<CheckpointFormatException>(() => ckpt.RestoreAsync(corruptPath, options))
+            : Assert.Throws<CheckpointFormatException>(() => ckpt.Restore(corruptPath, options));
+        Assert.Equal(CheckpointFormatError.ChecksumMismatch, ex.Error);
+        Assert.Equal(slotKey, ex.Key);
+        Assert.Contains(slotKey, ex.Message, StringComparison.Ordinal);
+        Assert.Equal(corrupt.Offset, ex.Offset);
+
+        // The walk did create the slots (m and v of 6 variables) before the reads; none is left registered or alive.
+        Assert.Equal(2 * trainable.Count, seen.Count);
+        Assert.All(seen, slot => Assert.True(slot.IsDisposed, $"slot '{slot.Name}' is still alive"));
+        Assert.Empty(adam.SlotNames);
+        Assert.All(trainable, v => Assert.Empty(adam.GetSlots(v)));
+
+        using (var reader = TensorBundleReader.Open(tf))
+        {
+            for (var i = 0; i < model.Count; i++)
+            {
+                var (key, variable) = model[i];
+                var entry = reader.GetEntry(key);
+                var now = variable.ReadBytes();
+                if (entry.Offset > corrupt.Offset)
+                    Assert.True(previous[i].AsSpan().SequenceEqual(now), $"{key} (after the corrupt value in file order) lost its previous value");
+                else
+                    Assert.Equal(entry.Crc32C, MaskedCrc32C.ComputeMasked(now));   // landed whole before the corrupt value was read
+            }
+        }
+
+        // A later restore from the intact TF checkpoint creates the slots, with TF's values.
+        (async ? await ckpt.RestoreAsync(tf) : ckpt.Restore(tf)).AssertConsumed();
+        Assert.Equal(new[] { "m", "v" }, adam.SlotNames);
+        for (var i = 0; i < 3; i++)
+        {
+            var layer = (DenseLayer)net.Layers[i + 1];
+            foreach (var (name, v) in new[] { ("kernel", layer.Kernel!), ("bias", layer.Bias!) })
+                foreach (var slot in new[] { "m", "v" })
+                    TestUtil.AssertMatchesTf(tf, $"net/layer_with_weights-{i}/{name}{GolfSlotPrefix}{slot}/.ATTRIBUTES/VARIABLE_VALUE", adam.GetSlot(v, slot)!);
+        }
+        foreach (var (key, variable) in model) TestUtil.AssertMatchesTf(tf, key, variable);
+    }
+
+    /// <summary>
+    /// Restore-on-create: the restore parks the layers' values (no prefetch, so nothing is read yet); building the first
+    /// layer creates its kernel and, from the kernel's walk, its slots — the <c>v</c> value is corrupt. The build fails
+    /// naming the key, the <c>m</c> slot that walk already created is unregistered and disposed, and the optimizer has no
+    /// slots, as before.
+    /// </summary>
+    [CorpusFact]
+    public async Task KerasLegacy_FlippedSlotByte_RestoreOnCreate_SlotsOfTheFailedWalkRolledBack()
+    {
+        const string vKey = "net/layer_with_weights-0/kernel" + GolfSlotPrefix + "v/.ATTRIBUTES/VARIABLE_VALUE";
+        using var dir = new TempDir("golf-flip-create");
+        var corruptPath = CopyGolfWithFlippedByte(dir, vKey, out var corrupt);
+        var (ckpt, net, adam, step) = BuildGolf(_cpu, createSlotsOnRestore: true, buildLayers: false);
+        await using var _ = ckpt;
+        using var __ = adam;
+        using var ___ = step;
+        var layer0 = (DenseLayer)net.Layers[1];
+        var seen = new HashSet<Variable>(ReferenceEqualityComparer.Instance);
+        var options = new CheckpointOptions
+        {
+            IO = new Pipeline.CheckpointPipelineOptions
+            {
+                RestoreCacheBudgetInBytes = 0,
+                // During the build the kernel is tracked (its walk runs inside AddVariable) but not yet returned to the layer.
+                Storage = new OpenObservingStorage(() => { if (layer0.LookupDependency("kernel") is Variable k) seen.UnionWith(adam.GetSlots(k).Values); }),
+            },
+        };
+        var status = await ckpt.RestoreAsync(corruptPath, options);
+        Assert.Empty(adam.SlotNames);
+
+        var ex = Assert.Throws<CheckpointFormatException>(layer0.Build);
+        Assert.Equal(CheckpointFormatError.ChecksumMismatch, ex.Error);
+        Assert.Equal(vKey, ex.Key);
+        Assert.Equal(corrupt.Offset, ex.Offset);
+        Assert.Null(layer0.Kernel);
+        Assert.Null(layer0.LookupDependency("kernel"));
+        Assert.Empty(adam.SlotNames);
+        Assert.NotEmpty(seen);   // m was created (and observed) before v's read failed
+        Assert.All(seen, slot => Assert.True(slot.IsDisposed, $"slot '{slot.Name}' is still alive"));
+        status.ExpectPartial().Dispose();
     }
 }

@@ -230,6 +230,70 @@ public sealed class EngineRestoreTests : IClassFixture<CpuFixture>
         Assert.Equal(previous, victim.Variable.ReadBytes());
     }
 
+    /// <summary>
+    /// Restore-on-create into a <see cref="TrackableList{T}"/>: the element's own value is intact, but its walk creates its
+    /// optimizer slots and the <c>v</c> value is corrupt. <c>AddVariable</c> fails naming the key; the new element is neither
+    /// in the list nor alive, and the slot the walk created before (<c>m</c>) is unregistered and disposed.
+    /// </summary>
+    [Fact]
+    public async Task FlippedSlotByte_TrackableListRestoreOnCreate_NoElementOrSlotLeft()
+    {
+        using var dir = new TempDir("flip-list-slot");
+        string path;
+        {
+            var root = new AutoTrackable();
+            var list = root.Track("vars", new TrackableList<Variable>());
+            using var adam = new LegacyAdam(_acc);
+            root.Track("opt", adam);
+            using var v0 = list.AddVariable(_acc, DType.Float, new TensorShape(3, 5), VariableInitializer.Constant(1.5f), "v0");
+            adam.CreateSlots([v0]);
+            adam.GetSlot(v0, "m")!.Assign<float>(Enumerable.Range(0, 15).Select(i => i * 0.5f).ToArray());
+            adam.GetSlot(v0, "v")!.Assign<float>(Enumerable.Range(0, 15).Select(i => i * 0.25f).ToArray());
+            using var ckpt = new Checkpoint(("model", root)) { Log = null };
+            path = ckpt.Save(dir.File("ckpt"));
+        }
+        BundleEntry corrupt;
+        using (var reader = TensorBundleReader.Open(path))
+        {
+            corrupt = reader.Entries.Single(e => e.Key.Contains("/.OPTIMIZER_SLOT/", StringComparison.Ordinal) && e.Key.EndsWith("/v/.ATTRIBUTES/VARIABLE_VALUE", StringComparison.Ordinal));
+            var data = BundleNaming.DataFile(path, corrupt.ShardId, reader.Header.ShardCount);
+            var bytes = File.ReadAllBytes(data);
+            bytes[corrupt.Offset + corrupt.Size / 2] ^= 0x10;
+            File.WriteAllBytes(data, bytes);
+        }
+
+        var root2 = new AutoTrackable();
+        var list2 = root2.Track("vars", new TrackableList<Variable>());
+        using var adam2 = new LegacyAdam(_acc);
+        root2.Track("opt", adam2);
+        await using var ckpt2 = new Checkpoint(("model", root2)) { Log = null };
+        var created = new HashSet<Variable>(ReferenceEqualityComparer.Instance);
+        var options = new CheckpointOptions
+        {
+            IO = new CheckpointPipelineOptions
+            {
+                RestoreCacheBudgetInBytes = 0,   // nothing prefetched: the values are read when the element is created
+                Storage = new OpenObservingStorage(() =>
+                {
+                    if (list2.Count == 0) return;
+                    created.Add(list2[0]);
+                    created.UnionWith(adam2.GetSlots(list2[0]).Values);
+                }),
+            },
+        };
+        var status = await ckpt2.RestoreAsync(path, options);
+        var ex = Assert.Throws<CheckpointFormatException>(() => list2.AddVariable(_acc, DType.Float, new TensorShape(3, 5)));
+        Assert.Equal(CheckpointFormatError.ChecksumMismatch, ex.Error);
+        Assert.Equal(corrupt.Key, ex.Key);
+        Assert.Equal(corrupt.Offset, ex.Offset);
+        Assert.Empty(list2);
+        Assert.Null(list2.LookupDependency("0"));
+        Assert.Empty(adam2.SlotNames);
+        Assert.Equal(2, created.Count);   // the element and its m slot, observed before v was read
+        Assert.All(created, v => Assert.True(v.IsDisposed, $"'{v.Name}' is still alive"));
+        status.ExpectPartial().Dispose();
+    }
+
     // ------------------------------------------------------------------ LoadStatus.WaitAsync
 
     /// <summary>

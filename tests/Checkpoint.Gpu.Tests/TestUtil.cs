@@ -75,3 +75,23 @@ public sealed class CpuFixture : IDisposable
 
     public void Dispose() => Accelerator.Dispose();
 }
+
+/// <summary>
+/// The storage seam, observed: <paramref name="onOpen"/> runs whenever a file is opened for reading. The restore engine opens
+/// a data file at the start of each read pass — after the matching walk, before any value is read — which is when the
+/// variables a walk created (optimizer slots) exist but hold no restored bytes yet.
+/// </summary>
+internal sealed class OpenObservingStorage(Action onOpen) : IShardStorage
+{
+    private static IShardStorage Inner => LocalShardStorage.Instance;
+    public IShardFile CreateForWrite(string path, bool preferDirectIO) => Inner.CreateForWrite(path, preferDirectIO);
+    public IShardFile OpenForRead(string path, bool preferDirectIO)
+    {
+        onOpen();
+        return Inner.OpenForRead(path, preferDirectIO);
+    }
+    public void Move(string sourcePath, string destinationPath) => Inner.Move(sourcePath, destinationPath);
+    public void Delete(string path) => Inner.Delete(path);
+    public bool Exists(string path) => Inner.Exists(path);
+    public void FlushDirectory(string directory) => Inner.FlushDirectory(directory);
+}

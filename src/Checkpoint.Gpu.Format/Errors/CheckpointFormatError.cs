@@ -87,4 +87,11 @@ public enum CheckpointFormatError
 
     /// <summary>The data file is shorter than an entry needs (truncated shard).</summary>
     TruncatedData,
+
+    /// <summary>
+    /// The index has no entry for a key the caller asked to read (TF's <c>NotFound</c> "Key … not found in checkpoint" from
+    /// <c>BundleReader::Lookup</c>, <c>tensorflow/core/util/tensor_bundle/tensor_bundle.cc</c>); <see cref="CheckpointFormatException.FilePath"/>
+    /// is the <c>.index</c> file and <see cref="CheckpointFormatException.Key"/> the key.
+    /// </summary>
+    KeyNotFound,
 }

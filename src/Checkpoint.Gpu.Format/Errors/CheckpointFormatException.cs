@@ -4,7 +4,8 @@ namespace CheckpointGpu.Format;
 
 /// <summary>
 /// A checkpoint file is corrupt, truncated, hostile or in a form this engine does not support
-/// (TensorFlow's DataLoss/Unimplemented for bundle files).
+/// (TensorFlow's DataLoss/Unimplemented for bundle files), or has no entry for a key the caller asked to read
+/// (<see cref="CheckpointFormatError.KeyNotFound"/>, TensorFlow's NotFound).
 /// </summary>
 /// <remarks>
 /// The message starts with the file name, then says what is wrong, where, and expected vs. found

@@ -75,10 +75,10 @@ public sealed class RestoreSession : IAsyncDisposable, IDisposable
     /// <param name="targets">Keys and destinations (fixed-size dtypes; each key at most once).</param>
     /// <param name="cancellationToken">Cancels the restore (in-flight reads and copies are drained first).</param>
     /// <returns>Completes when every value has landed in device memory.</returns>
-    /// <exception cref="KeyNotFoundException">A key is not in the checkpoint.</exception>
     /// <exception cref="ArgumentException">A destination's length differs from the entry's size, a key repeats, a stream belongs to another accelerator than its destination, or the dtype is not fixed-size.</exception>
     /// <exception cref="NotSupportedException">An entry is partitioned (sliced).</exception>
-    /// <exception cref="CheckpointFormatException">A checksum mismatch or a truncated data file.</exception>
+    /// <exception cref="CheckpointFormatException">A key is not in the checkpoint (<see cref="CheckpointFormatError.KeyNotFound"/>, naming the
+    /// <c>.index</c> file and the key; thrown before anything is read), a checksum mismatch or a truncated data file.</exception>
     /// <exception cref="FileNotFoundException">A data file is missing.</exception>
     /// <exception cref="OperationCanceledException">Cancelled.</exception>
     public Task RestoreAsync(IReadOnlyList<RestoreTarget> targets, CancellationToken cancellationToken = default)
@@ -293,7 +293,8 @@ public sealed class RestoreSession : IAsyncDisposable, IDisposable
     }
 
     private BundleEntry Lookup(string key) =>
-        _byKey.TryGetValue(key, out var e) ? e : throw new KeyNotFoundException($"{Path.GetFileName(BundleNaming.IndexFile(Prefix))}: key '{key}' not found in checkpoint [{BundleNaming.IndexFile(Prefix)}].");
+        _byKey.TryGetValue(key, out var e) ? e : throw new CheckpointFormatException(CheckpointFormatError.KeyNotFound, BundleNaming.IndexFile(Prefix),
+            "key not found in checkpoint", key);
 
     private static void CheckFixed(BundleEntry entry)
     {

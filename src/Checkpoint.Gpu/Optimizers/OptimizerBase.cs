@@ -45,7 +45,9 @@ public abstract class OptimizerBase : AutoTrackable, IDisposable
     /// <summary>
     /// When true (default, like Keras 2 in eager mode), a restore that reaches both a variable and this optimizer
     /// creates the variable's missing slots right away from simple checkpoint values; when false, slot values wait
-    /// until <see cref="AddSlot"/> creates the slot.
+    /// until <see cref="AddSlot"/> creates the slot. A slot created by a restore that then fails (a corrupt value fails
+    /// the whole restore with <see cref="CheckpointFormatException"/>) is unregistered and disposed: afterwards this
+    /// optimizer has exactly the slots it had before the call.
     /// </summary>
     protected virtual bool CreateSlotsOnRestore => true;
 
@@ -133,6 +135,16 @@ public abstract class OptimizerBase : AutoTrackable, IDisposable
         if (!_slotNames.Contains(slotName)) _slotNames.Add(slotName);
     }
 
+    /// <summary>Undoes <see cref="RegisterSlot"/> for <paramref name="slot"/> (a slot a failed restore created); the caller disposes it.</summary>
+    private void UnregisterSlot(Variable variable, string slotName, Variable slot)
+    {
+        if (!_slots.TryGetValue(variable, out var dict) || !dict.TryGetValue(slotName, out var current) || !ReferenceEquals(current, slot)) return;
+        dict.Remove(slotName);
+        if (dict.Count == 0) _slots.Remove(variable);
+        // A slot name first created by this slot leaves SlotNames too (that order fixes the node ids of a later save).
+        if (!_slots.Values.Any(d => d.ContainsKey(slotName))) _slotNames.Remove(slotName);
+    }
+
     /// <summary>
     /// TF's <c>_create_or_restore_slot_variable</c> (Keras <c>optimizer_v2.py</c>): restores into an existing slot,
     /// creates it from a simple checkpoint value, or parks the position until the slot is created.
@@ -150,6 +162,10 @@ public abstract class OptimizerBase : AutoTrackable, IDisposable
                 slot = Variable.CreateCore(variable.Accelerator, GetSlotFullName(variable, slotName, StoredFullName(slotPosition)),
                     info.DType, info.Shape, null, slotPosition, slotPosition.ObjectPath);
                 RegisterSlot(variable, slotName, slot);
+                // Its value may still be queued in the restore's batch: if the walk or the batch fails (a corrupt value), the
+                // restore unregisters and disposes it, leaving this optimizer as it was (the next step creates fresh slots).
+                var created = slot;
+                slotPosition.Checkpoint.RecordCreated(created, slotPosition.ProtoId, () => UnregisterSlot(variable, slotName, created));
             }
         }
         if (slot is not null)

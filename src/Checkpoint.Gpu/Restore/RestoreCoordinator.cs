@@ -89,8 +89,83 @@ internal sealed class RestoreCoordinator : IDisposable
                 $"the object graph references node {id}, but it has {Graph.Nodes.Count} nodes", Format.CheckpointKeys.ObjectGraph);
     }
 
+    // ------------------------------------------------------------------ variables a walk creates (optimizer slots)
+
+    private readonly List<CreatedVariable> _created = [];
+    private int _walkDepth;
+    private bool _batchOpen;
+
+    /// <summary>
+    /// Records a variable this restore created and registered somewhere (an optimizer slot made by restore-on-create):
+    /// it stays provisional until the walk that made it — or, for the top-level walk, the restore's batch — has landed
+    /// every value; if that fails, <paramref name="unregister"/> runs and the variable is disposed.
+    /// </summary>
+    public void RecordCreated(Variable variable, int protoId, Action unregister) => _created.Add(new CreatedVariable(variable, protoId, unregister));
+
+    /// <summary>The top-level walk of a restore begins: its created variables stay provisional until <see cref="CompleteBatch"/>.</summary>
+    public void BeginBatch() => _batchOpen = true;
+
+    /// <summary>The restore's batch landed: the variables its walk created are kept.</summary>
+    public void CompleteBatch()
+    {
+        _batchOpen = false;
+        if (_walkDepth == 0) _created.Clear();
+    }
+
+    /// <summary>
+    /// The restore failed (a corrupt value, a mismatch, cancellation): every variable its walk created is unregistered and
+    /// disposed, so the objects that own them (optimizers) are as they were before the call.
+    /// </summary>
+    public void FailBatch()
+    {
+        _batchOpen = false;
+        RollBackCreated(0);
+    }
+
+    /// <summary>Unregisters and disposes the variables created since <paramref name="mark"/>, newest first, and unbinds their nodes.</summary>
+    private void RollBackCreated(int mark)
+    {
+        for (var i = _created.Count - 1; i >= mark; i--)
+        {
+            var (variable, protoId, unregister) = _created[i];
+            unregister();
+            if (ObjectByProtoId.TryGetValue(protoId, out var bound) && ReferenceEquals(bound, variable))
+            {
+                ObjectByProtoId.Remove(protoId);
+                MatchedProtoIds.Remove(protoId);
+            }
+            AllTrackables.Remove(variable);
+            variable.Dispose();   // after the copies already queued on it (the engine has drained its own)
+        }
+        if (mark < _created.Count) _created.RemoveRange(mark, _created.Count - mark);
+    }
+
     /// <summary>TF's <c>_restore_descendants</c>: breadth-first over newly bound positions, then the queued reads.</summary>
+    /// <remarks>
+    /// A walk that fails (here, or in the read flush it ends with) unregisters and disposes the variables it created; an
+    /// outermost walk outside the top-level batch keeps them once its reads have landed.
+    /// </remarks>
     public void RestoreDescendants(CheckpointPosition start)
+    {
+        var mark = _created.Count;
+        _walkDepth++;
+        try
+        {
+            RestoreDescendantsCore(start);
+        }
+        catch
+        {
+            RollBackCreated(mark);
+            throw;
+        }
+        finally
+        {
+            _walkDepth--;
+        }
+        if (_walkDepth == 0 && !_batchOpen) _created.Clear();
+    }
+
+    private void RestoreDescendantsCore(CheckpointPosition start)
     {
         var visit = new Queue<(CheckpointPosition Position, Trackable Object)>();
         visit.Enqueue((start, ObjectByProtoId[start.ProtoId]));
@@ -310,6 +385,9 @@ internal sealed class RestoreCoordinator : IDisposable
 
 /// <summary>A slot to restore when its original variable is bound.</summary>
 internal readonly record struct SlotRestoration(int OptimizerId, int SlotVariableId, string SlotName);
+
+/// <summary>A variable a walk created, the node it was bound to, and how to unregister it from its owner.</summary>
+internal readonly record struct CreatedVariable(Variable Variable, int ProtoId, Action Unregister);
 
 /// <summary>A slot restoration waiting for its optimizer to be bound.</summary>
 internal readonly record struct DeferredSlotRestoration(Variable OriginalVariable, int SlotVariableId, string SlotName);

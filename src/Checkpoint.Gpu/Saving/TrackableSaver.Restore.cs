@@ -31,7 +31,8 @@ public sealed partial class TrackableSaver
     /// </remarks>
     /// <exception cref="FileNotFoundException">The checkpoint's index or data file is missing.</exception>
     /// <exception cref="CheckpointFormatException">The checkpoint is corrupt (a checksum mismatch names the data file, key and
-    /// offset; the variable keeps its previous value, never part of the stored one).</exception>
+    /// offset; the variable keeps its previous value, never part of the stored one; optimizer slots this call created are
+    /// unregistered and disposed).</exception>
     /// <exception cref="CheckpointMismatchException">A value's dtype or shape differs from its live object's.</exception>
     /// <exception cref="KeyNotFoundException">The object graph names a checkpoint key the index does not hold (an inconsistent checkpoint).</exception>
     public LoadStatus Restore(string? savePath, CheckpointOptions? options = null)
@@ -55,7 +56,8 @@ public sealed partial class TrackableSaver
     /// <param name="cancellationToken">Cancels the reads.</param>
     /// <returns>The load status, once every value of an existing object is in its device buffer.</returns>
     /// <exception cref="FileNotFoundException">The checkpoint does not exist.</exception>
-    /// <exception cref="CheckpointFormatException">A corrupt file or a checksum mismatch (the variable keeps its previous value).</exception>
+    /// <exception cref="CheckpointFormatException">A corrupt file or a checksum mismatch (the variable keeps its previous value;
+    /// optimizer slots this call created are unregistered and disposed, so the optimizer has the slots it had before).</exception>
     /// <exception cref="CheckpointMismatchException">A value's dtype or shape differs from its live object's.</exception>
     /// <exception cref="OperationCanceledException">Cancelled.</exception>
     public async Task<LoadStatus> RestoreAsync(string? savePath, CheckpointOptions? options = null, CancellationToken cancellationToken = default)
@@ -144,11 +146,14 @@ public sealed partial class TrackableSaver
                     "the object graph has no nodes", CheckpointKeys.ObjectGraph);
             coordinator = new RestoreCoordinator(savePath, reader, OpenReader, graph, options, Log, pending);
             reader.Batching = true;
+            // Variables the walk creates (optimizer slots) are provisional until this call succeeds.
+            coordinator.BeginBatch();
             new CheckpointPosition(coordinator, 0).Restore(Root);
             reader.Batching = false;
             await reader.FlushAsync(cancellationToken).ConfigureAwait(false);
             if (!coordinator.IsFullyMatched)
                 await reader.PrefetchAsync(KeysToPrefetch(coordinator.UnmatchedValueKeys()), cancellationToken).ConfigureAwait(false);
+            coordinator.CompleteBatch();
             coordinator.CloseReaderIfDone();
             return new CheckpointLoadStatus(coordinator, View);
         }
@@ -156,6 +161,9 @@ public sealed partial class TrackableSaver
         {
             if (coordinator is not null)
             {
+                // Slots the walk created hold no (or unverified) bytes: unregister and dispose them, so the optimizer is as
+                // it was before this call (existing variables keep their previous value or hold the whole verified one).
+                coordinator.FailBatch();
                 // Deferred positions may outlive the failure; the coordinator reopens the bundle if they fire.
                 coordinator.ExpectPartial = true;
                 coordinator.Dispose();

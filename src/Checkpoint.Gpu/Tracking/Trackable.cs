@@ -138,6 +138,8 @@ public abstract class Trackable
     /// <returns>The new variable, owned by the caller (dispose it, or dispose its owner).</returns>
     /// <exception cref="ArgumentException">Invalid name, dtype or duplicate dependency.</exception>
     /// <exception cref="CheckpointMismatchException">The pending checkpoint value has another dtype or shape.</exception>
+    /// <exception cref="CheckpointFormatException">The pending checkpoint value, or one restored with it (its optimizer slots), is
+    /// corrupt; the variable is then neither tracked nor allocated, and slots created for it are unregistered and disposed.</exception>
     protected internal Variable AddVariable(string name, Accelerator accelerator, DType dtype, TensorShape shape,
         VariableInitializer? initializer = null, string? fullName = null, bool overwrite = false)
     {
@@ -152,6 +154,9 @@ public abstract class Trackable
         }
         catch
         {
+            // Tracking restores the new variable's descendants (its optimizer slots): if that fails (a corrupt slot value),
+            // the variable is not left tracked either — a disposed dependency would fail every later save.
+            if (ReferenceEquals(LookupDependency(name), variable)) RemoveDependency(name);
             variable.Dispose();
             throw;
         }

@@ -81,7 +81,15 @@ public class TrackableList<T> : Trackable, IReadOnlyList<T> where T : Trackable
         var name = ElementName(_items.Count);
         var position = PreloadSimpleRestoration(name);
         var variable = Variable.CreateCore(accelerator, fullName ?? name, dtype, shape, initializer, position, position?.ObjectPath);
-        Add((T)(Trackable)variable);
+        try
+        {
+            Add((T)(Trackable)variable);   // untracks it again if its restore walk (its optimizer slots) fails
+        }
+        catch
+        {
+            variable.Dispose();
+            throw;
+        }
         return variable;
     }
 

@@ -81,6 +81,8 @@ public sealed partial class Variable
         }
         catch
         {
+            // As in AddVariable: a failed restore walk of the new variable leaves it neither tracked nor alive.
+            if (ReferenceEquals(parent.LookupDependency(edgeName), variable)) parent.RemoveDependency(edgeName);
             variable.Dispose();
             throw;
         }
