@@ -124,20 +124,29 @@ public static class EndToEndBenchmark
 
                 // ---- restore (page cache dropped) into the model's buffers
                 var restores = new List<double>(); long restorePeak = 0;
+                var restoreCpu = new List<double>();
+                var self = Process.GetCurrentProcess();
                 for (var i = 0; i < repeats; i++)
                 {
                     DropCaches();
                     ResetPeakRss();
                     var before = CurrentRss();
+                    self.Refresh();
+                    var cpu0 = self.TotalProcessorTime;
                     var sw = Stopwatch.StartNew();
                     await using (var session = pipeline.OpenRestore(prefix))
                         await session.RestoreAsync(buffers.Select((b, j) => new RestoreTarget(Key(j), b.AsView())).ToArray());
                     await acc.SynchronizeAsync();
                     restores.Add(sw.Elapsed.TotalSeconds);
+                    self.Refresh();
+                    restoreCpu.Add((self.TotalProcessorTime - cpu0).TotalSeconds);
                     restorePeak = Math.Max(restorePeak, PeakRss() - before);
                 }
                 restore = Median(restores);
-                Emit("restore_cold", total, restore, extra: new() { ["peak_extra_rss_bytes"] = restorePeak });
+                // CPU seconds of the whole process per restore (user + system, all threads) and the share of the machine's
+                // cores that is: near 1.0 the restore is CPU-bound, whatever the disk could give.
+                Emit("restore_cold", total, restore, extra: new() { ["peak_extra_rss_bytes"] = restorePeak, ["cpu_seconds"] = Math.Round(Median(restoreCpu), 3),
+                    ["cpu_utilization"] = Math.Round(Median(restoreCpu) / (restore * Environment.ProcessorCount), 3) });
                 restorePeakExtra = restorePeak;
                 restoreCrcCost = await RestoreCrcCostAsync(acc, buffers, prefix, repeats, total);
                 BundleCommit.DeleteCheckpoint(prefix);
