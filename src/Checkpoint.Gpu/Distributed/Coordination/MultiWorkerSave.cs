@@ -238,7 +238,7 @@ internal sealed class MultiWorkerSave
             // every report is in — already, when it finished last). A synchronous save waits here, as before.
             gather = async ? _coordination.GatherAsync(_round, report, cancellationToken) : Task.FromResult(_coordination.Gather(_round, report));
         }
-        catch (Exception ex)
+        catch (Exception ex) when (ex is not OutOfMemoryException)
         {
             gather = Task.FromException<IReadOnlyList<WorkerReport?>?>(ex);   // rethrown where the task is awaited
         }
