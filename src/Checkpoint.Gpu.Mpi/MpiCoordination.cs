@@ -50,6 +50,12 @@ public sealed partial class MpiCoordination : IWorkerCoordination, IDisposable
     private bool _threadMultiple;
     // Chief: the sequence of the last round whose gather completed (its verdict is the MPI thread's next call).
     private long _gatheredRound;
+    // Chief: rounds whose verdict was sent from the caller's thread (SendVerdictHere), not yet passed by the MPI thread's
+    // round order. Recorded here instead of queueing a no-op item: waking the MPI thread right after the sends (or at the
+    // start of the merge) made it take the CPU from the chief's thread on an oversubscribed node.
+    private readonly ConcurrentDictionary<long, byte> _roundsEndedHere = new();
+    // Items the MPI thread holds back for round order (read by SendVerdictHere to decide whether to wake it).
+    private int _deferredCount;
 
     private MpiCoordination(string[] args)
     {
@@ -127,9 +133,15 @@ public sealed partial class MpiCoordination : IWorkerCoordination, IDisposable
             var midRound = false;
             foreach (var arrived in _queue.GetConsumingEnumerable())
             {
-                deferred.Add(arrived);
-                while (deferred.FirstOrDefault(Runnable) is { } item)
+                if (arrived.Step != Step.Wake) deferred.Add(arrived);
+                while (true)
                 {
+                    // Publish what waits before reading which rounds ended on a caller's thread; SendVerdictHere records
+                    // the round before reading the count, so either this sees the round or it sees the count and wakes us.
+                    Volatile.Write(ref _deferredCount, deferred.Count);
+                    Interlocked.MemoryBarrier();
+                    while (_roundsEndedHere.TryRemove(next, out _)) { midRound = false; next++; }
+                    if (deferred.FirstOrDefault(Runnable) is not { } item) break;
                     deferred.Remove(item);
                     item.Execute(this);
                     if (item.Step == Step.Gather) midRound = true;
@@ -160,6 +172,15 @@ public sealed partial class MpiCoordination : IWorkerCoordination, IDisposable
         Verdict,
         /// <summary>A failed rank's gather and verdict together; ends the round.</summary>
         Both,
+        /// <summary>Nothing to run: wakes the MPI thread to re-check its held-back items (a round ended on a caller's thread).</summary>
+        Wake,
+    }
+
+    private sealed class WakeItem() : WorkItem(0, Step.Wake)
+    {
+        public override void Execute(MpiCoordination owner) { }
+
+        public override void Fail(Exception error) { }
     }
 
     private abstract class WorkItem(long round, Step step)
@@ -391,6 +412,8 @@ public sealed partial class MpiCoordination : IWorkerCoordination, IDisposable
                     continue;
                 }
                 var reports = gather.Complete();
+                // Completed here, without the MPI thread: the verdict is sent from the caller's thread as well, which then
+                // records the round as ended (EndRoundHere), so the MPI thread's later calls keep their order.
                 Volatile.Write(ref _gatheredRound, round.Sequence);
                 return (null, reports);
             }
@@ -400,12 +423,6 @@ public sealed partial class MpiCoordination : IWorkerCoordination, IDisposable
             // The round still ends on the MPI thread; the caller gets the error as from the MPI thread.
             return (Enqueue<IReadOnlyList<WorkerReport?>?>(what, round.Timeout, _ => throw ex, round, Step.Gather), null);
         }
-        finally
-        {
-            // Completed here: the round's gather step still passes through the MPI thread, so later calls keep their order.
-            if (Volatile.Read(ref _gatheredRound) == round.Sequence)
-                ObserveFailure(Enqueue(what, round.Timeout, _ => (IReadOnlyList<WorkerReport?>?)null, round, Step.Gather).Task);
-        }
         return (Enqueue(what, round.Timeout, _ =>
         {
             var reports = gather.Wait();
@@ -413,9 +430,6 @@ public sealed partial class MpiCoordination : IWorkerCoordination, IDisposable
             return (IReadOnlyList<WorkerReport?>?)reports;
         }, round, Step.Gather), null);
     }
-
-    private static void ObserveFailure(Task task) =>
-        _ = task.ContinueWith(t => _ = t.Exception, CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted | TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
 
     /// <summary>The chief's side of a gather: receives posted at once, completed by polling (caller) or waiting (MPI thread).</summary>
     private sealed class ChiefGather
@@ -652,8 +666,10 @@ public sealed partial class MpiCoordination : IWorkerCoordination, IDisposable
         return Enqueue($"broadcasting the verdict for {round.Prefix}", Rank == 0 ? round.Timeout : 2 * round.Timeout, w => VerdictCall(w, bytes, round.Sequence), round, Step.Verdict);
     }
 
-    // The chief's gather for this round has completed on the MPI thread, whose next call can only be this round's
-    // verdict (rounds run in order): nothing else uses MPI meanwhile, so the caller may send it.
+    // The chief's gather for this round has completed (on the MPI thread, or on the caller's); no other call of a save
+    // round can run on the MPI thread before this round ends (rounds run in order), so the caller may send the verdict.
+    // Barriers and broadcasts issued meanwhile by other threads may run on the MPI thread concurrently: MPI_THREAD_MULTIPLE
+    // allows it, and they match by their own tags, or as collectives in their own issue order.
     private bool CanSendVerdictHere(CoordinationRound round) => _threadMultiple && round.Sequence != 0 && Volatile.Read(ref _gatheredRound) == round.Sequence;
 
     private CoordinationVerdict? SendVerdictHere(CoordinationRound round, CoordinationVerdict? verdict)
@@ -669,10 +685,27 @@ public sealed partial class MpiCoordination : IWorkerCoordination, IDisposable
         }
         finally
         {
-            // The round ends on the MPI thread too, so that its later calls run in order.
-            Enqueue($"ending round {round.Sequence}", round.Timeout, _ => true, round, Step.Verdict);
+            EndRoundHere(round.Sequence);
         }
         return verdict;
+    }
+
+    // The round's verdict was sent from this thread: the MPI thread passes the round when it next looks at its queue (later
+    // calls keep their order) and is woken only when it holds back items for round order — not on every save, where
+    // the wake-up landed right after the sends and took the CPU from the chief's thread on an oversubscribed node.
+    private void EndRoundHere(long sequence)
+    {
+        _roundsEndedHere[sequence] = 0;
+        Interlocked.MemoryBarrier();
+        if (Volatile.Read(ref _deferredCount) == 0 || Volatile.Read(ref _disposed) != 0) return;
+        try
+        {
+            _queue.Add(new WakeItem());
+        }
+        catch (InvalidOperationException)
+        {
+            // Disposed meanwhile: the MPI thread fails what it held back.
+        }
     }
 
     // Non-chief: the MPI thread waits for the chief's "merging" message (which follows every report's arrival).

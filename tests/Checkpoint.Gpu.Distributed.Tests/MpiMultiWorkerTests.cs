@@ -166,6 +166,29 @@ public sealed partial class MpiMultiWorkerTests(ITestOutputHelper output) : IDis
         }
     }
 
+    [Fact]
+    public async Task RoundEndedOnTheChiefsThread_WakesTheMpiThreadForAHeldBackFailureRound()
+    {
+        if (!MpiAvailable()) return;
+        // The chief gathers and decides round 1 on its own thread (no MPI-thread work item), after queueing its failure
+        // report for round 2, which the MPI thread holds back until round 1 ends. The chief then makes no MPI call for 4 s:
+        // only EndRoundHere's wake lets the MPI thread run round 2 at once (without it, round 2 waited for the chief's
+        // next call, or hung into the watchdog).
+        var run = await MpiexecAsync(3, ["rounds", "--mpi"]);
+        Assert.True(run.ExitCode == 0, run.StandardOutput + run.StandardError);
+        for (var r = 0; r < 3; r++) Assert.Contains("ROUND 1 published=True", run.Rank(r), StringComparison.Ordinal);
+        for (var r = 1; r < 3; r++)
+        {
+            var m = RoundTwo().Match(run.Rank(r));
+            Assert.True(m.Success, run.Rank(r));
+            var seconds = double.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture);
+            Assert.True(seconds < 3, $"rank {r} waited {seconds} s for round 2's verdict (the chief held its thread 4 s)");
+        }
+    }
+
+    [GeneratedRegex(@"ROUND 2 published=False failed_ranks=0 after ([0-9.]+) s")]
+    private static partial Regex RoundTwo();
+
     [Theory]
     [InlineData(false, "--fail-rank")]
     [InlineData(true, "--fail-write-rank")]

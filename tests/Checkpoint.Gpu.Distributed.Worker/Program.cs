@@ -37,7 +37,8 @@ try
         "save" when options.ContainsKey("async") => await SaveAsync(accelerator, worker, options),
         "save" => Save(accelerator, worker, options),
         "restore" => Restore(accelerator, worker, options, mpi),
-        _ => throw new ArgumentException("mode must be save or restore"),
+        "rounds" => Rounds(mpi ?? throw new ArgumentException("rounds needs --mpi")),
+        _ => throw new ArgumentException("mode must be save, restore or rounds"),
     };
 }
 catch (MultiWorkerCheckpointException ex)
@@ -197,6 +198,41 @@ static int Restore(Accelerator accelerator, WorkerContext worker, Dictionary<str
 
 // Worker r holds embedding row slice r (of min(N, rows)); with --chief-holds-all the chief holds every slice and, with
 // the default PlacementOwnership, writes everything: the other workers own nothing and only report.
+// Round order when the chief ends a round on its own thread: round 1 is gathered and decided by the chief's caller
+// (every report is in before it gathers), while its failure report for round 2 — queued before round 1's verdict — is
+// held back by the MPI thread for round order. Sharing round 1's verdict must then wake the MPI thread to run round 2:
+// the chief makes no other MPI call for HoldSeconds, so the other ranks get round 2's verdict quickly only through that wake.
+static int Rounds(MpiCoordination mpi)
+{
+    const int HoldSeconds = 4;
+    var timeout = TimeSpan.FromSeconds(30);
+    CoordinationRound Round(long k) => new($"/rounds/ckpt-{k}", 1, timeout, WaitForVerdict: true, JobId: null) { Sequence = k };
+    WorkerReport Report(long k, bool ok) => new() { Rank = mpi.Rank, WorldSize = mpi.WorldSize, Succeeded = ok, Prefix = $"/rounds/ckpt-{k}", Error = ok ? null : "injected" };
+    if (mpi.Rank == 0)
+    {
+        Thread.Sleep(500);   // every other report is in: the gather completes on this thread
+        var reports = mpi.Gather(Round(1), Report(1, true))!;
+        if (reports.Any(r => r is not { Succeeded: true })) throw new InvalidOperationException("round 1: a report is missing");
+        mpi.ReportFailure(Round(2), Report(2, false));
+        var verdict = mpi.ShareVerdict(Round(1), new CoordinationVerdict { Published = true });
+        Console.WriteLine($"ROUND 1 published={verdict!.Published}");
+        Thread.Sleep(TimeSpan.FromSeconds(HoldSeconds));
+    }
+    else
+    {
+        _ = mpi.Gather(Round(1), Report(1, true));
+        var first = mpi.ShareVerdict(Round(1), null);
+        Console.WriteLine($"ROUND 1 published={first!.Published}");
+        _ = mpi.Gather(Round(2), Report(2, true));
+        var clock = Stopwatch.StartNew();
+        var second = mpi.ShareVerdict(Round(2), null);
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"ROUND 2 published={second!.Published} failed_ranks={string.Join(",", second.FailedRanks)} after {clock.Elapsed.TotalSeconds:0.000} s (the chief holds {HoldSeconds} s)"));
+    }
+    mpi.Barrier(timeout);
+    return 0;
+}
+
 static int[] EmbeddingParts(WorkerContext worker, Dictionary<string, string> o)
 {
     var count = (int)Math.Min(worker.WorldSize, WorkerModel.EmbShape[0]);
