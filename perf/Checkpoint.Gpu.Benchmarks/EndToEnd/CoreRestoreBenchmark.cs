@@ -59,7 +59,7 @@ internal static class CoreRestoreBenchmark
             }
             await acc.DefaultStream.SynchronizeAsync();
             var manager = new CheckpointManager(ckpt, ckptDir, maxToKeep: 1);
-            prefix = manager.Save();
+            prefix = manager.Save() ?? throw new InvalidOperationException("the manager skipped the save");
 
             // Interleaved per repeat (the machine's load and the disk drift within minutes): into the built model, the bare
             // model build, build-then-restore, restore-on-create. The built model stays alive throughout.
