@@ -74,6 +74,7 @@ public static class EndToEndBenchmark
             double firstSave, steadySave, syncSave, noCrcSave, restore, restoreCrcCost = double.NaN;
             var steady = new List<double>(); var syncTimes = new List<double>();
             long ringBytes, restorePeakExtra = 0;
+            var restorePairedRatio = double.NaN;
             {
                 ResetPeakRss();
                 var rssBefore = CurrentRss();
@@ -126,8 +127,16 @@ public static class EndToEndBenchmark
                 var restores = new List<double>(); long restorePeak = 0;
                 var restoreCpu = new List<double>();
                 var self = Process.GetCurrentProcess();
+                // This VM's disk flips between two read speeds (~0.8 and ~1.5 GB/s) from one second to the next, so each
+                // restore is also paired with fio reading the checkpoint's own data file, cold, just before it.
+                var pairedRatios = new List<double>(); var pairedFio = new List<double>();
+                var ckptData = BundleNaming.DataFile(prefix, 0, 1);
+                var ckptDataLength = new FileInfo(ckptData).Length;
                 for (var i = 0; i < repeats; i++)
                 {
+                    DropCaches();
+                    var fioPaired = Fio($"--name=ckptread --filename={ckptData} --rw=read --bs=8M --size={ckptDataLength} --direct=1 --ioengine=libaio --iodepth=2 --numjobs=1 --readonly", ckptDataLength, "read");
+                    pairedFio.Add(fioPaired);
                     DropCaches();
                     ResetPeakRss();
                     var before = CurrentRss();
@@ -138,6 +147,7 @@ public static class EndToEndBenchmark
                         await session.RestoreAsync(buffers.Select((b, j) => new RestoreTarget(Key(j), b.AsView())).ToArray());
                     await acc.SynchronizeAsync();
                     restores.Add(sw.Elapsed.TotalSeconds);
+                    pairedRatios.Add(fioPaired / sw.Elapsed.TotalSeconds);
                     self.Refresh();
                     restoreCpu.Add((self.TotalProcessorTime - cpu0).TotalSeconds);
                     restorePeak = Math.Max(restorePeak, PeakRss() - before);
@@ -146,7 +156,9 @@ public static class EndToEndBenchmark
                 // CPU seconds of the whole process per restore (user + system, all threads) and the share of the machine's
                 // cores that is: near 1.0 the restore is CPU-bound, whatever the disk could give.
                 Emit("restore_cold", total, restore, extra: new() { ["peak_extra_rss_bytes"] = restorePeak, ["cpu_seconds"] = Math.Round(Median(restoreCpu), 3),
-                    ["cpu_utilization"] = Math.Round(Median(restoreCpu) / (restore * Environment.ProcessorCount), 3) });
+                    ["cpu_utilization"] = Math.Round(Median(restoreCpu) / (restore * Environment.ProcessorCount), 3),
+                    ["paired_fio_read_gbps"] = Math.Round(ckptDataLength / Median(pairedFio) / GB, 3), ["paired_ratios"] = pairedRatios.Select(r => Math.Round(r, 3)).ToArray() });
+                restorePairedRatio = Median(pairedRatios);
                 restorePeakExtra = restorePeak;
                 restoreCrcCost = await RestoreCrcCostAsync(acc, buffers, prefix, repeats, total);
                 BundleCommit.DeleteCheckpoint(prefix);
@@ -243,6 +255,8 @@ public static class EndToEndBenchmark
                 ["sync_save_vs_fio_write"] = (total / syncSave) / (total / Median(fioW)),
                 ["save_first_vs_fio_write"] = (total / firstSave) / (total / Median(fioW)),
                 ["restore_vs_fio_read"] = (total / restore) / (total / Median(fioR)),
+                // Median over repeats of (fio reading the checkpoint's data file cold) / (our cold restore right after it).
+                ["restore_vs_fio_read_paired"] = restorePairedRatio,
                 ["save_vs_torch_save"] = torch is { } t2 ? t2.Save / steadySave : null,
                 ["restore_vs_torch_load"] = torch is { } t3 ? t3.Load / restore : null,
                 ["save_vs_naive"] = naive / steadySave,
@@ -339,8 +353,14 @@ public static class EndToEndBenchmark
         {
             await using var pipeline = new CheckpointPipeline(acc, new CheckpointPipelineOptions { ComputeChecksums = !noCrc });
             var self = Process.GetCurrentProcess();
+            var dataFile = BundleNaming.DataFile(prefix, 0, 1);
             for (var i = 0; i < repeats; i++)
             {
+                // fio reading the checkpoint's own data file, cold, right before: the limit of this very minute.
+                DropCaches();
+                var fio = Fio($"--name=ckptread --filename={dataFile} --rw=read --bs=8M --size={new FileInfo(dataFile).Length} --direct=1 --ioengine=libaio --iodepth=2 --numjobs=1 --readonly", new FileInfo(dataFile).Length, "read");
+                DropCaches();
+                var raw = RawReadSeconds(dataFile, 3);
                 DropCaches();
                 self.Refresh();
                 var cpu0 = self.TotalProcessorTime;
@@ -356,6 +376,8 @@ public static class EndToEndBenchmark
                     ["name"] = "restore_loop", ["device"] = s_device, ["run"] = i, ["bytes"] = total, ["seconds"] = Math.Round(wall, 4),
                     ["gbps"] = Math.Round(total / wall / GB, 3), ["cpu_seconds"] = Math.Round((self.TotalProcessorTime - cpu0).TotalSeconds, 3),
                     ["user_seconds"] = Math.Round((self.UserProcessorTime - user0).TotalSeconds, 3), ["checksums"] = !noCrc,
+                    ["fio_read_gbps"] = Math.Round(new FileInfo(dataFile).Length / fio / GB, 3), ["vs_fio_read"] = Math.Round(fio / wall, 3),
+                    ["raw_read_gbps"] = Math.Round(new FileInfo(dataFile).Length / raw / GB, 3),
                 }));
             }
         }
@@ -363,6 +385,31 @@ public static class EndToEndBenchmark
         {
             BundleCommit.DeleteCheckpoint(prefix);
         }
+    }
+
+    /// <summary>The storage seam's positional O_DIRECT reads alone: <paramref name="readers"/> threads, 8 MiB each, into page-locked memory, in file order.</summary>
+    private static double RawReadSeconds(string path, int readers)
+    {
+        using var file = LocalShardStorage.Instance.OpenForRead(path, preferDirectIO: true);
+        var length = file.Length;
+        const int chunk = 8 << 20;
+        using var acc = Accelerator.Create(AcceleratorKind.Cpu);
+        using var pinned = acc.AllocatePinned((long)chunk * readers);
+        long next = 0;
+        var sw = Stopwatch.StartNew();
+        var threads = Enumerable.Range(0, readers).Select(r => new Thread(() =>
+        {
+            var memory = pinned.GetMemory((long)r * chunk, chunk);
+            while (true)
+            {
+                var offset = Interlocked.Add(ref next, chunk) - chunk;
+                if (offset >= length) return;
+                _ = file.ReadAsync(memory, offset, CancellationToken.None).AsTask().GetAwaiter().GetResult();
+            }
+        })).ToList();
+        threads.ForEach(t => t.Start());
+        threads.ForEach(t => t.Join());
+        return sw.Elapsed.TotalSeconds;
     }
 
     private static async Task RestoreCrcOnlyAsync(Accelerator acc, DeviceBuffer[] buffers, long[] sizes, long total, string dir, int repeats)
