@@ -51,7 +51,12 @@ public static class EndToEndBenchmark
         {
             if (args.Contains("--sweep")) { await SweepAsync(acc, buffers, sizes, dir); return 0; }
             if (args.Contains("--restore-sweep")) { await RestoreSweepAsync(acc, buffers, sizes, dir, repeats); return 0; }
-            if (args.Contains("--restore-loop")) { await RestoreLoopAsync(acc, buffers, sizes, total, dir, repeats, args.Contains("--no-crc")); return 0; }
+            if (args.Contains("--restore-loop"))
+            {
+                await RestoreLoopAsync(acc, buffers, sizes, total, dir, repeats, args.Contains("--no-crc"),
+                    int.Parse(Arg(args, "--readers") ?? CheckpointPipelineOptions.DefaultReaderCount.ToString(CultureInfo.InvariantCulture), CultureInfo.InvariantCulture));
+                return 0;
+            }
             if (args.Contains("--restore-crc-only")) { await RestoreCrcOnlyAsync(acc, buffers, sizes, total, dir, repeats); return 0; }
             if (args.Contains("--core-only")) { await CoreOnlyAsync(acc, buffers, total, dir, repeats, Arg(args, "--gib") ?? "1"); return 0; }
             if (args.Contains("--save-only")) { await SaveOnlyAsync(acc, buffers, sizes, dir, repeats, args.Contains("--zeros")); return 0; }
@@ -345,13 +350,13 @@ public static class EndToEndBenchmark
     /// each), one JSON line per restore with its CPU time (user + system, whole process): a loop to profile the restore
     /// (e.g. under <c>perf record</c>) without fio or saves in the way. <c>--no-crc</c> turns checksumming off.
     /// </summary>
-    private static async Task RestoreLoopAsync(Accelerator acc, DeviceBuffer[] buffers, long[] sizes, long total, string dir, int repeats, bool noCrc)
+    private static async Task RestoreLoopAsync(Accelerator acc, DeviceBuffer[] buffers, long[] sizes, long total, string dir, int repeats, bool noCrc, int readers)
     {
         var prefix = Path.Combine(dir, "ckpt-loop");
         await using (var saver = new CheckpointPipeline(acc)) await TimedSaveAsync(saver, prefix, Plan(buffers, sizes));
         try
         {
-            await using var pipeline = new CheckpointPipeline(acc, new CheckpointPipelineOptions { ComputeChecksums = !noCrc });
+            await using var pipeline = new CheckpointPipeline(acc, new CheckpointPipelineOptions { ComputeChecksums = !noCrc, ReaderCount = readers });
             var self = Process.GetCurrentProcess();
             var dataFile = BundleNaming.DataFile(prefix, 0, 1);
             for (var i = 0; i < repeats; i++)
