@@ -77,11 +77,8 @@ public sealed class DeviceBuffer : IDisposable, IAcceleratorChild
     public void AdviseWillWrite()
     {
         ObjectDisposedException.ThrowIf(IsDisposed, this);
-        if (IsExternal) return;
-        if (_handle is Interop.SafeAlignedMemoryHandle memory && Accelerator is Cpu.CpuAccelerator)
-            Cpu.BackgroundPrefault.Enqueue(memory, LengthInBytes);
-        else if (_handle is Ilgpu.SafeIlgpuBufferHandle ilgpu && Accelerator.Kind == AcceleratorKind.IlgpuCpu)
-            Cpu.BackgroundPrefault.Enqueue(ilgpu, ilgpu.HostAddress, LengthInBytes);
+        if (IsExternal || !IsHostMemory) return;
+        Cpu.BackgroundPrefault.Enqueue(_handle, HostAddress, LengthInBytes);
     }
 
     /// <summary>
@@ -92,6 +89,9 @@ public sealed class DeviceBuffer : IDisposable, IAcceleratorChild
     /// </summary>
     public bool IsHostMemory => !IsDisposed &&
         (Accelerator is Cpu.CpuAccelerator || (Accelerator.Kind == AcceleratorKind.IlgpuCpu && _handle is Ilgpu.SafeIlgpuBufferHandle));
+
+    /// <summary>The host address of byte 0 when <see cref="IsHostMemory"/> (ILGPU's CPU buffers: the raw view's effective address, which its own copies use).</summary>
+    private nint HostAddress => _handle is Ilgpu.SafeIlgpuBufferHandle ilgpu ? ilgpu.HostAddress : _handle.DangerousGetHandle();
 
     /// <summary>
     /// A <see cref="Memory{T}"/> of <paramref name="lengthInBytes"/> bytes of this buffer starting at
@@ -114,7 +114,7 @@ public sealed class DeviceBuffer : IDisposable, IAcceleratorChild
         memory = default;
         address = 0;
         if (!IsHostMemory) return false;
-        address = (_handle is Ilgpu.SafeIlgpuBufferHandle ilgpu ? ilgpu.HostAddress : _handle.DangerousGetHandle()) + (nint)offsetInBytes;
+        address = HostAddress + (nint)offsetInBytes;
         memory = new Interop.HostBufferMemoryManager(_handle, address, lengthInBytes).Memory;
         return true;
     }

@@ -140,7 +140,7 @@ public static class EndToEndBenchmark
                 for (var i = 0; i < repeats; i++)
                 {
                     DropCaches();
-                    var fioPaired = Fio($"--name=ckptread --filename={ckptData} --rw=read --bs=8M --size={ckptDataLength} --direct=1 --ioengine=libaio --iodepth=2 --numjobs=1 --readonly", ckptDataLength, "read");
+                    var fioPaired = FioReadFile(ckptData);
                     pairedFio.Add(fioPaired);
                     DropCaches();
                     ResetPeakRss();
@@ -363,9 +363,9 @@ public static class EndToEndBenchmark
             {
                 // fio reading the checkpoint's own data file, cold, right before: the limit of this very minute.
                 DropCaches();
-                var fio = Fio($"--name=ckptread --filename={dataFile} --rw=read --bs=8M --size={new FileInfo(dataFile).Length} --direct=1 --ioengine=libaio --iodepth=2 --numjobs=1 --readonly", new FileInfo(dataFile).Length, "read");
+                var fio = FioReadFile(dataFile);
                 DropCaches();
-                var raw = RawReadSeconds(dataFile, 3);
+                var raw = await RawReadSecondsAsync(dataFile, 3);
                 DropCaches();
                 self.Refresh();
                 var cpu0 = self.TotalProcessorTime;
@@ -392,8 +392,15 @@ public static class EndToEndBenchmark
         }
     }
 
-    /// <summary>The storage seam's positional O_DIRECT reads alone: <paramref name="readers"/> threads, 8 MiB each, into page-locked memory, in file order.</summary>
-    private static double RawReadSeconds(string path, int readers)
+    /// <summary>fio reading an existing file (a checkpoint's data file) once, O_DIRECT, 8 MiB blocks, 2 in flight, read-only: seconds.</summary>
+    private static double FioReadFile(string path)
+    {
+        var length = new FileInfo(path).Length;
+        return Fio($"--name=ckptread --filename={path} --rw=read --bs=8M --size={length} --direct=1 --ioengine=libaio --iodepth=2 --numjobs=1 --readonly", length, "read");
+    }
+
+    /// <summary>The storage seam's positional O_DIRECT reads alone: <paramref name="readers"/> loops of 8 MiB reads into page-locked memory, in file order: seconds.</summary>
+    private static async Task<double> RawReadSecondsAsync(string path, int readers)
     {
         using var file = LocalShardStorage.Instance.OpenForRead(path, preferDirectIO: true);
         var length = file.Length;
@@ -402,18 +409,12 @@ public static class EndToEndBenchmark
         using var pinned = acc.AllocatePinned((long)chunk * readers);
         long next = 0;
         var sw = Stopwatch.StartNew();
-        var threads = Enumerable.Range(0, readers).Select(r => new Thread(() =>
+        await Task.WhenAll(Enumerable.Range(0, readers).Select(async r =>
         {
             var memory = pinned.GetMemory((long)r * chunk, chunk);
-            while (true)
-            {
-                var offset = Interlocked.Add(ref next, chunk) - chunk;
-                if (offset >= length) return;
-                _ = file.ReadAsync(memory, offset, CancellationToken.None).AsTask().GetAwaiter().GetResult();
-            }
-        })).ToList();
-        threads.ForEach(t => t.Start());
-        threads.ForEach(t => t.Join());
+            for (var offset = Interlocked.Add(ref next, chunk) - chunk; offset < length; offset = Interlocked.Add(ref next, chunk) - chunk)
+                await file.ReadAsync(memory, offset, CancellationToken.None);
+        }));
         return sw.Elapsed.TotalSeconds;
     }
 

@@ -45,12 +45,10 @@ internal static unsafe class BackgroundPrefault
     /// <summary>Populated bytes since process start (diagnostics and tests).</summary>
     internal static long PopulatedBytes;
 
-    /// <summary>Queues <paramref name="handle"/> (a fresh, owned block) for populating; a no-op when unsupported or small.</summary>
-    internal static void Enqueue(SafeAlignedMemoryHandle handle, long lengthInBytes) => Enqueue(handle, handle.DangerousGetHandle(), lengthInBytes);
-
     /// <summary>
-    /// Queues the host memory at <paramref name="address"/> (<paramref name="lengthInBytes"/> bytes, kept alive by
-    /// <paramref name="owner"/>: an ILGPU CPU buffer) for populating; only the whole 4 KiB pages inside it are touched.
+    /// Queues the host memory at <paramref name="address"/> (<paramref name="lengthInBytes"/> bytes of a fresh buffer, kept
+    /// alive by <paramref name="owner"/>: a native CPU block or an ILGPU CPU buffer) for populating; only the whole 4 KiB
+    /// pages inside it are touched; a no-op when unsupported or small.
     /// </summary>
     internal static void Enqueue(SafeHandle owner, nint address, long lengthInBytes)
     {

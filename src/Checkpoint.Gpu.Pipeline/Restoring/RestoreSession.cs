@@ -423,17 +423,16 @@ public sealed class RestoreSession : IAsyncDisposable, IDisposable
             // copy (a third of the bytes a CPU restore moved). Consecutive users of one scratch are ordered explicitly:
             // the next tensor's reads wait for the previous tensor's copy out of the scratch (see Producer).
             var lastScratchUser = new Dictionary<DeviceBuffer, ReadRequest>();
-            var anyIntoScratch = false;
             foreach (var r in requests)
             {
                 if (!r.UsesScratch || !r.Scratch!.TryGetHostMemory(0, 0, out _, out var scratchAddress)) continue;
                 r.ReadsIntoScratch = true;
                 r.ScratchAlignment = (int)(-scratchAddress & (IShardFile.DirectIOAlignmentInBytes - 1));
-                anyIntoScratch = true;
+                r.ScratchCopyOut = new TaskCompletionSource<DeviceEvent>(TaskCreationOptions.RunContinuationsAsynchronously);
                 r.PreviousScratchUser = lastScratchUser.GetValueOrDefault(r.Scratch);
                 lastScratchUser[r.Scratch] = r;
             }
-            if (anyIntoScratch)
+            if (lastScratchUser.Count > 0)
             {
                 foreach (var r in requests) r.PieceCount = 0;
                 windows = BuildWindows(requests, ring.SlotSizeInBytes);
@@ -453,7 +452,7 @@ public sealed class RestoreSession : IAsyncDisposable, IDisposable
                         if (w.ScratchTarget is { PreviousScratchUser: { } previous } && w.Pieces[0].OffsetInTensor == 0)
                         {
                             // The shared scratch still holds the previous tensor until its copy out completes.
-                            var copyOut = await previous.ScratchCopyOut.Task.WaitAsync(token).ConfigureAwait(false);
+                            var copyOut = await previous.ScratchCopyOut!.Task.WaitAsync(token).ConfigureAwait(false);
                             await copyOut.Completion.WaitAsync(token).ConfigureAwait(false);
                         }
                         var slot = await ring.RentAsync(token).ConfigureAwait(false);
@@ -643,7 +642,7 @@ public sealed class RestoreSession : IAsyncDisposable, IDisposable
         {
             var copyOut = r.ScratchStream!.EnqueueCopy(r.Scratch!.View(r.ScratchHead, r.Entry.Size), r.Destination);
             current!.Events.Add(copyOut);
-            r.ScratchCopyOut.TrySetResult(copyOut);
+            r.ScratchCopyOut?.TrySetResult(copyOut);
             return;
         }
         foreach (var (job, p) in r.Held)
@@ -746,8 +745,8 @@ public sealed class RestoreSession : IAsyncDisposable, IDisposable
         /// <summary>The tensor read into the same scratch before this one; its copy out must complete before this one's reads.</summary>
         public ReadRequest? PreviousScratchUser { get; set; }
 
-        /// <summary>The copy out of the scratch into the destination, once enqueued (after verification).</summary>
-        public TaskCompletionSource<DeviceEvent> ScratchCopyOut { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        /// <summary>The copy out of the scratch into the destination, once enqueued after verification (set when <see cref="ReadsIntoScratch"/>).</summary>
+        public TaskCompletionSource<DeviceEvent>? ScratchCopyOut { get; set; }
 
         /// <summary>
         /// The stream of the scratch copies (slot → scratch, then scratch → destination): one per destination stream and

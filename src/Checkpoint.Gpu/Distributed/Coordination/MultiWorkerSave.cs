@@ -164,10 +164,9 @@ internal sealed class MultiWorkerSave
         var step = await Blocking(async, () => ReportStep(async, cancellationToken)).ConfigureAwait(false);
         if (_worker.IsChief)
         {
-            if (step.Merged is { } refusal)
+            if (step.Merged is { } merged)
             {
-                if (refusal.Refusal is { } a) throw await AbortAsync(async, a.Missing, a.Failed, a.Reason, a.Inner).ConfigureAwait(false);
-                await Blocking(async, () => RemoveTempDirectory(FullPrefix)).ConfigureAwait(false);
+                await EndPublishAsync(merged.Refusal, async).ConfigureAwait(false);
                 return;
             }
             IReadOnlyList<WorkerReport?> reports;
@@ -276,8 +275,14 @@ internal sealed class MultiWorkerSave
         // is published and every rank must hear it. The verdict is sent by the same thread right after the merge's
         // commit point (for an asynchronous save, the blocking-IO thread that merged): a hand-off back to the thread
         // pool in between cost milliseconds of every rank's wait under load (issue 16's per-stage trace).
-        var abort = await Blocking(async, () => MergeAndShareVerdict(reports)).ConfigureAwait(false);
-        if (abort is { } a) throw await AbortAsync(async, a.Missing, a.Failed, a.Reason, a.Inner).ConfigureAwait(false);
+        var refusal = await Blocking(async, () => MergeAndShareVerdict(reports)).ConfigureAwait(false);
+        await EndPublishAsync(refusal, async).ConfigureAwait(false);
+    }
+
+    /// <summary>After the chief's merge: aborts the round when it refused (throws), else removes the temporary directory.</summary>
+    private async Task EndPublishAsync(Refusal? refusal, bool async)
+    {
+        if (refusal is { } a) throw await AbortAsync(async, a.Missing, a.Failed, a.Reason, a.Inner).ConfigureAwait(false);
         await Blocking(async, () => RemoveTempDirectory(FullPrefix)).ConfigureAwait(false);
     }
 
