@@ -50,17 +50,20 @@ public static partial class CheckpointDebris
     }
 
     /// <summary>
-    /// Removes the debris <see cref="Find"/> lists, except <c>_temp</c> directories named in <paramref name="keep"/> (the
-    /// part directory of a multi-worker save in progress), then flushes the directory.
+    /// Removes the debris <see cref="Find"/> lists, except <c>_temp</c> directories named in <paramref name="keep"/> or
+    /// accepted by <paramref name="keepDirectory"/> (part directories of multi-worker saves in progress), then flushes the
+    /// directory.
     /// </summary>
     /// <param name="directory">The checkpoint directory.</param>
     /// <param name="keep">Full paths of <c>&lt;prefix&gt;_temp</c> directories to leave alone; may be null.</param>
+    /// <param name="keepDirectory">Asked for each <c>_temp</c> directory (full path) as it is found, so one that another
+    /// process creates while this call runs is judged too; true leaves it alone. May be null.</param>
     /// <param name="stateFileName">The state file's name (default <c>checkpoint</c>).</param>
     /// <param name="storage">Storage seam for deletes and the directory flush; local when null.</param>
     /// <returns>The paths removed.</returns>
     /// <exception cref="ArgumentException"><paramref name="directory"/> is empty.</exception>
     public static IReadOnlyList<string> Remove(string directory, IEnumerable<string>? keep = null, string stateFileName = CheckpointStateFile.FileName,
-        IShardStorage? storage = null)
+        IShardStorage? storage = null, Func<string, bool>? keepDirectory = null)
     {
         storage ??= LocalShardStorage.Instance;
         var keepSet = new HashSet<string>((keep ?? []).Select(k => Path.TrimEndingDirectorySeparator(Path.GetFullPath(k))), StringComparer.Ordinal);
@@ -71,7 +74,7 @@ public static partial class CheckpointDebris
             {
                 if (Directory.Exists(path))
                 {
-                    if (keepSet.Contains(path)) continue;
+                    if (keepSet.Contains(path) || keepDirectory?.Invoke(path) == true) continue;
                     foreach (var f in Directory.EnumerateFiles(path)) storage.Delete(f);
                     Directory.Delete(path);
                 }

@@ -172,6 +172,10 @@ internal sealed partial class SaveOperation
 
             await StreamAsync(files, ct).ConfigureAwait(false);
             ThrowIfFailed();
+            // Every byte is staged and written, so every device read has completed: a tensor whose staged signal is still
+            // queued behind its last copy's completion (SignalStaged's continuation) is marked here, so Snapshotted never
+            // completes after the handle (nor, were ReleaseBarriers to win that race, never at all).
+            for (var i = 0; i < _staged.Length; i++) MarkStaged(i);
             SnapshotDuration = _stopwatch.Elapsed;
             await CommitAsync(commit, files, ct).ConfigureAwait(false);
             Volatile.Write(ref _entries, _committedEntries);

@@ -276,11 +276,11 @@ public sealed class CheckpointManager : IDisposable
         _lock = CheckpointDirectoryLock.Acquire(Directory);
         // Multi-worker: other ranks may already be writing the parts of this or a later save (async saves do not wait
         // for the chief), so no part directory is removed here; each is removed by the chief after its verdict, and a
-        // crashed run's one is replaced when that checkpoint number is saved again.
-        IEnumerable<string> keep = options?.MultiWorker is not null
-            ? CheckpointDebris.Find(Directory).Where(p => p.EndsWith("_temp", StringComparison.Ordinal))
-            : [Path.GetFullPath(prefix) + "_temp"];
-        var removed = CheckpointDebris.Remove(Directory, keep: keep.ToList());
+        // crashed run's one is replaced when that checkpoint number is saved again. Judged as each is found: a part
+        // directory another rank creates while the sweep runs is kept too (a snapshot taken first would miss it).
+        var removed = options?.MultiWorker is not null
+            ? CheckpointDebris.Remove(Directory, keepDirectory: _ => true)
+            : CheckpointDebris.Remove(Directory, keep: [Path.GetFullPath(prefix) + "_temp"]);
         if (removed.Count > 0 && Checkpoint.Log is { } log)
             log.WriteLine($"CheckpointManager: removed {removed.Count} leftover temporary file(s) of interrupted saves in {Directory}: {string.Join(", ", removed.Select(Path.GetFileName).Take(5))}{(removed.Count > 5 ? ", …" : "")}");
     }
