@@ -157,6 +157,62 @@ public sealed class CheckpointPipeline : IAsyncDisposable, IDisposable
 
     internal HostArena Arena { get; }
 
+    // A restore's host-memory scratch kept for the next restore (CheckpointPipelineOptions.RetainRestoreScratch); used and
+    // changed only under RingLock.
+    private DeviceBuffer? _retainedScratch;
+
+    /// <summary>The kept restore scratch buffer, if any (for tests).</summary>
+    internal DeviceBuffer? RetainedScratch => Volatile.Read(ref _retainedScratch);
+
+    /// <summary>Host memory held by a kept restore scratch buffer, in bytes (0 when none is kept).</summary>
+    public long RetainedRestoreScratchInBytes => Volatile.Read(ref _retainedScratch)?.LengthInBytes ?? 0;
+
+    /// <summary>
+    /// Takes the kept scratch when it is on <paramref name="accelerator"/> and holds at least <paramref name="lengthInBytes"/>
+    /// bytes (a kept one too small is freed). Under <see cref="RingLock"/>.
+    /// </summary>
+    internal DeviceBuffer? TakeRetainedScratch(Accelerator accelerator, long lengthInBytes)
+    {
+        var kept = _retainedScratch;
+        if (kept is null || !ReferenceEquals(kept.Accelerator, accelerator)) return null;
+        Volatile.Write(ref _retainedScratch, null);
+        if (!kept.IsDisposed && kept.LengthInBytes >= lengthInBytes) return kept;
+        if (!kept.IsDisposed && !kept.Accelerator.IsDisposed) kept.Dispose();
+        return null;
+    }
+
+    /// <summary>
+    /// Keeps <paramref name="buffer"/> (host memory on this pipeline's accelerator) for the next restore, or frees it.
+    /// Under <see cref="RingLock"/>, after every copy into and out of it completed.
+    /// </summary>
+    internal void RetainOrFreeScratch(DeviceBuffer buffer, bool retain)
+    {
+        if (buffer.IsDisposed) return;
+        retain &= ReferenceEquals(buffer.Accelerator, Accelerator) && buffer.IsHostMemory && Volatile.Read(ref _disposed) == 0;
+        var previous = _retainedScratch;
+        if (retain && (previous is null || previous.IsDisposed || previous.LengthInBytes <= buffer.LengthInBytes))
+        {
+            Volatile.Write(ref _retainedScratch, buffer);
+            if (previous is not null && !ReferenceEquals(previous, buffer)) FreeScratch(previous);
+            return;
+        }
+        FreeScratch(buffer);
+    }
+
+    /// <summary>Frees a kept restore scratch (a save is about to run, or the pipeline goes). Under <see cref="RingLock"/>.</summary>
+    internal void FreeRetainedScratch()
+    {
+        var kept = _retainedScratch;
+        if (kept is null) return;
+        Volatile.Write(ref _retainedScratch, null);
+        FreeScratch(kept);
+    }
+
+    private static void FreeScratch(DeviceBuffer buffer)
+    {
+        if (!buffer.IsDisposed && !buffer.Accelerator.IsDisposed) buffer.Dispose();
+    }
+
     internal AcceleratorStream CopyStream { get; }
 
     // One copy engine per accelerator (TF's MultiDeviceSaver): device sources on other accelerators are copied into the
@@ -471,6 +527,7 @@ public sealed class CheckpointPipeline : IAsyncDisposable, IDisposable
             _foreignCopyStreams.Clear();
         }
         // The accelerator may already be gone (disposed with no save pending): its children were freed with it.
+        FreeRetainedScratch();
         if (!Accelerator.IsDisposed)
         {
             CopyStream.Dispose();

@@ -116,6 +116,20 @@ public sealed class CheckpointPipelineOptions
     }
 
     /// <summary>
+    /// Keep a restore's scratch buffer for the next restore when it is host memory (the CPU accelerators: native, and
+    /// ILGPU's), until a save runs through the pipeline or the pipeline is disposed. Default <see langword="true"/>.
+    /// </summary>
+    /// <remarks>
+    /// A restore needs a scratch buffer as large as its largest tensor that does not fit in half the ring (verify before
+    /// write; see <see cref="RestoreSession"/>). Fresh host memory is slow to touch: on the reference VM, populating
+    /// 256 MiB took 0.09–0.45 s, and a 1 GiB cold restore reading into a fresh scratch ran at 0.71–0.86 GB/s against
+    /// 1.44–1.56 GB/s into a kept one (<c>e2e --restore-loop</c>, same minutes). Repeated restores into a running model (an
+    /// evaluator following a trainer's checkpoints) keep it; the first save hands it back, so a trainer that restores once
+    /// and then saves does not hold it. Device-memory scratch (GPUs) is never kept.
+    /// </remarks>
+    public bool RetainRestoreScratch { get; init; } = true;
+
+    /// <summary>
     /// Device memory, in bytes, that write barriers may use for copy-on-write clones under
     /// <see cref="SnapshotPolicy.WriteBarriers"/>. Default 1 GiB. 0 makes barriers wait for staging.
     /// </summary>

@@ -186,6 +186,65 @@ public sealed class RestoreTests
     }
 
     /// <summary>
+    /// A restore's host-memory scratch is kept for the next restore through the same pipeline (warm memory: fresh memory
+    /// is slow to touch), the next restore reads through the same buffer and lands TF-format values bit for bit, a failed
+    /// restore does not keep it, and the next save hands it back; with <c>RetainRestoreScratch = false</c> none is kept.
+    /// </summary>
+    [Theory]
+    [InlineData(AcceleratorKind.Cpu, true)]
+    [InlineData(AcceleratorKind.IlgpuCpu, true)]
+    [InlineData(AcceleratorKind.Cpu, false)]
+    public async Task RestoreAsync_HostScratch_KeptForTheNextRestore_UntilASave(AcceleratorKind kind, bool retain)
+    {
+        using var dir = new TempDir();
+        using var acc = Accelerator.Create(kind);
+        long[] sizes = [4097, 100_003, 65_541];
+        using var model = new TestModel(acc, sizes, withHostAndString: false);
+        var prefix = await SaveReference(dir, model, 1);
+        var targets = Enumerable.Range(0, sizes.Length).Select(i => new RestoreTarget(TestModel.Key(i), model.Buffers[i].AsView())).ToArray();
+        await using var pipeline = new CheckpointPipeline(acc, new CheckpointPipelineOptions { SlotSizeInBytes = 8192, SlotCount = 4, RetainRestoreScratch = retain });
+        Assert.Equal(0, pipeline.RetainedRestoreScratchInBytes);
+        await using (var session = pipeline.OpenRestore(prefix)) await session.RestoreAsync(targets);
+        if (!retain)
+        {
+            Assert.Equal(0, pipeline.RetainedRestoreScratchInBytes);
+            return;
+        }
+        var kept = pipeline.RetainedScratch;
+        Assert.NotNull(kept);
+        Assert.True(pipeline.RetainedRestoreScratchInBytes >= sizes[1], "kept scratch smaller than the largest scratch tensor");
+
+        // The next restore overwrites other values through the same (kept) buffer.
+        for (var i = 0; i < sizes.Length; i++) Data.Upload(acc, model.Buffers[i], new byte[sizes[i]]);
+        var before = Interlocked.Read(ref RestoreSession.BytesReadIntoScratch);
+        await using (var session = pipeline.OpenRestore(prefix)) await session.RestoreAsync(targets);
+        for (var i = 0; i < sizes.Length; i++) Assert.True(model.Expected(i, 5).AsSpan().SequenceEqual(Data.Download(acc, model.Buffers[i])), $"tensor {i}");
+        Assert.True(Interlocked.Read(ref RestoreSession.BytesReadIntoScratch) - before >= sizes[1] + sizes[2], "not read into the scratch");
+        Assert.Same(kept, pipeline.RetainedScratch);
+        Assert.False(kept!.IsDisposed);
+
+        // A failed restore frees it.
+        var dataPath = BundleNaming.DataFile(prefix, 0, 1);
+        var bytes = File.ReadAllBytes(dataPath);
+        bytes[4097 + 50_000] ^= 0x10;
+        File.WriteAllBytes(dataPath, bytes);
+        await using (var session = pipeline.OpenRestore(prefix))
+            await Assert.ThrowsAsync<CheckpointFormatException>(() => session.RestoreAsync(targets));
+        Assert.Equal(0, pipeline.RetainedRestoreScratchInBytes);
+        Assert.True(kept.IsDisposed);
+
+        // A save hands a kept scratch back.
+        bytes[4097 + 50_000] ^= 0x10;
+        File.WriteAllBytes(dataPath, bytes);
+        await using (var session = pipeline.OpenRestore(prefix)) await session.RestoreAsync(targets);
+        var second = pipeline.RetainedScratch;
+        Assert.NotNull(second);
+        await pipeline.QueueSave(dir.Prefix("after"), SavePlan.Create(model.Items())).Completion;
+        Assert.Equal(0, pipeline.RetainedRestoreScratchInBytes);
+        Assert.True(second!.IsDisposed);
+    }
+
+    /// <summary>
     /// New destinations (restore-on-create) take their bytes as they stream, whatever the tensor's size (fits the ring or
     /// not), next to existing destinations that keep the verify-before-device path: every value lands bit for bit.
     /// </summary>

@@ -157,7 +157,12 @@ public sealed class IlgpuAccelerator : Devices.Accelerator
         {
             throw new IlgpuException(Kind, "Allocate1D", ex);
         }
-        return new DeviceBuffer(this, new SafeIlgpuBufferHandle(buffer, buffer.View.AsContiguous(), ownsBuffer: true), lengthInBytes, isExternal: false, ownsMemory: true);
+        var handle = new SafeIlgpuBufferHandle(buffer, buffer.View.AsContiguous(), ownsBuffer: true);
+        // ILGPU's CPU accelerator allocates host memory: huge pages where the kernel allows, before its first touch (see
+        // LibC.TryAdviseHugePages; ILGPU does not align it, so only the whole 2 MiB pages inside are advised).
+        if (Device.AcceleratorType == AcceleratorType.CPU && lengthInBytes >= Interop.LibC.HugePageSizeInBytes)
+            unsafe { Interop.LibC.TryAdviseHugePages((void*)handle.HostAddress, (nuint)lengthInBytes); }
+        return new DeviceBuffer(this, handle, lengthInBytes, isExternal: false, ownsMemory: true);
     }
 
     private protected override DeviceBuffer WrapExternalInternal(nint nativeHandle, long lengthInBytes, bool ownsMemory) =>

@@ -22,7 +22,8 @@ namespace CheckpointGpu.Pipeline;
 /// stream, as large as the largest tensor that spans more windows than the ring has slots (half as many on accelerators
 /// whose memory is host memory), plus 12 KiB, during one call. On those CPU accelerators the scratch is host memory: the
 /// price of verify-before-write for tensors larger than the ring (TensorFlow's <c>RestoreV2</c> reads every tensor into a
-/// host tensor of its full size before assigning it).</para>
+/// host tensor of its full size before assigning it); there it is kept for the next restore until a save runs
+/// (<see cref="CheckpointPipelineOptions.RetainRestoreScratch"/>), since fresh memory is slow to touch.</para>
 /// <para>Thread-safe. Dispose with <see cref="DisposeAsync"/>, which waits for outstanding reads and claims.</para>
 /// </remarks>
 public sealed class RestoreSession : IAsyncDisposable, IDisposable
@@ -337,6 +338,7 @@ public sealed class RestoreSession : IAsyncDisposable, IDisposable
         var files = new Dictionary<int, IShardFile>();
         var streams = new HashSet<AcceleratorStream>();
         var scratch = new Dictionary<AcceleratorStream, DeviceBuffer>();
+        var scratchNeeds = new Dictionary<AcceleratorStream, long>();
         var scratchStreams = new Dictionary<AcceleratorStream, AcceleratorStream>();
         await _pipeline.RingLock.WaitAsync(ct).ConfigureAwait(false);
         // IO settings apply per restore: the ring takes this session's shape while we hold the ring lock.
@@ -395,17 +397,23 @@ public sealed class RestoreSession : IAsyncDisposable, IDisposable
                 // holding half the ring or more would stall the reads until its copies drain: scratch from half the ring up.
                 if (r.PieceCount <= (r.Destination.Buffer!.IsHostMemory ? holdLimit / 2 : holdLimit)) continue;
                 r.UsesScratch = true;
-                if (!scratch.TryGetValue(r.Stream!, out var existing) || existing.LengthInBytes < r.Entry.Size)
+                // Room for block-aligned reads (tensors start anywhere in a data file, buffers need not start on a block):
+                // on host-memory accelerators the windows are read straight into the scratch (below).
+                var need = r.Entry.Size + 3 * IShardFile.DirectIOAlignmentInBytes;
+                if (!scratchNeeds.TryGetValue(r.Stream!, out var needed) || needed < need) scratchNeeds[r.Stream!] = need;
+            }
+            foreach (var (stream, need) in scratchNeeds)
+            {
+                // The previous restore's scratch when kept (warm memory: CheckpointPipelineOptions.RetainRestoreScratch).
+                var buffer = _pipeline.TakeRetainedScratch(stream.Accelerator, need);
+                if (buffer is null)
                 {
-                    existing?.Dispose();
-                    // Room for block-aligned reads (tensors start anywhere in a data file, buffers need not start on a
-                    // block): on host-memory accelerators the windows are read straight into the scratch (below).
-                    var buffer = r.Stream!.Accelerator.Allocate(r.Entry.Size + 3 * IShardFile.DirectIOAlignmentInBytes);
-                    scratch[r.Stream!] = buffer;
+                    buffer = stream.Accelerator.Allocate(need);
                     // Fresh memory: on host-memory accelerators its page faults would otherwise be paid by the first
-                    // slot-to-scratch copies, on the ring's critical path (a background populate, contents unchanged).
+                    // reads or copies into it, on the ring's critical path (a background populate, contents unchanged).
                     buffer.AdviseWillWrite();
                 }
+                scratch[stream] = buffer;
             }
             foreach (var r in requests)
             {
@@ -428,7 +436,7 @@ public sealed class RestoreSession : IAsyncDisposable, IDisposable
                 if (!r.UsesScratch || !r.Scratch!.TryGetHostMemory(0, 0, out _, out var scratchAddress)) continue;
                 r.ReadsIntoScratch = true;
                 r.ScratchAlignment = (int)(-scratchAddress & (IShardFile.DirectIOAlignmentInBytes - 1));
-                r.ScratchCopyOut = new TaskCompletionSource<DeviceEvent>(TaskCreationOptions.RunContinuationsAsynchronously);
+                r.ScratchCopyOut = new TaskCompletionSource<(long ScratchStart, DeviceEvent Copied)[]>(TaskCreationOptions.RunContinuationsAsynchronously);
                 r.PreviousScratchUser = lastScratchUser.GetValueOrDefault(r.Scratch);
                 lastScratchUser[r.Scratch] = r;
             }
@@ -449,11 +457,19 @@ public sealed class RestoreSession : IAsyncDisposable, IDisposable
                 {
                     foreach (var w in windows)
                     {
-                        if (w.ScratchTarget is { PreviousScratchUser: { } previous } && w.Pieces[0].OffsetInTensor == 0)
+                        if (w.ScratchTarget is { PreviousScratchUser: { } previous })
                         {
-                            // The shared scratch still holds the previous tensor until its copy out completes.
-                            var copyOut = await previous.ScratchCopyOut!.Task.WaitAsync(token).ConfigureAwait(false);
-                            await copyOut.Completion.WaitAsync(token).ConfigureAwait(false);
+                            // The shared scratch holds the previous tensor until its copy out completes: each window waits
+                            // for the copy-out chunks of the range it overwrites (all on one stream: the last one suffices).
+                            var chunks = await previous.ScratchCopyOut!.Task.WaitAsync(token).ConfigureAwait(false);
+                            var end = w.ScratchOffset + AlignUp(w.NeededEnd - w.Start);
+                            DeviceEvent? last = null;
+                            foreach (var (start, copied) in chunks)
+                            {
+                                if (start >= end) break;
+                                last = copied;
+                            }
+                            if (last is not null) await last.Completion.WaitAsync(token).ConfigureAwait(false);
                         }
                         var slot = await ring.RentAsync(token).ConfigureAwait(false);
                         var job = new ReadJob(w, slot);
@@ -593,7 +609,8 @@ public sealed class RestoreSession : IAsyncDisposable, IDisposable
                 }
             }
             foreach (var stream in scratchStreams.Values) stream.Dispose();
-            foreach (var b in scratch.Values) b.Dispose();
+            // Kept for the next restore when it is host memory and nothing failed (a failed device copy may still own it).
+            foreach (var b in scratch.Values) _pipeline.RetainOrFreeScratch(b, options.RetainRestoreScratch && failures.Count == 0);
             ring.ResetAll();
             _pipeline.RingLock.Release();
             foreach (var f in files.Values) f.Dispose();
@@ -638,11 +655,26 @@ public sealed class RestoreSession : IAsyncDisposable, IDisposable
             return;
         }
         if (r.Direct) return;
+        if (r.ReadsIntoScratch)
+        {
+            // In slot-sized chunks, so the next tensor's reads into the shared scratch wait only for the copies of the
+            // range they overwrite, not for the whole tensor's copy.
+            var chunkSize = (long)_pipeline.Ring.SlotSizeInBytes;
+            var chunks = new (long ScratchStart, DeviceEvent Copied)[(int)((r.Entry.Size + chunkSize - 1) / chunkSize)];
+            for (var i = 0; i < chunks.Length; i++)
+            {
+                var offset = i * chunkSize;
+                var length = Math.Min(chunkSize, r.Entry.Size - offset);
+                chunks[i] = (r.ScratchHead + offset,
+                    r.ScratchStream!.EnqueueCopy(r.Scratch!.View(r.ScratchHead + offset, length), r.Destination.SubView(offset, length)));
+            }
+            current!.Events.Add(chunks[^1].Copied);
+            r.ScratchCopyOut!.TrySetResult(chunks);
+            return;
+        }
         if (r.UsesScratch)
         {
-            var copyOut = r.ScratchStream!.EnqueueCopy(r.Scratch!.View(r.ScratchHead, r.Entry.Size), r.Destination);
-            current!.Events.Add(copyOut);
-            r.ScratchCopyOut?.TrySetResult(copyOut);
+            current!.Events.Add(r.ScratchStream!.EnqueueCopy(r.Scratch!.View(r.ScratchHead, r.Entry.Size), r.Destination));
             return;
         }
         foreach (var (job, p) in r.Held)
@@ -745,8 +777,11 @@ public sealed class RestoreSession : IAsyncDisposable, IDisposable
         /// <summary>The tensor read into the same scratch before this one; its copy out must complete before this one's reads.</summary>
         public ReadRequest? PreviousScratchUser { get; set; }
 
-        /// <summary>The copy out of the scratch into the destination, once enqueued after verification (set when <see cref="ReadsIntoScratch"/>).</summary>
-        public TaskCompletionSource<DeviceEvent>? ScratchCopyOut { get; set; }
+        /// <summary>
+        /// The copy out of the scratch into the destination, in chunks (each chunk's first scratch offset and its copy),
+        /// once enqueued after verification (set when <see cref="ReadsIntoScratch"/>).
+        /// </summary>
+        public TaskCompletionSource<(long ScratchStart, DeviceEvent Copied)[]>? ScratchCopyOut { get; set; }
 
         /// <summary>
         /// The stream of the scratch copies (slot → scratch, then scratch → destination): one per destination stream and

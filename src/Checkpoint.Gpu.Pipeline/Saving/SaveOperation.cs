@@ -161,6 +161,8 @@ internal sealed partial class SaveOperation
             }
             // IO settings apply per save: the ring takes this save's shape (the pipeline holds the ring lock for us).
             _pipeline.EnsureRing(_options);
+            // A restore's kept scratch is for the next restore; once the pipeline saves, its owner is training: hand it back.
+            _pipeline.FreeRetainedScratch();
             // ---- the one commit protocol (Format's BundleCommit), step 1: data under temporary names ----
             commit = new BundleCommit(Prefix, Plan.ShardCount, _options.Storage);
             var creating = commit;

@@ -1,0 +1,67 @@
+using System.Globalization;
+
+namespace CheckpointGpu.Devices.Tests;
+
+/// <summary>
+/// Host memory of 2 MiB or more (CPU device buffers, pinned staging buffers; ILGPU's CPU buffers) is backed by transparent
+/// huge pages where the kernel allows: O_DIRECT requests from it reach the disk's largest request size (LibC.TryAdviseHugePages).
+/// Checked in <c>/proc/self/smaps</c> after the memory is touched, on kernels whose THP mode is <c>madvise</c> or <c>always</c>.
+/// </summary>
+public sealed class HugePageTests
+{
+    private const long HugePage = 2 << 20;
+
+    [Theory]
+    [InlineData(AcceleratorKind.Cpu, false)]
+    [InlineData(AcceleratorKind.Cpu, true)]
+    [InlineData(AcceleratorKind.IlgpuCpu, false)]
+    [InlineData(AcceleratorKind.IlgpuCpu, true)]
+    public async Task LargeHostMemory_IsBackedByHugePages(AcceleratorKind kind, bool pinned)
+    {
+        const int size = 16 << 20;
+        using var acc = Accelerator.Create(kind);
+        using var buffer = pinned ? null : acc.Allocate(size);
+        using var staging = pinned ? acc.AllocatePinned(size) : null;
+        nint address;
+        if (pinned)
+        {
+            address = staging!.Pointer;
+        }
+        else
+        {
+            Assert.True(buffer!.TryGetHostMemory(0, size, out _, out address));
+            // Touch every page (the device's own copy path).
+            acc.DefaultStream.EnqueueCopyFromHost(TestData.Random(size, 3), buffer.AsView());
+            await acc.DefaultStream.SynchronizeAsync();
+        }
+        // Our own allocations start on a huge page; ILGPU's buffers need not (only their whole huge pages are advised).
+        if (kind == AcceleratorKind.Cpu || pinned) Assert.Equal(0, address % HugePage);
+        var mode = File.Exists("/sys/kernel/mm/transparent_hugepage/enabled") ? File.ReadAllText("/sys/kernel/mm/transparent_hugepage/enabled") : "";
+        if (!OperatingSystem.IsLinux() || mode.Contains("[never]", StringComparison.Ordinal) || mode.Length == 0) return; // the kernel offers none
+        var hugeKiB = AnonHugePagesKiB(address, size);
+        // All of it for our aligned blocks; ILGPU's unaligned buffer loses at most one huge page at each end.
+        var wholePages = kind == AcceleratorKind.Cpu || pinned ? size / HugePage : size / HugePage - 1;
+        Assert.True(hugeKiB >= wholePages * 2048, $"{hugeKiB} KiB of {size >> 10} KiB on huge pages (THP mode: {mode.Trim()})");
+    }
+
+    /// <summary>Sums AnonHugePages of the mappings overlapping [address, address + length) in /proc/self/smaps.</summary>
+    private static long AnonHugePagesKiB(nint address, long length)
+    {
+        long total = 0;
+        var inRange = false;
+        foreach (var line in File.ReadLines("/proc/self/smaps"))
+        {
+            var dash = line.IndexOf('-', StringComparison.Ordinal);
+            var space = line.IndexOf(' ', StringComparison.Ordinal);
+            if (dash > 0 && space > dash && ulong.TryParse(line.AsSpan(0, dash), NumberStyles.HexNumber, CultureInfo.InvariantCulture, out var start)
+                && ulong.TryParse(line.AsSpan(dash + 1, space - dash - 1), NumberStyles.HexNumber, CultureInfo.InvariantCulture, out var end))
+            {
+                inRange = start < (ulong)address + (ulong)length && end > (ulong)address;
+                continue;
+            }
+            if (inRange && line.StartsWith("AnonHugePages:", StringComparison.Ordinal))
+                total += long.Parse(line.AsSpan(14).Trim().ToString().Split(' ')[0], CultureInfo.InvariantCulture);
+        }
+        return total;
+    }
+}
