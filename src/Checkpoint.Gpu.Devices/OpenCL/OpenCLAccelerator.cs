@@ -209,7 +209,10 @@ public sealed unsafe partial class OpenCLAccelerator : Accelerator
             var handle = new SafeClMappedHostHandle(mem, UtilityQueue, mapped, aligned);
             if (aligned + (nint)rounded <= mapped + (nint)size)
             {
-                NativeMemory.Clear((void*)aligned, (nuint)rounded); // pre-fault every page
+                // Huge pages where the driver's host memory is ordinary anonymous memory not yet touched (PoCL); a
+                // driver's own pinned mapping refuses the advice, harmlessly. Then pre-fault every page.
+                if (rounded >= Interop.LibC.HugePageSizeInBytes) Interop.LibC.TryAdviseHugePages((void*)aligned, (nuint)rounded);
+                NativeMemory.Clear((void*)aligned, (nuint)rounded);
                 return new PinnedHostBuffer(this, handle, aligned, lengthInBytes, isPageLocked: true);
             }
             handle.Dispose();
