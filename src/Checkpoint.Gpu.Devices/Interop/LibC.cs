@@ -14,6 +14,29 @@ internal static unsafe partial class LibC
     [LibraryImport("libc", EntryPoint = "madvise", SetLastError = true)]
     internal static partial int MAdvise(void* address, nuint length, int advice);
 
+    [LibraryImport("libc", EntryPoint = "mmap", SetLastError = true)]
+    private static partial void* MMap(void* address, nuint length, int protection, int flags, int fd, nint offset);
+
+    [LibraryImport("libc", EntryPoint = "munmap", SetLastError = true)]
+    internal static partial int MUnmap(void* address, nuint length);
+
+    /// <summary>
+    /// A fresh private anonymous mapping of <paramref name="length"/> bytes, readable and writable (<c>mmap(2)</c>;
+    /// <c>PROT_READ | PROT_WRITE</c> = 3, <c>MAP_PRIVATE | MAP_ANONYMOUS</c> = 0x22 on Linux x86-64 and arm64), or null
+    /// where refused or not Linux. Never-touched pages: advice such as huge pages applies to all of them.
+    /// </summary>
+    internal static void* TryMapAnonymous(nuint length)
+    {
+        if (!OperatingSystem.IsLinux() || !(RuntimeInformation.ProcessArchitecture is Architecture.X64 or Architecture.Arm64)) return null;
+        try
+        {
+            var p = MMap(null, length, 3, 0x22, -1, 0);
+            return p == (void*)-1 ? null : p;
+        }
+        catch (DllNotFoundException) { return null; }
+        catch (EntryPointNotFoundException) { return null; }
+    }
+
     /// <summary><c>MADV_HUGEPAGE</c> (Linux <c>include/uapi/asm-generic/mman-common.h</c>).</summary>
     private const int MadvHugePage = 14;
 

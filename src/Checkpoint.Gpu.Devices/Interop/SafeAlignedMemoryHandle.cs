@@ -2,7 +2,10 @@ using System.Runtime.InteropServices;
 
 namespace CheckpointGpu.Devices.Interop;
 
-/// <summary>Owns a block from <see cref="NativeMemory.AlignedAlloc(nuint, nuint)"/> (or wraps a caller's block without owning it).</summary>
+/// <summary>
+/// Owns a block from <see cref="NativeMemory.AlignedAlloc(nuint, nuint)"/>, or for blocks of 2 MiB and more a fresh
+/// anonymous mapping (<c>mmap</c>) aligned inside to 2 MiB (or wraps a caller's block without owning it).
+/// </summary>
 /// <remarks>Used for CPU device buffers and host pinned buffers. If the block was page-locked it is unlocked before it is freed.</remarks>
 internal sealed unsafe class SafeAlignedMemoryHandle : SafeHandle
 {
@@ -10,9 +13,15 @@ internal sealed unsafe class SafeAlignedMemoryHandle : SafeHandle
     private readonly bool _ownsMemory;
     private readonly bool _locked;
 
-    private SafeAlignedMemoryHandle(void* pointer, nuint lengthInBytes, bool ownsMemory, bool locked)
+    // The whole mapping when the block is one (released with munmap), else null.
+    private readonly void* _mappingBase;
+    private readonly nuint _mappingLength;
+
+    private SafeAlignedMemoryHandle(void* pointer, nuint lengthInBytes, bool ownsMemory, bool locked, void* mappingBase = null, nuint mappingLength = 0)
         : base(IntPtr.Zero, ownsHandle: true)
     {
+        _mappingBase = mappingBase;
+        _mappingLength = mappingLength;
         SetHandle((nint)pointer);
         _lengthInBytes = lengthInBytes;
         _ownsMemory = ownsMemory;
@@ -40,10 +49,23 @@ internal sealed unsafe class SafeAlignedMemoryHandle : SafeHandle
         var size = (nuint)Math.Max(1, lengthInBytes);
         if (pageLockAndPrefault) size = (size + (nuint)alignment - 1) & ~((nuint)alignment - 1);
         var huge = size >= LibC.HugePageSizeInBytes;
-        if (huge) alignment = Math.Max(alignment, LibC.HugePageSizeInBytes);
-        void* p;
-        try { p = NativeMemory.AlignedAlloc(size, (nuint)alignment); }
-        catch (OutOfMemoryException) { return null; }
+        void* p = null;
+        void* mapping = null;
+        nuint mappingLength = 0;
+        if (huge)
+        {
+            // A fresh mapping, not the C heap: malloc may hand back pages another block already touched, which stay
+            // 4 KiB pages whatever the advice. One huge page of slack to start on a 2 MiB boundary.
+            alignment = Math.Max(alignment, LibC.HugePageSizeInBytes);
+            mappingLength = size + (nuint)alignment;
+            mapping = LibC.TryMapAnonymous(mappingLength);
+            if (mapping is not null) p = (void*)(((nuint)mapping + (nuint)alignment - 1) & ~((nuint)alignment - 1));
+        }
+        if (p is null)
+        {
+            try { p = NativeMemory.AlignedAlloc(size, (nuint)alignment); }
+            catch (OutOfMemoryException) { return null; }
+        }
         // Before the first touch: pages faulted in afterwards come as huge pages.
         if (huge) LibC.TryAdviseHugePages(p, size);
         var locked = false;
@@ -55,7 +77,7 @@ internal sealed unsafe class SafeAlignedMemoryHandle : SafeHandle
             locked = LibC.TryLock(p, size);
             NativeMemory.Clear(p, size);
         }
-        return new SafeAlignedMemoryHandle(p, size, ownsMemory: true, locked);
+        return new SafeAlignedMemoryHandle(p, size, ownsMemory: true, locked, mapping, mapping is null ? 0 : mappingLength);
     }
 
     /// <summary>Wraps memory the caller allocated. When <paramref name="ownsMemory"/> is true it is released with <see cref="NativeMemory.AlignedFree(void*)"/>.</summary>
@@ -65,7 +87,11 @@ internal sealed unsafe class SafeAlignedMemoryHandle : SafeHandle
     protected override bool ReleaseHandle()
     {
         if (_locked) LibC.MUnlock((void*)handle, _lengthInBytes);
-        if (_ownsMemory) NativeMemory.AlignedFree((void*)handle);
+        if (_ownsMemory)
+        {
+            if (_mappingBase is not null) LibC.MUnmap(_mappingBase, _mappingLength);
+            else NativeMemory.AlignedFree((void*)handle);
+        }
         Interlocked.Decrement(ref NativeObjectCounters.AlignedMemory);
         return true;
     }
