@@ -49,6 +49,17 @@ public abstract partial class Accelerator : IDisposable, IAsyncDisposable
     /// <summary>True once disposal has started.</summary>
     public bool IsDisposed => Volatile.Read(ref _disposed) != 0;
 
+    /// <summary>
+    /// True when this device's memory is the host's own memory: the native CPU accelerator, ILGPU's CPU accelerator, and an
+    /// OpenCL device of type <c>CL_DEVICE_TYPE_CPU</c> (PoCL). Allocating device memory then costs host memory and fresh
+    /// host pages (slow to touch on some VMs), which is why the restore engine keeps such a scratch buffer between restores.
+    /// Unlike <see cref="DeviceBuffer.IsHostMemory"/>, it does not promise that buffers can be addressed from the host.
+    /// </summary>
+    public bool DeviceMemoryIsHostMemory => DeviceMemoryIsHostMemoryCore;
+
+    /// <summary>See <see cref="DeviceMemoryIsHostMemory"/>; false unless a backend knows better.</summary>
+    private protected virtual bool DeviceMemoryIsHostMemoryCore => false;
+
     /// <summary>A stream created on first use and owned by the accelerator (do not dispose it).</summary>
     /// <exception cref="ObjectDisposedException">The accelerator is disposed.</exception>
     public AcceleratorStream DefaultStream

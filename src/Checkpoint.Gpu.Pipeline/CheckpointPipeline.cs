@@ -182,13 +182,13 @@ public sealed class CheckpointPipeline : IAsyncDisposable, IDisposable
     }
 
     /// <summary>
-    /// Keeps <paramref name="buffer"/> (host memory on this pipeline's accelerator) for the next restore, or frees it.
+    /// Keeps <paramref name="buffer"/> (on this pipeline's accelerator, whose device memory is host memory) for the next restore, or frees it.
     /// Under <see cref="RingLock"/>, after every copy into and out of it completed.
     /// </summary>
     internal void RetainOrFreeScratch(DeviceBuffer buffer, bool retain)
     {
         if (buffer.IsDisposed) return;
-        retain &= ReferenceEquals(buffer.Accelerator, Accelerator) && buffer.IsHostMemory && Volatile.Read(ref _disposed) == 0;
+        retain &= ReferenceEquals(buffer.Accelerator, Accelerator) && buffer.Accelerator.DeviceMemoryIsHostMemory && Volatile.Read(ref _disposed) == 0;
         var previous = _retainedScratch;
         if (retain && (previous is null || previous.IsDisposed || previous.LengthInBytes <= buffer.LengthInBytes))
         {

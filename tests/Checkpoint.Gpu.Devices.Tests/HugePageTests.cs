@@ -48,6 +48,23 @@ public sealed class HugePageTests
         Assert.True(hugeKiB >= wholePages * 2048, $"{hugeKiB} KiB of {size >> 10} KiB on huge pages (THP mode: {mode.Trim()})");
     }
 
+    /// <summary>
+    /// <see cref="Accelerator.DeviceMemoryIsHostMemory"/>: true on the CPU accelerators and on PoCL's CPU device (whose
+    /// <c>CL_DEVICE_TYPE</c> is CPU), as the restore engine's scratch retention needs.
+    /// </summary>
+    [Theory]
+    [InlineData(AcceleratorKind.Cpu)]
+    [InlineData(AcceleratorKind.IlgpuCpu)]
+    [InlineData(AcceleratorKind.OpenCL)]
+    public void DeviceMemoryIsHostMemory_OnTheHostBackends(AcceleratorKind kind)
+    {
+        using var acc = Accelerator.Create(kind);
+        if (kind == AcceleratorKind.OpenCL && !acc.Info.DriverVersion.Contains("pocl", StringComparison.OrdinalIgnoreCase)
+            && !acc.Info.Vendor.Contains("pocl", StringComparison.OrdinalIgnoreCase) && !acc.Name.Contains("pthread", StringComparison.OrdinalIgnoreCase))
+            return; // another OpenCL device: its type decides, not checked here
+        Assert.True(acc.DeviceMemoryIsHostMemory, $"{kind} '{acc.Name}' ({acc.Info.Vendor}, {acc.Info.DriverVersion})");
+    }
+
     /// <summary>Sums AnonHugePages of the mappings overlapping [address, address + length) in /proc/self/smaps.</summary>
     private static long AnonHugePagesKiB(nint address, long length)
     {

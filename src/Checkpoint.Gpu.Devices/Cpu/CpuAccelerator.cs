@@ -14,6 +14,8 @@ public sealed class CpuAccelerator : Accelerator
     {
     }
 
+    private protected override bool DeviceMemoryIsHostMemoryCore => true;
+
     internal static AcceleratorInfo Describe()
     {
         var memory = GC.GetGCMemoryInfo().TotalAvailableMemoryBytes;

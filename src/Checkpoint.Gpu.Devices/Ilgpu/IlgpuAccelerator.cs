@@ -142,6 +142,8 @@ public sealed class IlgpuAccelerator : Devices.Accelerator
         return stream.EnqueueBackendOperation(resources, e => ilgpuStream.EnqueueCustomInternal(issue, e));
     }
 
+    private protected override bool DeviceMemoryIsHostMemoryCore => Device.AcceleratorType == AcceleratorType.CPU;
+
     private protected override DeviceBuffer AllocateInternal(long lengthInBytes)
     {
         MemoryBuffer1D<byte, Stride1D.Dense> buffer;

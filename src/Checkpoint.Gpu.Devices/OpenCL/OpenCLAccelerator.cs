@@ -29,7 +29,13 @@ public sealed unsafe partial class OpenCLAccelerator : Accelerator
         _context = context;
         _device = device;
         _useQueueProperties = ParseMajorVersion(deviceVersion) >= 2;
+        // CL_DEVICE_TYPE_CPU = 1 << 1 (Khronos cl.h): the device computes in host memory (PoCL's CPU device).
+        _isCpuDevice = (OpenCLNative.GetDeviceUInt64(device, OpenCLNative.CL_DEVICE_TYPE) & 2) != 0;
     }
+
+    private readonly bool _isCpuDevice;
+
+    private protected override bool DeviceMemoryIsHostMemoryCore => _isCpuDevice;
 
     internal SafeClContextHandle Context => _context;
 

@@ -22,7 +22,8 @@ namespace CheckpointGpu.Pipeline;
 /// stream, as large as the largest tensor that spans more windows than the ring has slots (half as many on accelerators
 /// whose memory is host memory), plus 12 KiB, during one call. On those CPU accelerators the scratch is host memory: the
 /// price of verify-before-write for tensors larger than the ring (TensorFlow's <c>RestoreV2</c> reads every tensor into a
-/// host tensor of its full size before assigning it); there it is kept for the next restore until a save runs
+/// host tensor of its full size before assigning it); where device memory is host memory (those and OpenCL CPU devices,
+/// <see cref="Accelerator.DeviceMemoryIsHostMemory"/>) it is kept for the next restore until a save runs
 /// (<see cref="CheckpointPipelineOptions.RetainRestoreScratch"/>), since fresh memory is slow to touch.</para>
 /// <para>Thread-safe. Dispose with <see cref="DisposeAsync"/>, which waits for outstanding reads and claims.</para>
 /// </remarks>
