@@ -157,8 +157,8 @@ public sealed class CheckpointPipeline : IAsyncDisposable, IDisposable
 
     internal HostArena Arena { get; }
 
-    // A restore's host-memory scratch kept for the next restore (CheckpointPipelineOptions.RetainRestoreScratch); used and
-    // changed only under RingLock.
+    // A restore's scratch kept for the next restore where device memory is host memory
+    // (CheckpointPipelineOptions.RetainRestoreScratch); used and changed only under RingLock.
     private DeviceBuffer? _retainedScratch;
 
     /// <summary>The kept restore scratch buffer, if any (for tests).</summary>
@@ -177,7 +177,7 @@ public sealed class CheckpointPipeline : IAsyncDisposable, IDisposable
         if (kept is null || !ReferenceEquals(kept.Accelerator, accelerator)) return null;
         Volatile.Write(ref _retainedScratch, null);
         if (!kept.IsDisposed && kept.LengthInBytes >= lengthInBytes) return kept;
-        if (!kept.IsDisposed && !kept.Accelerator.IsDisposed) kept.Dispose();
+        FreeScratch(kept);
         return null;
     }
 

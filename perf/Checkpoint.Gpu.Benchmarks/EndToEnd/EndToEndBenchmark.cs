@@ -68,16 +68,18 @@ public static class EndToEndBenchmark
             // request carries at most max_segments (254 on this VM's virtio disk) runs, ~1 MiB, and fio's figure swings
             // with how contiguous its buffer happens to be; huge pages give the disk's real limit.
             var fioWH = new List<double>(); var fioRH = new List<double>();
+            var fioWriteArgs = $"--name=seqwrite --filename={fioFile} --rw=write --bs=8M --size={total} --direct=1 --ioengine=psync --end_fsync=1 --numjobs=1";
+            var fioReadArgs = $"--name=seqread --filename={fioFile} --rw=read --bs=8M --size={total} --direct=1 --ioengine=libaio --iodepth=2 --numjobs=1";
             for (var i = 0; i < repeats; i++)
             {
                 File.Delete(fioFile);
-                fioW.Add(Fio($"--name=seqwrite --filename={fioFile} --rw=write --bs=8M --size={total} --direct=1 --ioengine=psync --end_fsync=1 --numjobs=1", total, "write"));
+                fioW.Add(Fio(fioWriteArgs, total, "write"));
                 DropCaches();
-                fioR.Add(Fio($"--name=seqread --filename={fioFile} --rw=read --bs=8M --size={total} --direct=1 --ioengine=libaio --iodepth=2 --numjobs=1", total, "read"));
+                fioR.Add(Fio(fioReadArgs, total, "read"));
                 File.Delete(fioFile);
-                if (FioHugePages($"--name=seqwrite --filename={fioFile} --rw=write --bs=8M --size={total} --direct=1 --ioengine=psync --end_fsync=1 --numjobs=1", total, "write") is { } wh) fioWH.Add(wh);
+                if (FioHugePages(fioWriteArgs, total, "write") is { } wh) fioWH.Add(wh);
                 DropCaches();
-                if (FioHugePages($"--name=seqread --filename={fioFile} --rw=read --bs=8M --size={total} --direct=1 --ioengine=libaio --iodepth=2 --numjobs=1", total, "read") is { } rh) fioRH.Add(rh);
+                if (FioHugePages(fioReadArgs, total, "read") is { } rh) fioRH.Add(rh);
             }
             File.Delete(fioFile);
             Emit("fio_write_odirect_fsync", total, Median(fioW));
@@ -155,7 +157,7 @@ public static class EndToEndBenchmark
                     var fioPaired = FioReadFile(ckptData);
                     pairedFio.Add(fioPaired);
                     DropCaches();
-                    if (FioReadFile(ckptData, hugePages: true) is { } fioHuge) pairedFioHuge.Add(fioHuge);
+                    if (FioReadFileHugePages(ckptData) is { } fioHuge) pairedFioHuge.Add(fioHuge);
                     DropCaches();
                     ResetPeakRss();
                     var before = CurrentRss();
@@ -419,15 +421,18 @@ public static class EndToEndBenchmark
     private static double FioReadFile(string path)
     {
         var length = new FileInfo(path).Length;
-        return Fio($"--name=ckptread --filename={path} --rw=read --bs=8M --size={length} --direct=1 --ioengine=libaio --iodepth=2 --numjobs=1 --readonly", length, "read");
+        return Fio(FioReadFileArgs(path, length), length, "read");
     }
 
     /// <summary>The same read from huge-page buffers (<see cref="FioHugePages"/>): seconds, or null where unavailable.</summary>
-    private static double? FioReadFile(string path, bool hugePages)
+    private static double? FioReadFileHugePages(string path)
     {
         var length = new FileInfo(path).Length;
-        return FioHugePages($"--name=ckptread --filename={path} --rw=read --bs=8M --size={length} --direct=1 --ioengine=libaio --iodepth=2 --numjobs=1 --readonly", length, "read");
+        return FioHugePages(FioReadFileArgs(path, length), length, "read");
     }
+
+    private static string FioReadFileArgs(string path, long length) =>
+        $"--name=ckptread --filename={path} --rw=read --bs=8M --size={length} --direct=1 --ioengine=libaio --iodepth=2 --numjobs=1 --readonly";
 
     /// <summary>
     /// fio with its IO buffers in huge pages (<c>--mem=shmhuge</c>): reserves 16 hugetlb pages (32 MiB: 2 × 8 MiB buffers

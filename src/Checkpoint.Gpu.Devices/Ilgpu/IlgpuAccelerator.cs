@@ -162,7 +162,7 @@ public sealed class IlgpuAccelerator : Devices.Accelerator
         var handle = new SafeIlgpuBufferHandle(buffer, buffer.View.AsContiguous(), ownsBuffer: true);
         // ILGPU's CPU accelerator allocates host memory: huge pages where the kernel allows, before its first touch (see
         // LibC.TryAdviseHugePages; ILGPU does not align it, so only the whole 2 MiB pages inside are advised).
-        if (Device.AcceleratorType == AcceleratorType.CPU && lengthInBytes >= Interop.LibC.HugePageSizeInBytes)
+        if (DeviceMemoryIsHostMemoryCore)
             unsafe { Interop.LibC.TryAdviseHugePages((void*)handle.HostAddress, (nuint)lengthInBytes); }
         return new DeviceBuffer(this, handle, lengthInBytes, isExternal: false, ownsMemory: true);
     }

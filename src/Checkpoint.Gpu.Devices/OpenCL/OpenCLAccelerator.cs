@@ -217,7 +217,7 @@ public sealed unsafe partial class OpenCLAccelerator : Accelerator
             {
                 // Huge pages where the driver's host memory is ordinary anonymous memory not yet touched (PoCL); a
                 // driver's own pinned mapping refuses the advice, harmlessly. Then pre-fault every page.
-                if (rounded >= Interop.LibC.HugePageSizeInBytes) Interop.LibC.TryAdviseHugePages((void*)aligned, (nuint)rounded);
+                Interop.LibC.TryAdviseHugePages((void*)aligned, (nuint)rounded);
                 NativeMemory.Clear((void*)aligned, (nuint)rounded);
                 return new PinnedHostBuffer(this, handle, aligned, lengthInBytes, isPageLocked: true);
             }

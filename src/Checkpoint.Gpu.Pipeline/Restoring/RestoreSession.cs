@@ -610,7 +610,8 @@ public sealed class RestoreSession : IAsyncDisposable, IDisposable
                 }
             }
             foreach (var stream in scratchStreams.Values) stream.Dispose();
-            // Kept for the next restore when it is host memory and nothing failed (a failed device copy may still own it).
+            // Kept for the next restore where device memory is host memory and nothing failed (a failed device copy may
+            // still own it).
             foreach (var b in scratch.Values) _pipeline.RetainOrFreeScratch(b, options.RetainRestoreScratch && failures.Count == 0);
             ring.ResetAll();
             _pipeline.RingLock.Release();
